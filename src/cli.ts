@@ -1,0 +1,85 @@
+// Entry point. The subcommand table maps each word to a lazily loaded module, so an SSH session
+// (the default, serve) loads nothing that only root's tools need.
+import fs from "node:fs";
+
+const MIN_NODE = 20;
+const major = Number(process.versions.node.split(".")[0]);
+if (major < MIN_NODE) {
+  process.stderr.write(`validate-backup: Node.js >= ${MIN_NODE} is required (this is ${process.version})\n`);
+  process.exit(2);
+}
+
+type Run = (args: string[]) => Promise<number>;
+interface Sub {
+  summary: string;
+  run: () => Promise<Run>;
+}
+
+const SUBCOMMANDS: Record<string, Sub> = {
+  serve: {
+    summary: "--config FILE   serve one SSH session (the default; SSH_ORIGINAL_COMMAND says what)",
+    run: async () => serveMain,
+  },
+};
+
+export function register(name: string, sub: Sub): void {
+  SUBCOMMANDS[name] = sub;
+}
+
+function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+function help(): string {
+  const lines = Object.entries(SUBCOMMANDS).map(([n, s]) => `  validate-backup ${n} ${s.summary}`);
+  return [
+    "validate-backup: an SSH forced command that lets a backup key add files and nothing else.",
+    "",
+    "Usage:",
+    "  validate-backup --config FILE          (in authorized_keys: command=\"… --config FILE\",restrict)",
+    ...lines,
+    "  validate-backup --help | --version",
+    "",
+    "Serve mode reads SSH_ORIGINAL_COMMAND and answers only append-only (or read-only) SFTP, scp and",
+    "rsync, confined to the config's root. See README.md.",
+  ].join("\n");
+}
+
+async function serveMain(args: string[]): Promise<number> {
+  if (args.length !== 2 || args[0] !== "--config") {
+    process.stderr.write(`validate-backup: usage: validate-backup --config FILE (got: ${args.join(" ").slice(0, 200)})\n`);
+    return 2;
+  }
+  const { serve } = await import("./serve.js");
+  return serve(args[1]!, process.env);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  if (first === "--help" || first === "-h" || first === "help") {
+    process.stdout.write(help() + "\n");
+    return 0;
+  }
+  if (first === "--version") {
+    process.stdout.write(`validate-backup ${version()}\n`);
+    return 0;
+  }
+  if (first === "--config") return serveMain(argv);
+  const sub = first !== undefined && Object.hasOwn(SUBCOMMANDS, first) ? SUBCOMMANDS[first] : undefined;
+  if (!sub) {
+    process.stderr.write(`validate-backup: unknown command '${String(first).slice(0, 64)}' (see --help)\n`);
+    return 2;
+  }
+  return (await sub.run())(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`validate-backup: ${(e as Error)?.message ?? String(e)}\n`);
+    process.exitCode = 4;
+  },
+);

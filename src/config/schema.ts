@@ -1,0 +1,47 @@
+// The per-key policy. This schema is the single source of the config's types and defaults; unknown
+// keys are errors at every level (strictObject), because a misspelt limit must not silently vanish.
+import { z } from "zod";
+import path from "node:path";
+
+const absPath = z
+  .string()
+  .min(2)
+  .max(1024)
+  .refine((p) => path.isAbsolute(p), "must be an absolute path")
+  .refine((p) => !p.includes("\0"), "must not contain NUL")
+  .refine((p) => path.normalize(p) === p && !p.endsWith("/"), "must be normalized (no '..', '//' or trailing '/')");
+
+export const PROTOCOLS = ["sftp", "scp", "rsync"] as const;
+export type Protocol = (typeof PROTOCOLS)[number];
+
+const GiB = 1024 ** 3;
+
+export const LimitsSchema = z.strictObject({
+  sessions: z.number().int().min(1).max(1000).default(4).describe("concurrent sessions of this key"),
+  sessionSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(12 * 3600),
+  idleSeconds: z.number().int().min(5).max(24 * 3600).default(900),
+  maxFileBytes: z.number().int().min(1).default(256 * GiB),
+  maxSessionBytes: z.number().int().min(1).default(4096 * GiB),
+  maxOpenHandles: z.number().int().min(1).max(4096).default(64),
+});
+
+export const ConfigSchema = z.strictObject({
+  label: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/, "letters, digits, '.', '_', '@', '-' (at most 64)")
+    .optional(),
+  root: absPath,
+  state: absPath.optional(),
+  access: z.enum(["append-only", "read-only"]).default("append-only"),
+  pull: z.boolean().default(true),
+  protocols: z.array(z.enum(PROTOCOLS)).min(1).default([...PROTOCOLS]),
+  audit: z.strictObject({ file: absPath }),
+  limits: LimitsSchema.default(LimitsSchema.parse({})),
+  rsync: z.strictObject({ path: absPath.default("/usr/bin/rsync") }).default({ path: "/usr/bin/rsync" }),
+});
+
+export type ConfigInput = z.input<typeof ConfigSchema>;
+export type Config = z.output<typeof ConfigSchema>;
+
+// What the rest of the program uses: the config with its derived values filled in.
+export type Policy = Config & { label: string; state: string; configPath: string };

@@ -1,0 +1,66 @@
+// Request x Policy -> Plan, or a refusal. Pure: the protocol code only ever sees a Plan.
+import { VbError } from "../errors.js";
+import type { Policy, Protocol } from "../config/schema.js";
+import type { Request, RequestKind } from "./command.js";
+import { parseRsyncArgs, type RsyncRequest } from "../rsync/options.js";
+
+export type Plan =
+  | { kind: "true" }
+  | { kind: "sftp" }
+  | { kind: "rsync"; rsync: RsyncRequest }
+  | { kind: "scp"; args: string[] }
+  | { kind: "mkdir"; args: string[] }
+  | { kind: "ls"; args: string[] }
+  | { kind: "rm"; args: string[] };
+
+const PROTOCOL_OF: Record<RequestKind, Protocol | null> = {
+  true: null,
+  sftp: "sftp",
+  rsync: "rsync",
+  scp: "scp",
+  // duplicity's paramiko+scp backend sends these around its scp transfers
+  mkdir: "scp",
+  ls: "scp",
+  rm: "scp",
+};
+
+// Flags of the sftp-server command line that only concern logging; any other flag (-d, -R, -u,
+// -P, -p, …) would change what the server does and is refused, never obeyed.
+const SFTP_LOG_FLAGS: Record<string, "arg" | "none"> = { "-l": "arg", "-f": "arg", "-e": "none" };
+
+function checkSftpArgs(args: string[]): void {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const kind = Object.hasOwn(SFTP_LOG_FLAGS, a) ? SFTP_LOG_FLAGS[a] : undefined;
+    if (!kind) throw new VbError("NOT_ALLOWED", `sftp-server option '${a}' is not allowed (only -l, -f and -e, which are ignored)`);
+    if (kind === "arg") {
+      if (!/^[A-Za-z0-9]{1,16}$/.test(args[i + 1] ?? "")) throw new VbError("NOT_ALLOWED", `sftp-server option '${a}' needs a plain word`);
+      i++;
+    }
+  }
+}
+
+export function decide(req: Request, policy: Policy): Plan {
+  const protocol = PROTOCOL_OF[req.kind];
+  if (protocol && !policy.protocols.includes(protocol))
+    throw new VbError("NOT_ALLOWED", `${protocol} is disabled for this key (protocols: ${policy.protocols.join(", ")})`);
+  switch (req.kind) {
+    case "true":
+      return { kind: "true" };
+    case "sftp":
+      checkSftpArgs(req.args);
+      return { kind: "sftp" };
+    case "rsync": {
+      const rsync = parseRsyncArgs(req.args);
+      if (rsync.sender && policy.access === "append-only" && policy.pull === false)
+        throw new VbError("NOT_ALLOWED", "reading (rsync --sender) is disabled for this key (pull: false)");
+      if (!rsync.sender && policy.access === "read-only") throw new VbError("READ_ONLY", "read-only: this key cannot upload (rsync push refused)");
+      return { kind: "rsync", rsync };
+    }
+    case "scp":
+    case "mkdir":
+    case "ls":
+    case "rm":
+      throw new VbError("NOT_ALLOWED", `${req.kind}: not yet supported by this version of validate-backup`);
+  }
+}

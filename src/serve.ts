@@ -1,0 +1,134 @@
+// Serve mode: one SSH session. Load the policy, open the audit log, decide, run the plan, and
+// close with one line that sums the session up. Every refusal is audited and told to the client.
+import path from "node:path";
+import fs from "node:fs";
+import { VbError } from "./errors.js";
+import { loadConfig, checkPlaces } from "./config/load.js";
+import type { Policy } from "./config/schema.js";
+import { openAudit, type Audit } from "./audit/log.js";
+import { parseCommand } from "./gate/command.js";
+import { decide, type Plan } from "./gate/decide.js";
+import { newSid, newCounters, type Session } from "./session.js";
+import { ensureState } from "./vault/state.js";
+import { Vault } from "./vault/vault.js";
+import { tryLock, unlock } from "./lock.js";
+
+export interface Context {
+  session: Session;
+  vault: Vault;
+}
+type Handler = (plan: never, ctx: Context) => Promise<number>;
+
+// Protocol code is loaded only for the session that needs it: start-up time is paid per session.
+const HANDLERS: Record<Plan["kind"], () => Promise<Handler>> = {
+  true: async () => async () => 0,
+  sftp: async () => (await import("./sftp/serve.js")).serveSftp as Handler,
+  rsync: async () => (await import("./rsync/run.js")).runRsync as Handler,
+  scp: async () => notYet,
+  mkdir: async () => notYet,
+  ls: async () => notYet,
+  rm: async () => notYet,
+};
+async function notYet(): Promise<number> {
+  throw new VbError("NOT_ALLOWED", "not yet supported");
+}
+
+export const EXIT = { ok: 0, refused: 1, config: 2, timeout: 3, failed: 4 } as const;
+
+function say(message: string): void {
+  process.stderr.write(`validate-backup: ${message}\n`);
+}
+
+/** The config could not be used: tell the client, and the audit log too if its path is readable. */
+function configError(configPath: string, e: Error, command: string | undefined, client: string): number {
+  say(e.message);
+  try {
+    const json = JSON.parse(fs.readFileSync(configPath, "utf8")) as { audit?: { file?: unknown } };
+    const file = json.audit?.file;
+    if (typeof file === "string" && path.isAbsolute(file))
+      openAudit(file, undefined, { client }).event("request", { decision: "deny", reason: e.message, code: "CONFIG", command: command ?? null });
+  } catch {
+    /* nowhere to log: stderr has it */
+  }
+  return EXIT.config;
+}
+
+function takeSlot(policy: Policy): string | undefined {
+  for (let i = 0; i < policy.limits.sessions; i++) {
+    const f = path.join(policy.state, "locks", `session.${i}`);
+    if (tryLock(f)) return f;
+  }
+  return undefined;
+}
+
+export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise<number> {
+  const command = env.SSH_ORIGINAL_COMMAND;
+  const client = (env.SSH_CLIENT ?? "").split(" ")[0] || "local";
+  let policy: Policy;
+  let rootReal: string;
+  try {
+    policy = loadConfig(configPath);
+  } catch (e) {
+    return configError(configPath, e as Error, command, client);
+  }
+  const sid = newSid();
+  const audit: Audit = openAudit(policy.audit.file, path.join(policy.state, "locks", "audit.lock"), { label: policy.label, sid, client });
+  if (!audit.ok) {
+    say("refused: the audit log cannot be written");
+    return EXIT.config;
+  }
+  const deny = (e: unknown): number => {
+    const err = e instanceof VbError ? e : new VbError("IO", (e as Error).message);
+    audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null });
+    say(err.message);
+    return err.code === "IO" ? EXIT.failed : EXIT.refused;
+  };
+  try {
+    ({ rootReal } = checkPlaces(policy));
+    ensureState(policy.state);
+  } catch (e) {
+    return deny(e);
+  }
+  let plan: Plan;
+  try {
+    plan = decide(parseCommand(command), policy);
+  } catch (e) {
+    return deny(e);
+  }
+  const slot = plan.kind === "true" ? undefined : takeSlot(policy);
+  if (plan.kind !== "true" && !slot) return deny(new VbError("QUOTA", `too many concurrent sessions for this key (limit ${policy.limits.sessions})`));
+  audit.event("request", { decision: "allow", command, plan: plan.kind });
+
+  const session: Session = { sid, policy, audit, rootReal, counters: newCounters() };
+  let vault: Vault | undefined;
+  let exit: number = EXIT.failed;
+  const finish = (code: number, why?: string) => {
+    vault?.close();
+    if (slot) unlock(slot);
+    audit.event("session-end", { ...session.counters, exit: code, ...(why ? { reason: why } : {}) });
+  };
+  const lifetime = setTimeout(() => {
+    say(`session lifetime of ${policy.limits.sessionSeconds} s reached`);
+    finish(EXIT.timeout, "session lifetime reached");
+    process.exit(EXIT.timeout);
+  }, policy.limits.sessionSeconds * 1000);
+  lifetime.unref();
+  for (const sig of ["SIGTERM", "SIGHUP", "SIGINT"] as const)
+    process.once(sig, () => {
+      finish(EXIT.failed, `killed by ${sig}`);
+      process.exit(EXIT.failed);
+    });
+  try {
+    if (plan.kind !== "true") vault = new Vault(session);
+    const handler = await HANDLERS[plan.kind]();
+    exit = await handler(plan as never, { session, vault: vault as Vault });
+  } catch (e) {
+    const err = e instanceof VbError ? e : new VbError("IO", (e as Error).message);
+    say(err.message);
+    audit.event("error", { code: err.code, reason: err.message });
+    exit = err.code === "IO" ? EXIT.failed : EXIT.refused;
+  }
+  clearTimeout(lifetime);
+  finish(exit);
+  return exit;
+}

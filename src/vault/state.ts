@@ -1,0 +1,40 @@
+// The `state` directory: per-session temporary and staging areas, named <pid>-<random>. A
+// session killed with SIGKILL cannot clean up; the next session sweeps areas whose pid is gone.
+import fs from "node:fs";
+import path from "node:path";
+import type { Audit } from "../audit/log.js";
+import { pidAlive } from "../lock.js";
+
+export const AREAS = ["tmp", "staging", "locks"] as const;
+
+export function ensureState(state: string): void {
+  for (const a of AREAS) {
+    try {
+      fs.mkdirSync(path.join(state, a), { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    }
+  }
+}
+
+export function sweepStale(state: string, audit: Audit): void {
+  for (const area of ["tmp", "staging"]) {
+    const dir = path.join(state, area);
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const pid = Number.parseInt(name, 10);
+      if (pidAlive(pid)) continue;
+      try {
+        fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+        audit.event("swept", { area, name });
+      } catch {
+        /* try again next time */
+      }
+    }
+  }
+}

@@ -1,0 +1,309 @@
+// The vault: the only module that writes below the backup root (and in `state`). Every protocol
+// asks it; it enforces confinement, read-only mode and the append-only rules in one place.
+//
+// Writes only ever create: directories with mkdir(2), files by link(2) of a finished temporary
+// file from `state`, which fails with EEXIST instead of replacing. The only removals and renames
+// are of regular files this very session published (tracked by device and inode).
+import fs from "node:fs";
+import path from "node:path";
+import { VbError, fromErrno } from "../errors.js";
+import type { Session } from "../session.js";
+import { Confiner, vpath, checkName, type VPath } from "./paths.js";
+import { at, openDirAt, lstatAt, lstatAtOrNull, closeQuietly, inodeKey, DIR_FLAGS, READ_FLAGS } from "./fsat.js";
+import { Upload } from "./upload.js";
+import { sweepStale } from "./state.js";
+
+const C = fs.constants;
+/** Stored files are readable by owner and group at most: never setuid, setgid, sticky or exec. */
+export const FILE_MODE_MASK = 0o640;
+export const DIR_MODE_MASK = 0o750;
+
+export interface Entry {
+  name: string;
+  st: fs.Stats;
+}
+
+export class Vault {
+  readonly confiner: Confiner;
+  readonly readOnly: boolean;
+  private readonly rootFd: number;
+  private readonly ownFiles = new Set<string>();
+  private readonly ownDirs = new Set<string>();
+  private readonly uploads = new Set<Upload>();
+  private tmpCounter = 0;
+  private tmpDirMade = false;
+  readonly tmpDir: string;
+  readonly stagingDir: string;
+
+  constructor(readonly session: Session) {
+    const { policy, rootReal } = session;
+    this.readOnly = policy.access === "read-only";
+    this.confiner = new Confiner([policy.root, rootReal]);
+    this.rootFd = fs.openSync(rootReal, DIR_FLAGS);
+    this.tmpDir = path.join(policy.state, "tmp", session.sid);
+    this.stagingDir = path.join(policy.state, "staging", session.sid);
+    if (!this.readOnly) sweepStale(policy.state, session.audit);
+  }
+
+  /** Client path -> confined path (throws OUTSIDE_ROOT). */
+  resolve(p: string): VPath {
+    return this.confiner.confine(p);
+  }
+
+  private assertWritable(v: VPath, what: string): void {
+    if (this.readOnly) throw new VbError("READ_ONLY", `read-only: '${v.display}' cannot be ${what}`);
+  }
+
+  /** Open the directory at `comps` by walking from the root fd, never following a link. */
+  openDir(comps: readonly string[], display = comps.join("/") || "."): number {
+    let fd = fs.openSync(at(this.rootFd), DIR_FLAGS);
+    try {
+      for (const c of comps) {
+        const next = openDirAt(fd, c);
+        fs.closeSync(fd);
+        fd = next;
+      }
+      return fd;
+    } catch (e) {
+      closeQuietly(fd);
+      throw this.walkError(e, display);
+    }
+  }
+
+  private walkError(e: unknown, display: string): VbError {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ELOOP") return new VbError("OUTSIDE_ROOT", `'${display}': crosses a symbolic link, which is never followed`);
+    return fromErrno(e, display);
+  }
+
+  /** Run fn with the parent directory of v open; v must not be the root. */
+  private withParent<T>(v: VPath, fn: (dirFd: number, name: string) => T): T {
+    if (v.comps.length === 0) throw new VbError("NOT_ALLOWED", "the backup root itself cannot be changed");
+    const name = v.comps[v.comps.length - 1]!;
+    const dirFd = this.openDir(v.comps.slice(0, -1), v.display);
+    try {
+      return fn(dirFd, name);
+    } catch (e) {
+      throw this.walkError(e, v.display);
+    } finally {
+      closeQuietly(dirFd);
+    }
+  }
+
+  /** lstat semantics: a symbolic link is reported as one, never followed. */
+  lstat(v: VPath): fs.Stats {
+    if (v.comps.length === 0) return fs.fstatSync(this.rootFd);
+    return this.withParent(v, (dirFd, name) => lstatAt(dirFd, name));
+  }
+
+  exists(v: VPath): boolean {
+    try {
+      this.lstat(v);
+      return true;
+    } catch (e) {
+      if (e instanceof VbError && e.code === "NOT_FOUND") return false;
+      throw e;
+    }
+  }
+
+  /** List a directory: names and lstat of each, streamed in batches. */
+  *list(v: VPath, batch = 100): Generator<Entry[]> {
+    const fd = this.openDir(v.comps, v.display);
+    let dir: fs.Dir | undefined;
+    try {
+      dir = fs.opendirSync(at(fd));
+      let out: Entry[] = [];
+      for (let d = dir.readSync(); d; d = dir.readSync()) {
+        try {
+          out.push({ name: d.name, st: lstatAt(fd, d.name) });
+        } catch {
+          continue; // vanished between readdir and lstat
+        }
+        if (out.length >= batch) {
+          yield out;
+          out = [];
+        }
+      }
+      if (out.length) yield out;
+    } finally {
+      try {
+        dir?.closeSync();
+      } catch {
+        /* closed */
+      }
+      closeQuietly(fd);
+    }
+  }
+
+  /** Open a regular file for reading; the caller owns (and closes) the fd. */
+  openRead(v: VPath): { fd: number; st: fs.Stats } {
+    const fd = this.withParent(v, (dirFd, name) => fs.openSync(at(dirFd, name), READ_FLAGS));
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) {
+      closeQuietly(fd);
+      throw new VbError("NOT_ALLOWED", `'${v.display}': not a regular file`);
+    }
+    return { fd, st };
+  }
+
+  mkdir(v: VPath, mode = 0o750): void {
+    this.assertWritable(v, "created");
+    this.withParent(v, (dirFd, name) => {
+      fs.mkdirSync(at(dirFd, name), mode & DIR_MODE_MASK);
+      const fd = openDirAt(dirFd, name);
+      try {
+        this.ownDirs.add(inodeKey(fs.fstatSync(fd)));
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+    this.session.audit.event("mkdir", { path: v.display });
+  }
+
+  /** Create each missing directory of v (like mkdir -p); existing directories are fine. */
+  mkdirp(v: VPath): void {
+    for (let i = 1; i <= v.comps.length; i++) {
+      const sub = vpath(v.comps.slice(0, i));
+      let st: fs.Stats | null = null;
+      try {
+        st = this.lstat(sub);
+      } catch (e) {
+        if (!(e instanceof VbError && e.code === "NOT_FOUND")) throw e;
+      }
+      if (st === null) {
+        try {
+          this.mkdir(sub);
+        } catch (e) {
+          if (!(e instanceof VbError && e.code === "EXISTS")) throw e; // made by a concurrent session
+        }
+      } else if (!st.isDirectory()) throw new VbError("EXISTS", `'${sub.display}': exists and is not a directory`);
+    }
+  }
+
+  isOwnDir(st: fs.Stats): boolean {
+    return this.ownDirs.has(inodeKey(st));
+  }
+
+  isOwnFile(st: fs.Stats): boolean {
+    return st.isFile() && this.ownFiles.has(inodeKey(st));
+  }
+
+  /** Start an upload of a new file; nothing is visible under its name until commit(). */
+  create(v: VPath, mode = FILE_MODE_MASK): Upload {
+    this.assertWritable(v, "written");
+    if (v.comps.length === 0) throw new VbError("NOT_ALLOWED", "the backup root itself cannot be written");
+    const limit = this.session.policy.limits.maxOpenHandles;
+    if (this.uploads.size >= limit) throw new VbError("QUOTA", `at most ${limit} uploads may be open at once`);
+    const name = v.comps[v.comps.length - 1]!;
+    checkName(name, v.display);
+    const parentFd = this.openDir(v.comps.slice(0, -1), v.display);
+    try {
+      if (lstatAtOrNull(parentFd, name)) throw new VbError("EXISTS", `append-only: '${v.display}' already exists and cannot be overwritten`);
+      if (!this.tmpDirMade) {
+        fs.mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 });
+        this.tmpDirMade = true;
+      }
+      const tmpPath = path.join(this.tmpDir, String(++this.tmpCounter));
+      const fd = fs.openSync(tmpPath, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+      const up = new Upload(this, v, parentFd, name, tmpPath, fd, mode & FILE_MODE_MASK);
+      this.uploads.add(up);
+      return up;
+    } catch (e) {
+      closeQuietly(parentFd);
+      throw this.walkError(e, v.display);
+    }
+  }
+
+  /** Called by Upload: the final step, link(2) that cannot replace. */
+  linkNew(up: Upload, parentFd: number, name: string, tmpPath: string): void {
+    try {
+      fs.linkSync(tmpPath, at(parentFd, name));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EEXIST")
+        throw new VbError("EXISTS", `append-only: '${up.v.display}' already exists and cannot be overwritten`);
+      throw this.walkError(e, up.v.display);
+    }
+  }
+
+  uploadDone(up: Upload, st: fs.Stats | null): void {
+    this.uploads.delete(up);
+    if (st) this.ownFiles.add(inodeKey(st));
+  }
+
+  /** A regular file this session published may get a new, unused name (link + unlink, never rename(2)). */
+  renameOwn(from: VPath, to: VPath): void {
+    this.assertWritable(from, "renamed");
+    const st = this.lstat(from);
+    if (!this.isOwnFile(st))
+      throw new VbError("IMMUTABLE", `append-only: '${from.display}' existed before this session (or is not a regular file) and cannot be renamed`);
+    if (to.comps.length === 0) throw new VbError("EXISTS", `append-only: '.' already exists and cannot be overwritten`);
+    this.withParent(from, (fromDir, fromName) =>
+      this.withParent(to, (toDir, toName) => {
+        checkName(toName, to.display);
+        if (inodeKey(lstatAt(fromDir, fromName)) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${from.display}' changed meanwhile`);
+        try {
+          fs.linkSync(at(fromDir, fromName), at(toDir, toName));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === "EEXIST")
+            throw new VbError("EXISTS", `append-only: '${to.display}' already exists and cannot be overwritten`);
+          throw e;
+        }
+      }),
+    );
+    this.unlinkIfSame(from, st);
+    this.session.audit.event("rename", { from: from.display, to: to.display });
+  }
+
+  /** Only what this session published itself may be removed. */
+  removeOwn(v: VPath): void {
+    this.assertWritable(v, "removed");
+    const st = this.lstat(v);
+    if (!this.isOwnFile(st)) throw new VbError("IMMUTABLE", `append-only: '${v.display}' cannot be removed`);
+    this.unlinkIfSame(v, st);
+    this.ownFiles.delete(inodeKey(st));
+    this.session.audit.event("remove-own", { path: v.display });
+  }
+
+  private unlinkIfSame(v: VPath, st: fs.Stats): void {
+    this.withParent(v, (dirFd, name) => {
+      const now = lstatAt(dirFd, name);
+      if (inodeKey(now) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile; left alone`);
+      fs.unlinkSync(at(dirFd, name));
+    });
+  }
+
+  /** A path usable by a child process that we hand a confined name (rsync --sender). */
+  pathOf(v: VPath): string {
+    return this.confiner.absolute(v);
+  }
+
+  /** Change mode or times of something this session created; anything else is immutable. */
+  setAttrs(v: VPath, attrs: { mode?: number; atime?: number; mtime?: number }): void {
+    this.assertWritable(v, "changed");
+    const st = this.lstat(v);
+    const own = st.isDirectory() ? this.isOwnDir(st) : this.isOwnFile(st);
+    if (!own) throw new VbError("IMMUTABLE", `append-only: '${v.display}' existed before this session and cannot be changed`);
+    this.withParent(v, (dirFd, name) => {
+      const fd = fs.openSync(at(dirFd, name), st.isDirectory() ? DIR_FLAGS : READ_FLAGS);
+      try {
+        if (inodeKey(fs.fstatSync(fd)) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile`);
+        if (attrs.mode !== undefined) fs.fchmodSync(fd, attrs.mode & (st.isDirectory() ? DIR_MODE_MASK : FILE_MODE_MASK));
+        if (attrs.atime !== undefined || attrs.mtime !== undefined)
+          fs.futimesSync(fd, attrs.atime ?? st.atimeMs / 1000, attrs.mtime ?? st.mtimeMs / 1000);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+  }
+
+  /** End of session: abandon unfinished uploads, remove our temporary area. */
+  close(): void {
+    for (const up of [...this.uploads]) up.abort();
+    try {
+      fs.rmSync(this.tmpDir, { recursive: true, force: true });
+    } catch {
+      /* swept by the next session */
+    }
+    closeQuietly(this.rootFd);
+  }
+}
