@@ -51,7 +51,7 @@ export function decide(req: Request, policy: Policy): Plan {
       checkSftpArgs(req.args);
       return { kind: "sftp" };
     case "rsync": {
-      const rsync = parseRsyncArgs(req.args);
+      const rsync = parseRsyncArgs(req.args, policy.root);
       if (rsync.sender && policy.access === "append-only" && policy.pull === false)
         throw new VbError("NOT_ALLOWED", "reading (rsync --sender) is disabled for this key (pull: false)");
       if (!rsync.sender && policy.access === "read-only") throw new VbError("READ_ONLY", "read-only: this key cannot upload (rsync push refused)");

@@ -9,7 +9,9 @@ export const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 export const READ_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK;
 
 export function at(dirFd: number, name?: string): string {
-  return name === undefined ? `/proc/self/fd/${dirFd}` : `/proc/self/fd/${dirFd}/${name}`;
+  // The directory itself: the trailing '/' makes open(O_NOFOLLOW) resolve the magic link (without
+  // it the kernel refuses with ENOTDIR or ELOOP, the link being the last component).
+  return name === undefined ? `/proc/self/fd/${dirFd}/` : `/proc/self/fd/${dirFd}/${name}`;
 }
 
 export function openDirAt(dirFd: number, name: string): number {

@@ -30,11 +30,33 @@ export function sweepStale(state: string, audit: Audit): void {
       const pid = Number.parseInt(name, 10);
       if (pidAlive(pid)) continue;
       try {
-        fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+        removeTree(path.join(dir, name));
         audit.event("swept", { area, name });
       } catch {
         /* try again next time */
       }
     }
   }
+}
+
+/** rm -rf that also gets through directories left without write permission (rsync -p keeps 0555). */
+export function removeTree(p: string): void {
+  try {
+    fs.rmSync(p, { recursive: true, force: true });
+    return;
+  } catch {
+    /* a directory we may not write: open them up, then again */
+  }
+  const openUp = (d: string): void => {
+    const st = fs.lstatSync(d);
+    if (!st.isDirectory()) return;
+    if ((st.mode & 0o700) !== 0o700) fs.chmodSync(d, 0o700);
+    for (const n of fs.readdirSync(d)) openUp(path.join(d, n));
+  };
+  try {
+    openUp(p);
+  } catch {
+    /* best effort */
+  }
+  fs.rmSync(p, { recursive: true, force: true });
 }

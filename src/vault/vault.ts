@@ -225,6 +225,27 @@ export class Vault {
     }
   }
 
+  /**
+   * Publish a finished file from this session's staging area (rsync) under v with link(2), which
+   * never replaces: false if the name exists. The caller checked the file (regular, nlink 1, mode).
+   */
+  linkStaged(srcDirFd: number, srcName: string, v: VPath, expect: fs.Stats): boolean {
+    this.assertWritable(v, "written");
+    return this.withParent(v, (dirFd, name) => {
+      checkName(name, v.display);
+      try {
+        fs.linkSync(at(srcDirFd, srcName), at(dirFd, name));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
+        throw e;
+      }
+      const now = lstatAt(dirFd, name);
+      if (inodeKey(now) !== inodeKey(expect)) this.session.audit.event("anomaly", { anomaly: true, path: v.display, reason: "staged file changed while being published" });
+      else this.ownFiles.add(inodeKey(now));
+      return true;
+    });
+  }
+
   uploadDone(up: Upload, st: fs.Stats | null): void {
     this.uploads.delete(up);
     if (st) this.ownFiles.add(inodeKey(st));

@@ -1,0 +1,183 @@
+// Publishing an rsync staging tree. rsync received into state/staging/<sid>/t and has exited; each
+// new regular file there is linked into the live tree at the same relative path by the vault, which
+// never replaces. The walk never follows a link: directories are opened fd by fd with O_NOFOLLOW.
+import fs from "node:fs";
+import crypto from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { VbError } from "../errors.js";
+import { cleanBytes } from "../audit/sanitize.js";
+import { guardUpload } from "../pgp/guard.js";
+import { FILE_MODE_MASK, type Vault } from "./vault.js";
+import { vpath, MAX_DEPTH, type VPath } from "./paths.js";
+import { at, openDirAt, closeQuietly, DIR_FLAGS, READ_FLAGS } from "./fsat.js";
+
+const HASH_CHUNK = 1024 * 1024;
+const SYNC = "/usr/bin/sync";
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+export interface PublishResult {
+  published: number;
+  skipped: number;
+  /** Why `watch` (if given) was not published; undefined when it was, or was not in the tree. */
+  watchedSkip?: string;
+}
+
+// What is never published, by type: only plain regular files become backup files.
+const NOT_PUBLISHED: [(st: fs.Stats) => boolean, string][] = [
+  [(st) => st.isSymbolicLink(), "symbolic link (never published)"],
+  [(st) => st.isFIFO(), "FIFO (never published)"],
+  [(st) => st.isSocket(), "socket (never published)"],
+  [(st) => st.isBlockDevice() || st.isCharacterDevice(), "device (never published)"],
+  [(st) => st.isFile() && st.nlink !== 1, "hard-linked file (push without -H)"],
+  [(st) => !st.isFile() && !st.isDirectory(), "not a regular file"],
+];
+
+function whyNot(st: fs.Stats): string | undefined {
+  return NOT_PUBLISHED.find(([test]) => test(st))?.[1];
+}
+
+function sha256Of(fd: number, size: number): string {
+  const h = crypto.createHash("sha256");
+  const buf = Buffer.allocUnsafe(Math.min(HASH_CHUNK, Math.max(size, 1)));
+  for (let pos = 0; pos < size; ) {
+    const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+    if (n <= 0) break;
+    h.update(buf.subarray(0, n));
+    pos += n;
+  }
+  return h.digest("hex");
+}
+
+class Publisher {
+  readonly result: PublishResult = { published: 0, skipped: 0 };
+
+  constructor(
+    private readonly vault: Vault,
+    private readonly watch: string | undefined,
+    /** The whole filesystem was flushed before publishing: no fsync per file. */
+    private readonly synced: boolean,
+  ) {}
+
+  private get session() {
+    return this.vault.session;
+  }
+
+  private skip(display: string, reason: string): void {
+    this.result.skipped++;
+    this.session.counters.skipped++;
+    this.session.audit.event("skipped", { path: display, reason, via: "rsync" });
+    if (display === this.watch) this.result.watchedSkip = reason;
+  }
+
+  walk(dirFd: number, comps: string[]): void {
+    const entries = fs.readdirSync(at(dirFd), { withFileTypes: true, encoding: "buffer" });
+    for (const entry of entries) {
+      let name: string;
+      try {
+        name = utf8.decode(entry.name);
+      } catch {
+        this.skip([...comps, cleanBytes(entry.name)].join("/"), "name is not valid UTF-8");
+        continue;
+      }
+      const v = vpath([...comps, name]);
+      if (entry.isDirectory()) this.directory(dirFd, name, v);
+      else if (entry.isFile()) this.file(dirFd, name, v);
+      else this.other(dirFd, name, v); // never opened: opening a device or FIFO can have effects
+    }
+  }
+
+  private other(dirFd: number, name: string, v: VPath): void {
+    let reason = "not a regular file";
+    try {
+      reason = whyNot(fs.lstatSync(at(dirFd, name))) ?? reason;
+    } catch {
+      /* vanished: still not published */
+    }
+    this.skip(v.display, reason);
+  }
+
+  private directory(parentFd: number, name: string, v: VPath): void {
+    if (v.comps.length > MAX_DEPTH) return this.skip(v.display, `deeper than ${MAX_DEPTH} levels`);
+    try {
+      this.vault.mkdirp(v);
+    } catch (e) {
+      if (e instanceof VbError) return this.skip(v.display, e.message);
+      throw e;
+    }
+    const fd = openDirAt(parentFd, name);
+    try {
+      this.walk(fd, [...v.comps]);
+    } finally {
+      closeQuietly(fd);
+    }
+  }
+
+  private file(dirFd: number, name: string, v: VPath): void {
+    let fd: number;
+    try {
+      fd = fs.openSync(at(dirFd, name), READ_FLAGS);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // ELOOP: a symbolic link; ENXIO: a socket; EACCES: the client's mode allowed no reading.
+      if (code === "ELOOP" || code === "ENXIO" || code === "EACCES") {
+        let reason = `cannot be opened (${code})`;
+        try {
+          reason = whyNot(fs.lstatSync(at(dirFd, name))) ?? reason;
+        } catch {
+          /* keep the errno */
+        }
+        return this.skip(v.display, reason);
+      }
+      throw e;
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      const not = whyNot(st);
+      if (not) return this.skip(v.display, not);
+      const { limits } = this.session.policy;
+      if (st.size > limits.maxFileBytes) return this.skip(v.display, `larger than the limit of ${limits.maxFileBytes} bytes`);
+      if (this.session.counters.bytesIn + st.size > limits.maxSessionBytes)
+        return this.skip(v.display, `session upload limit of ${limits.maxSessionBytes} bytes reached`);
+      // The stored file is never setuid, setgid or executable, and its owner can always read it back.
+      fs.fchmodSync(fd, (st.mode & FILE_MODE_MASK) | 0o400);
+      if (!this.synced) fs.fsyncSync(fd);
+      guardUpload(this.session, fd, st.size, v.display);
+      const sha256 = sha256Of(fd, st.size);
+      if (!this.vault.linkStaged(dirFd, name, v, st)) return this.skip(v.display, "exists");
+      this.result.published++;
+      this.session.counters.published++;
+      this.session.counters.bytesIn += st.size;
+      this.session.audit.event("publish", { path: v.display, size: st.size, sha256, via: "rsync" });
+    } catch (e) {
+      if (e instanceof VbError) return this.skip(v.display, e.message);
+      throw e;
+    } finally {
+      closeQuietly(fd);
+    }
+  }
+}
+
+/**
+ * Publish everything below `top` (a staging tree whose layout mirrors the root) into the live tree.
+ * `watch` names one path whose fate the caller needs (a single-file push).
+ */
+export function publishStaging(vault: Vault, top: string, watch?: VPath): PublishResult {
+  // A file must be on disk before its name appears. One syncfs(2) for the whole tree costs what a
+  // single fsync does; an fsync per file would make a push of many small files crawl.
+  const p = new Publisher(vault, watch?.display, syncFs(top));
+  const fd = fs.openSync(top, DIR_FLAGS);
+  try {
+    p.walk(fd, []);
+  } finally {
+    closeQuietly(fd);
+    // And the new names, once, at the end (state and root share the filesystem).
+    if (p.result.published) syncFs(top);
+  }
+  return p.result;
+}
+
+/** syncfs(2) of the filesystem holding `p`, through coreutils (Node has no binding). */
+function syncFs(p: string): boolean {
+  const r = spawnSync(SYNC, ["--file-system", "--", p], { env: { PATH: "/usr/bin:/bin" }, stdio: "ignore", timeout: 600_000 });
+  return r.status === 0;
+}
