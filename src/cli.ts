@@ -20,6 +20,14 @@ const SUBCOMMANDS: Record<string, Sub> = {
     summary: "--config FILE   serve one SSH session (the default; SSH_ORIGINAL_COMMAND says what)",
     run: async () => serveMain,
   },
+  "install-remote": {
+    summary: "--user NAME --root DIR --key PUBKEY_FILE [--from P] [--access M] [--label L] [--sshd-dropin] [--dry-run]   (root)",
+    run: async () => (await import("./remote/install.js")).installMain,
+  },
+  check: {
+    summary: "--user NAME [--sshd-config FILE]   verify the account's layout and sshd settings (root)",
+    run: async () => (await import("./remote/check.js")).checkMain,
+  },
 };
 
 export function register(name: string, sub: Sub): void {
