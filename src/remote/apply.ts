@@ -269,12 +269,12 @@ function inspectTree(s: TreeStep, ctx: Ctx): Change[] {
   if (s.self) withParent(s.path, (dirFd, name) => add({ path: s.path, dirFd, name, st: top }));
   if (!top.isDirectory()) return out;
   if (s.only) {
-    for (const name of s.only) {
-      const p = path.join(s.path, name);
+    for (const rel of s.only) {
+      const p = path.join(s.path, rel);
       const st = lstatPath(p);
       if (!st) continue;
       withParent(p, (dirFd, n) => add({ path: p, dirFd, name: n, st }));
-      if (st.isDirectory()) walkTree(p, new Set(s.skip), add);
+      if (st.isDirectory() && !rel.endsWith("/")) walkTree(p, new Set(s.skip), add);
     }
   } else walkTree(s.path, new Set(s.skip), add);
   return out;

@@ -8,7 +8,7 @@ import { loadConfig } from "../config/load.js";
 import { buildPlan, sysctlConf, type Layout, type SourceLayout } from "./plan.js";
 import { Ctx, inspect, type Change } from "./apply.js";
 import { parseKeyLine, lineFaults, gateOf } from "./keys.js";
-import { lookupUser, lookupGroup, runtimeFiles, TOOLS } from "./system.js";
+import { lookupUser, lookupGroup, runtimeFiles, programFiles, TOOLS } from "./system.js";
 const TOOLS_SSHD = TOOLS.sshd;
 import { canonical, lstatPath, readText } from "./fsops.js";
 import * as sshd from "./sshd.js";
@@ -93,12 +93,14 @@ export function checkFindings(user: string, sshdConfig: string): Change[] {
   const dropin = sshd.dropinPath(sshdConfig, user);
   const dropinExists = lstatPath(dropin) !== null;
   const programs = [...launchers].map((b) => canonical(path.dirname(path.dirname(b))));
+  const program = programs[0] ?? canonical(path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../.."));
   const layout: Layout = {
     user,
     group,
     home,
     createAccount: false,
-    program: programs[0] ?? canonical(path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../..")),
+    program,
+    programFiles: programFiles(program),
     runtime: runtimeFiles(sources.length ? [...new Set(sources.map((s) => loadConfig(s.config).rsync.path))] : []),
     sources,
     authorizedKeys: { path: akPath },
@@ -107,7 +109,7 @@ export function checkFindings(user: string, sshdConfig: string): Change[] {
   };
   const ctx = new Ctx(user, group, settings);
   const steps = buildPlan(layout);
-  for (const p of programs.slice(1)) steps.push(...buildPlan({ ...layout, program: p, sources: [], sshd: undefined }).filter((s) => s.path === p));
+  for (const p of programs.slice(1)) steps.push(...buildPlan({ ...layout, program: p, programFiles: programFiles(p), sources: [], sshd: undefined }).filter((s) => s.path === p));
   for (const step of steps) out.push(...inspect(step, ctx));
   for (const f of ["rc", "environment"]) {
     const p = path.join(home, ".ssh", f);

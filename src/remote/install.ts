@@ -9,7 +9,7 @@ import { parseConfig } from "../config/load.js";
 import { buildPlan, sysctlConf, type Layout, type SourceLayout } from "./plan.js";
 import { Ctx, runPlan } from "./apply.js";
 import { readPublicKey, gateLine, mergeKeys, checkFrom } from "./keys.js";
-import { lookupUser, lookupGroup, isRoot, runtimeFiles } from "./system.js";
+import { lookupUser, lookupGroup, isRoot, runtimeFiles, programFiles } from "./system.js";
 import { canonical, readText } from "./fsops.js";
 import * as sshd from "./sshd.js";
 import { runCheck } from "./check.js";
@@ -134,6 +134,7 @@ export function layoutFor(o: Options): Layout {
     home: o.home,
     createAccount: o.createAccount,
     program: PROGRAM,
+    programFiles: programFiles(PROGRAM),
     runtime: runtimeFiles(),
     sources: [src],
     authorizedKeys: { path: akPath, content: mergeKeys(existing, gateLine(LAUNCHER, src.config, key, o.from), key).content },

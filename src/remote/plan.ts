@@ -45,7 +45,7 @@ export interface AncestorsStep extends Base {
 /** path and everything below it: root-owned, not writable by the account. */
 export interface TreeStep extends Base {
   kind: "tree";
-  /** Only these names directly below path are walked (undefined: all). */
+  /** Only these paths below path are walked (undefined: all); 'x/' is the directory x alone. */
   only?: string[];
   /** Absolute paths not to enter: directories with steps of their own. */
   skip: string[];
@@ -79,6 +79,8 @@ export interface Layout {
   createAccount: boolean;
   /** Top of the program (holds bin/validate-backup). */
   program: string;
+  /** What node loads from it, relative (see programFiles). */
+  programFiles: string[];
   /** The files the launcher runs before our code: its shell, env and node. */
   runtime: string[];
   sources: SourceLayout[];
@@ -89,8 +91,6 @@ export interface Layout {
 
 export const SHELL = "/bin/sh";
 export const SYSCTLS: Record<string, string> = { "fs.protected_symlinks": "1", "fs.protected_hardlinks": "1" };
-/** What the program loads: everything else in its directory (src, test, docs) is never run by sshd. */
-export const PROGRAM_FILES = ["bin", "dist", "node_modules", "package.json"];
 
 export function sysctlConf(): string {
   return (
@@ -126,7 +126,7 @@ export function buildPlan(l: Layout): Step[] {
   });
 
   steps.push({ kind: "ancestors", path: l.program, why: "no one but root can swap the program" });
-  steps.push({ kind: "tree", path: l.program, only: PROGRAM_FILES, skip: [], strangers: "keep", self: true, why: "the launcher, node's modules and our code are root's" });
+  steps.push({ kind: "tree", path: l.program, only: l.programFiles, skip: [], strangers: "keep", self: true, why: "the launcher, node's modules and our code are root's" });
   for (const file of l.runtime) {
     steps.push({ kind: "ancestors", path: file, why: "the launcher's runtime stays root's" });
     steps.push({ kind: "tree", path: file, skip: [], strangers: "keep", self: true, why: "the launcher's runtime stays root's" });

@@ -9,7 +9,6 @@ export const TOOLS = {
   useradd: "/usr/sbin/useradd",
   usermod: "/usr/sbin/usermod",
   getent: "/usr/bin/getent",
-  id: "/usr/bin/id",
   chattr: "/usr/bin/chattr",
   lsattr: "/usr/bin/lsattr",
   sshd: "/usr/sbin/sshd",
@@ -50,14 +49,30 @@ export interface Account {
   shell: string;
 }
 
-function getent(db: string, key?: string): string[][] {
-  const r = tool("getent", key === undefined ? [db] : [db, key]);
-  if (r.status === 2) return []; // not found
+// The local files first: backup accounts are local system accounts, and a spawn per lookup is slow
+// on a busy machine. getent (NSS) only for what the files do not hold.
+function dbRows(db: "passwd" | "group" | "shadow"): string[][] {
+  try {
+    return fs
+      .readFileSync(`/etc/${db}`, "utf8")
+      .split("\n")
+      .filter((l) => l && !l.startsWith("#"))
+      .map((l) => l.split(":"));
+  } catch {
+    return [];
+  }
+}
+
+function getent(db: string, key: string): string[] | undefined {
+  const r = tool("getent", [db, key]);
+  if (r.status === 2) return undefined; // not found
   if (r.status !== 0) throw new VbError("IO", `getent ${db}: ${r.stderr.trim() || `exit ${r.status}`}`);
-  return r.stdout
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => l.split(":"));
+  return r.stdout.split("\n")[0]?.split(":");
+}
+
+function find(db: "passwd" | "group" | "shadow", key: string): string[] | undefined {
+  const col = /^\d+$/.test(key) && db !== "shadow" ? 2 : 0;
+  return dbRows(db).find((f) => f[col] === key) ?? getent(db, key);
 }
 
 function toAccount(f: string[]): Account {
@@ -65,12 +80,12 @@ function toAccount(f: string[]): Account {
 }
 
 export function lookupUser(name: string): Account | null {
-  const rows = getent("passwd", name);
-  return rows[0] ? toAccount(rows[0]) : null;
+  const f = find("passwd", name);
+  return f ? toAccount(f) : null;
 }
 
 export function allUsers(): Account[] {
-  return getent("passwd").map(toAccount);
+  return dbRows("passwd").map(toAccount);
 }
 
 export interface Group {
@@ -79,23 +94,29 @@ export interface Group {
   members: string[];
 }
 
-export function lookupGroup(nameOrGid: string | number): Group | null {
-  const f = getent("group", String(nameOrGid))[0];
-  if (!f) return null;
+function toGroup(f: string[]): Group {
   return { name: f[0]!, gid: Number(f[2]), members: (f[3] ?? "").split(",").filter(Boolean) };
+}
+
+export function lookupGroup(nameOrGid: string | number): Group | null {
+  const f = find("group", String(nameOrGid));
+  return f ? toGroup(f) : null;
 }
 
 /** The account's groups, primary first, as the kernel will see them after login. */
 export function groupsOf(name: string): number[] {
-  return mustTool("id", ["-G", name])
-    .trim()
-    .split(/\s+/)
-    .map(Number);
+  const acct = lookupUser(name);
+  if (!acct) return [];
+  const extra = dbRows("group")
+    .map(toGroup)
+    .filter((g) => g.members.includes(name) && g.gid !== acct.gid)
+    .map((g) => g.gid);
+  return [acct.gid, ...extra];
 }
 
 /** The password field of /etc/shadow (null when the account has no shadow entry). */
 export function shadowField(name: string): string | null {
-  const f = getent("shadow", name)[0];
+  const f = find("shadow", name);
   return f ? (f[1] ?? "") : null;
 }
 
@@ -139,4 +160,24 @@ export function runtimeFiles(extra: string[] = []): string[] {
     }
   }
   return [...out];
+}
+
+/**
+ * What node loads from the program's directory, relative to it: the launcher, our code, package.json
+ * and the production packages of package-lock.json (npm ci --omit=dev installs no more). A name ending
+ * in '/' is a directory checked by itself, not walked. Without a lock file, all of node_modules.
+ */
+export function programFiles(top: string): string[] {
+  const base = ["bin", "dist", "package.json", "package-lock.json"];
+  let lock: { packages?: Record<string, { dev?: boolean }> };
+  try {
+    lock = JSON.parse(fs.readFileSync(`${top}/package-lock.json`, "utf8")) as typeof lock;
+  } catch {
+    return [...base, "node_modules"];
+  }
+  const pkgs = Object.entries(lock.packages ?? {})
+    .filter(([k, v]) => /^node_modules\/(@[^/]+\/)?[^/]+$/.test(k) && !v.dev)
+    .map(([k]) => k);
+  const scopes = [...new Set(pkgs.filter((k) => k.includes("@")).map((k) => k.split("/").slice(0, 2).join("/") + "/"))];
+  return [...base, "node_modules/", ...scopes, ...pkgs];
 }

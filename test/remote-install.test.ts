@@ -1,0 +1,154 @@
+// install-remote on throwaway accounts: owners and modes, idempotence, --dry-run, a second key,
+// a careless pre-existing account repaired, and the refusals.
+import t, { type Test } from "tap";
+import fs from "node:fs";
+import path from "node:path";
+import { spawnSync } from "node:child_process";
+import { snapshot, run, TOP, TEST_USER, gateIds } from "./helpers/env.js";
+import { account, clientKey, vb, type Account } from "./helpers/sshd.js";
+
+const root = process.getuid?.() === 0;
+if (!root) t.plan(0, "install-remote needs root");
+
+function mode(p: string): string {
+  const st = fs.lstatSync(p);
+  return `${(st.mode & 0o7777).toString(8).padStart(4, "0")} ${st.uid === 0 ? "root" : "user"}:${st.gid === 0 ? "root" : "group"}`;
+}
+
+function ids(user: string): { uid: number; gid: number } {
+  const f = spawnSync("getent", ["passwd", user], { encoding: "utf8" }).stdout.split(":");
+  return { uid: Number(f[2]), gid: Number(f[3]) };
+}
+
+function layoutSnap(a: Account): Record<string, string> {
+  return { ...snapshot(a.dir), passwd: spawnSync("getent", ["passwd", a.user], { encoding: "utf8" }).stdout, shadow: spawnSync("getent", ["shadow", a.user], { encoding: "utf8" }).stdout.split(":")[1] ?? "" };
+}
+
+async function install(t: Test, a: Account, extra: string[]) {
+  const r = await vb(["install-remote", ...a.args, ...extra]);
+  t.equal(r.code, 0, `install-remote ${extra.join(" ")}: ${r.stdout.toString().slice(-1500)} ${r.stderr}`);
+  return r.stdout.toString();
+}
+
+t.test("a fresh account: owners, modes, key line, no password; the second run changes nothing", async (t) => {
+  const a = account(t);
+  const key = clientKey(a.dir);
+  const out = await install(t, a, ["--key", `${key}.pub`, "--from", "127.0.0.1,::1"]);
+  t.match(out, /check vbt-\w+: ok/);
+  const { uid, gid } = ids(a.user);
+  t.ok(uid > 0 && gid > 0);
+  t.equal(mode(a.home), "0750 root:group");
+  t.equal(fs.statSync(a.home).gid, gid);
+  t.equal(mode(path.join(a.home, ".ssh")), "0755 root:root");
+  t.equal(mode(path.join(a.home, ".ssh/authorized_keys")), "0644 root:root");
+  const config = path.join(a.configDir, `${a.user}.json`);
+  t.equal(mode(config), "0644 root:root");
+  t.equal(mode(a.root), "3770 root:group");
+  t.equal(fs.statSync(a.root).gid, gid);
+  t.equal(mode(`${a.root}.state`), "0700 user:group");
+  t.equal(fs.statSync(`${a.root}.state`).uid, uid);
+  const log = path.join(a.logDir, `${a.user}.log`);
+  t.equal(mode(log), "0660 root:group");
+  t.match(spawnSync("lsattr", ["-d", log], { encoding: "utf8" }).stdout, /^\S*a\S* /, "audit log is append-only");
+  t.equal(mode(path.dirname(a.root)), "0755 root:root", "missing parents are made root's");
+  const line = fs.readFileSync(path.join(a.home, ".ssh/authorized_keys"), "utf8");
+  t.equal(line, `command="${TOP}/bin/validate-backup --config ${config}",restrict,from="127.0.0.1,::1" ${fs.readFileSync(`${key}.pub`, "utf8").trim()}\n`);
+  t.match(JSON.parse(fs.readFileSync(config, "utf8")), { label: a.user, root: a.root, state: `${a.root}.state`, access: "append-only", audit: { file: log } });
+  const pw = spawnSync("getent", ["passwd", a.user], { encoding: "utf8" }).stdout.trim().split(":");
+  t.equal(pw[6], "/bin/sh");
+  t.equal(pw[5], a.home);
+  t.equal(spawnSync("getent", ["shadow", a.user], { encoding: "utf8" }).stdout.split(":")[1], "*", "no password at all");
+
+  const before = layoutSnap(a);
+  const again = await install(t, a, ["--key", `${key}.pub`, "--from", "127.0.0.1,::1"]);
+  t.match(again, /^0 change\(s\) made/m);
+  t.notMatch(again, /^\[\+\]/m);
+  t.same(layoutSnap(a), before, "the second run touched nothing");
+});
+
+t.test("--dry-run changes nothing, before and after an install", async (t) => {
+  const a = account(t);
+  const key = clientKey(a.dir);
+  const before = snapshot(a.dir);
+  const r = await vb(["install-remote", ...a.args, "--key", `${key}.pub`, "--dry-run"]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout.toString(), /create system account/);
+  t.match(r.stdout.toString(), /[1-9]\d* change\(s\) planned/);
+  t.equal(spawnSync("getent", ["passwd", a.user]).status, 2, "no account made");
+  t.same(snapshot(a.dir), before, "no file made");
+  await install(t, a, ["--key", `${key}.pub`]);
+  const installed = layoutSnap(a);
+  const dry = await vb(["install-remote", ...a.args, "--key", `${key}.pub`, "--dry-run", "--access", "read-only"]);
+  t.equal(dry.code, 0);
+  t.match(dry.stdout.toString(), /rewrite .*\.json/, "the dry run sees the config would change");
+  t.same(layoutSnap(a), installed, "and changes nothing");
+});
+
+t.test("a second key: its own root, config and log; the same key again is replaced, not added", async (t) => {
+  const a = account(t);
+  const k1 = clientKey(a.dir, "k1");
+  const k2 = clientKey(a.dir, "k2");
+  await install(t, a, ["--key", `${k1}.pub`]);
+  const root2 = path.join(a.dir, "backup2", "root");
+  const args2 = a.args.map((x) => (x === a.root ? root2 : x));
+  const out = (await vb(["install-remote", ...args2, "--key", `${k2}.pub`, "--label", "second", "--access", "read-only"])).stdout.toString();
+  t.match(out, /check vbt-\w+: ok/);
+  const ak = () => fs.readFileSync(path.join(a.home, ".ssh/authorized_keys"), "utf8").trim().split("\n");
+  t.equal(ak().length, 2);
+  t.match(ak()[1], /--config \S+\/second\.json",restrict ssh-ed25519 /);
+  t.match(JSON.parse(fs.readFileSync(path.join(a.configDir, "second.json"), "utf8")), { root: root2, access: "read-only", audit: { file: path.join(a.logDir, "second.log") } });
+  t.equal(mode(root2), "3770 root:group");
+  // The first key again, now from one address: its line changes in place.
+  const again = (await vb(["install-remote", ...a.args, "--key", `${k1}.pub`, "--from", "10.0.0.1"])).stdout.toString();
+  t.match(again, /rewrite .*authorized_keys/);
+  t.equal(ak().length, 2);
+  t.match(ak()[0], /,restrict,from="10\.0\.0\.1" ssh-ed25519 /);
+});
+
+t.test("a careless existing account is repaired: owned home, dotfiles, shell, password, stray links", async (t) => {
+  const a = account(t);
+  const key = clientKey(a.dir);
+  fs.mkdirSync(path.dirname(a.home), { recursive: true });
+  t.equal(spawnSync("useradd", ["--create-home", "--home-dir", a.home, "--shell", "/bin/bash", "--password", "$6$salt$abcdefghijklmnop", a.user]).status, 0);
+  const { uid, gid } = ids(a.user);
+  fs.writeFileSync(path.join(a.home, ".bashrc"), "echo pwned\n");
+  fs.chownSync(path.join(a.home, ".bashrc"), uid, gid);
+  fs.mkdirSync(path.join(a.home, ".ssh"), { mode: 0o700 });
+  fs.writeFileSync(path.join(a.home, ".ssh/authorized_keys"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOldOldOldOldOldOldOldOldOldOldOldOldOldOldOld admin@laptop\n");
+  fs.chownSync(path.join(a.home, ".ssh"), uid, gid);
+  fs.symlinkSync("/etc/shadow", path.join(a.home, "link"));
+  const out = await install(t, a, ["--key", `${key}.pub`]);
+  t.equal(mode(a.home), "0750 root:group");
+  t.equal(mode(path.join(a.home, ".bashrc")), "0644 root:root");
+  t.equal(mode(path.join(a.home, ".ssh")), "0755 root:root");
+  t.notOk(fs.existsSync(path.join(a.home, "link")), "the planted link is gone");
+  t.equal(fs.readFileSync("/etc/shadow").length > 0, true, "and root never followed it");
+  const pw = spawnSync("getent", ["passwd", a.user], { encoding: "utf8" }).stdout.trim().split(":");
+  t.equal(pw[6], "/bin/sh");
+  t.equal(spawnSync("getent", ["shadow", a.user], { encoding: "utf8" }).stdout.split(":")[1], "*");
+  // The admin's old line is kept (install never drops a line), and check says what is wrong with it.
+  const lines = fs.readFileSync(path.join(a.home, ".ssh/authorized_keys"), "utf8").trim().split("\n");
+  t.equal(lines.length, 2);
+  t.match(out, /DEVIATION: .*authorized_keys line 1 .*does not force validate-backup/);
+});
+
+t.test("refusals: not root, unknown option, bad names", async (t) => {
+  const a = account(t);
+  const key = clientKey(a.dir);
+  fs.chmodSync(`${key}.pub`, 0o644);
+  const { name } = gateIds();
+  t.equal(name, TEST_USER);
+  const asUser = await run(["setpriv", `--reuid=${TEST_USER}`, `--regid=${TEST_USER}`, "--init-groups", "/usr/bin/node", path.join(TOP, "dist/src/cli.js"), "install-remote", ...a.args, "--key", `${key}.pub`], { env: { PATH: "/usr/bin:/bin" } });
+  t.equal(asUser.code, 2);
+  t.match(asUser.stderr, /must run as root/);
+  const unknown = await vb(["install-remote", ...a.args, "--key", `${key}.pub`, "--shell", "/bin/bash"]);
+  t.equal(unknown.code, 2);
+  t.match(unknown.stderr, /Unknown option '--shell'/);
+  const badUser = await vb(["install-remote", "--user", "Root;x", "--root", a.root, "--key", `${key}.pub`]);
+  t.equal(badUser.code, 2);
+  t.match(badUser.stderr, /lower-case account name/);
+  const inHome = await vb(["install-remote", ...a.args.map((x) => (x === a.root ? path.join(a.home, ".ssh", "b") : x)), "--key", `${key}.pub`]);
+  t.equal(inHome.code, 2);
+  t.match(inHome.stderr, /outside ~\/\.ssh/);
+  t.equal(spawnSync("getent", ["passwd", a.user]).status, 2, "nothing was created");
+});
