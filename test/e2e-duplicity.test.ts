@@ -8,7 +8,7 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { run, snapshot, type RunResult } from "./helpers/env.js";
-import { haveSshd, startSshd, account, clientKey, vb, type Account, type Sshd } from "./helpers/sshd.js";
+import { haveSshd, startSshd, account, clientKey, vb, succeeded, type Account, type Sshd } from "./helpers/sshd.js";
 
 const DUPLICITY = "/usr/bin/duplicity";
 if (!haveSshd || !fs.existsSync(DUPLICITY) || !fs.existsSync("/usr/bin/gpg")) t.plan(0, "needs root, sshd, duplicity and gpg");
@@ -84,7 +84,7 @@ function url(scheme: string, a: Account, sshd: Sshd, sub: string): string {
 
 async function install(t: Test, a: Account, src: Source, sshd: Sshd) {
   const r = await vb(["install-remote", ...a.args, "--key", `${src.key}.pub`, "--sshd-config", sshd.config]);
-  t.equal(r.code, 0, r.stdout.toString().slice(-2000) + r.stderr);
+  succeeded(t, r, "install-remote");
 }
 
 t.test("duplicity through the gate", async (t) => {
@@ -92,7 +92,6 @@ t.test("duplicity through the gate", async (t) => {
   const a = account(t, { prefix: "d" });
   const src = makeSource(a.dir);
   await install(t, a, src, sshd);
-  const ok = (r: RunResult, what: string) => t.equal(r.code, 0, `${what}: ${r.stdout.toString().slice(-1500)} ${r.stderr.slice(-1500)}`);
 
   for (const [scheme, todo] of BACKENDS) {
     await t.test(`${scheme}://`, { todo }, async (t) => {
@@ -103,20 +102,20 @@ t.test("duplicity through the gate", async (t) => {
       const { uid, gid } = fs.statSync(`${a.root}.state`);
       fs.chownSync(path.join(a.root, sub), uid, gid);
       fs.writeFileSync(path.join(src.data, "sub", "b.txt"), "first version\n");
-      ok(await duplicity(src, sshd, sub, ["full", src.data, target]), "full");
+      succeeded(t, await duplicity(src, sshd, sub, ["full", src.data, target]), "full");
       fs.writeFileSync(path.join(src.data, "sub", "b.txt"), `second version ${scheme}\n`);
       fs.writeFileSync(path.join(src.data, "new.bin"), crypto.randomBytes(10_000));
-      ok(await duplicity(src, sshd, sub, ["incremental", src.data, target]), "incremental");
+      succeeded(t, await duplicity(src, sshd, sub, ["incremental", src.data, target]), "incremental");
       const status = await duplicity(src, sshd, sub, ["collection-status", target]);
-      ok(status, "collection-status");
+      succeeded(t, status, "collection-status");
       t.match(status.stdout.toString(), /Incremental/);
-      ok(await duplicity(src, sshd, sub, ["verify", target, src.data]), "verify");
+      succeeded(t, await duplicity(src, sshd, sub, ["verify", target, src.data]), "verify");
       const restored = path.join(a.dir, `restore-${sub}`);
-      ok(await duplicity(src, sshd, sub, ["restore", target, restored]), "restore");
+      succeeded(t, await duplicity(src, sshd, sub, ["restore", target, restored]), "restore");
       t.same(tree(restored), tree(src.data), "restored byte-identical");
       for (const f of fs.readdirSync(path.join(a.root, sub))) t.match(f, /\.gpg$|^duplicity-.*\.manifest\.gpg$/, `${f}: only encrypted files on REMOTE`);
 
-      ok(await duplicity(src, sshd, sub, ["full", src.data, target]), "second full");
+      succeeded(t, await duplicity(src, sshd, sub, ["full", src.data, target]), "second full");
       const before = snapshot(path.join(a.root, sub));
       await duplicity(src, sshd, sub, ["remove-all-but-n-full", "1", "--force", target]);
       await duplicity(src, sshd, sub, ["cleanup", "--force", target]);
@@ -131,9 +130,9 @@ t.test("duplicity through the gate", async (t) => {
     fs.writeFileSync(path.join(src.data, "sub", "b.txt"), "for both\n");
     for (const acct of [a, b]) {
       const target = url("sftp", acct, sshd, "n2");
-      ok(await duplicity(src, sshd, `n2-${acct.user}`, ["full", src.data, target]), `full to ${acct.user}`);
+      succeeded(t, await duplicity(src, sshd, `n2-${acct.user}`, ["full", src.data, target]), `full to ${acct.user}`);
       const restored = path.join(a.dir, `restore-n2-${acct.user}`);
-      ok(await duplicity(src, sshd, `n2-${acct.user}`, ["restore", target, restored]), `restore from ${acct.user}`);
+      succeeded(t, await duplicity(src, sshd, `n2-${acct.user}`, ["restore", target, restored]), `restore from ${acct.user}`);
       t.same(tree(restored), tree(src.data), `${acct.user}: restored byte-identical`);
     }
   });

@@ -1,12 +1,12 @@
 // End to end through a real sshd: install-remote (with the sshd drop-in) on a throwaway account,
 // check, then the real OpenSSH clients and rsync through the installed key. A shell is refused;
 // each protocol adds files; nothing lands where sshd or a shell would read it.
-import t from "tap";
+import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
-import { run, snapshot, type RunResult } from "./helpers/env.js";
-import { haveSshd, startSshd, account, clientKey, vb } from "./helpers/sshd.js";
+import { run, snapshot } from "./helpers/env.js";
+import { haveSshd, startSshd, account, clientKey, vb, succeeded } from "./helpers/sshd.js";
 
 if (!haveSshd) t.plan(0, "needs root, /usr/sbin/sshd and the OpenSSH clients");
 
@@ -24,11 +24,11 @@ t.test("through a real sshd", async (t) => {
   const key = clientKey(a.dir);
   const host = `${a.user}@127.0.0.1`;
   const inst = await vb(["install-remote", ...a.args, "--key", `${key}.pub`, "--sshd-dropin", "--sshd-config", sshd.config]);
-  t.equal(inst.code, 0, inst.stdout.toString().slice(-2500) + inst.stderr);
+  succeeded(t, inst, "install-remote --sshd-dropin");
   t.match(inst.stdout.toString(), /sshd \(pid \d+\) reloaded/);
   t.teardown(() => fs.rmSync(path.join(sshd.dir, "sshd_config.d", `validate-backup-${a.user}.conf`), { force: true }));
   const check = await vb(["check", "--user", a.user, "--sshd-config", sshd.config]);
-  t.equal(check.code, 0, check.stdout.toString());
+  succeeded(t, check, "check with the fixture's sshd settings");
   t.notMatch(check.stdout.toString(), /warning: sshd/, "sshd settings read and all as wanted");
 
   const opts = sshd.clientOpts(key);
@@ -41,8 +41,7 @@ t.test("through a real sshd", async (t) => {
     fs.writeFileSync(p, crypto.randomBytes(size));
     return p;
   };
-  const landed = (name: string, src: string) => t.same(fs.readFileSync(path.join(a.root, name)), fs.readFileSync(src), `${name} landed byte for byte`);
-  const ok = (r: RunResult, what: string) => t.equal(r.code, 0, `${what}: ${r.stderr}`);
+  const landed = (t: Test, name: string, src: string) => t.same(fs.readFileSync(path.join(a.root, name)), fs.readFileSync(src), `${name} landed byte for byte`);
 
   await t.test("a shell, a command, an interactive login: refused", async (t) => {
     const id = await ssh("id");
@@ -63,24 +62,24 @@ t.test("through a real sshd", async (t) => {
     const src = file("via-sftp.gpg");
     const batch = path.join(a.dir, "batch");
     fs.writeFileSync(batch, `put ${src} via-sftp.gpg\nls -l\n`);
-    ok(await run(["/usr/bin/sftp", ...opts, "-b", batch, host], { env: { PATH: "/usr/bin:/bin" } }), "sftp put");
-    landed("via-sftp.gpg", src);
+    succeeded(t, await run(["/usr/bin/sftp", ...opts, "-b", batch, host], { env: { PATH: "/usr/bin:/bin" } }), "sftp put");
+    landed(t, "via-sftp.gpg", src);
     fs.writeFileSync(batch, `put ${file("other")} via-sftp.gpg\n`);
     const again = await run(["/usr/bin/sftp", ...opts, "-b", batch, host], { env: { PATH: "/usr/bin:/bin" } });
     t.not(again.code, 0, "an overwrite is refused");
-    landed("via-sftp.gpg", src);
+    landed(t, "via-sftp.gpg", src);
   });
 
   await t.test("scp (SFTP mode)", { todo: TODO.scp }, async (t) => {
     const src = file("via-scp.gpg");
-    ok(await run(["/usr/bin/scp", ...opts, src, `${host}:via-scp.gpg`], { env: { PATH: "/usr/bin:/bin" } }), "scp");
-    landed("via-scp.gpg", src);
+    succeeded(t, await run(["/usr/bin/scp", ...opts, src, `${host}:via-scp.gpg`], { env: { PATH: "/usr/bin:/bin" } }), "scp");
+    landed(t, "via-scp.gpg", src);
   });
 
   await t.test("scp -O (legacy protocol)", { todo: TODO["scp -O"] }, async (t) => {
     const src = file("via-scp-O.gpg");
-    ok(await run(["/usr/bin/scp", "-O", ...opts, src, `${host}:via-scp-O.gpg`], { env: { PATH: "/usr/bin:/bin" } }), "scp -O");
-    landed("via-scp-O.gpg", src);
+    succeeded(t, await run(["/usr/bin/scp", "-O", ...opts, src, `${host}:via-scp-O.gpg`], { env: { PATH: "/usr/bin:/bin" } }), "scp -O");
+    landed(t, "via-scp-O.gpg", src);
   });
 
   await t.test("rsync", { todo: TODO.rsync }, async (t) => {
@@ -88,7 +87,7 @@ t.test("through a real sshd", async (t) => {
     fs.mkdirSync(path.join(dir, "sub"), { recursive: true });
     fs.writeFileSync(path.join(dir, "sub", "r.gpg"), crypto.randomBytes(50_000));
     const e = ["/usr/bin/ssh", ...opts].join(" ");
-    ok(await run(["/usr/bin/rsync", "-a", "-e", e, `${dir}/`, `${host}:${a.root}/tree/`], { env: { PATH: "/usr/bin:/bin" } }), "rsync push");
+    succeeded(t, await run(["/usr/bin/rsync", "-a", "-e", e, `${dir}/`, `${host}:${a.root}/tree/`], { env: { PATH: "/usr/bin:/bin" } }), "rsync push");
     t.same(fs.readFileSync(path.join(a.root, "tree/sub/r.gpg")), fs.readFileSync(path.join(dir, "sub", "r.gpg")));
   });
 

@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { TOP } from "./helpers/env.js";
-import { account, clientKey, vb } from "./helpers/sshd.js";
+import { account, clientKey, vb, succeeded } from "./helpers/sshd.js";
 
 const root = process.getuid?.() === 0;
 if (!root) t.plan(0, "check needs root");
@@ -115,9 +115,9 @@ const FAULTS: [string, () => () => void, RegExp][] = [
 
 t.test("check on a clean install passes, then reports each planted fault", async (t) => {
   const inst = await vb(["install-remote", ...a.args, "--key", `${key}.pub`]);
-  t.equal(inst.code, 0, inst.stdout.toString().slice(-2000));
+  succeeded(t, inst, "install-remote");
   const clean = await vb(["check", "--user", a.user]);
-  t.equal(clean.code, 0, clean.stdout.toString());
+  succeeded(t, clean, "check of a clean install");
   t.match(clean.stdout.toString(), /check vbt-\w+: ok/);
   for (const [name, plant, expect] of FAULTS) {
     const undo = plant();
@@ -132,7 +132,7 @@ t.test("check on a clean install passes, then reports each planted fault", async
     }
   }
   const after = await vb(["check", "--user", a.user]);
-  t.equal(after.code, 0, `every fault undone: ${after.stdout.toString().slice(-1500)}`);
+  succeeded(t, after, "check with every fault undone");
 });
 
 t.test("install-remote repairs what check reports", async (t) => {
@@ -141,7 +141,7 @@ t.test("install-remote repairs what check reports", async (t) => {
   const bad = await vb(["check", "--user", a.user]);
   t.equal(bad.code, 1);
   const fix = await vb(["install-remote", ...a.args, "--key", `${key}.pub`]);
-  t.equal(fix.code, 0, fix.stdout.toString().slice(-1500));
+  succeeded(t, fix, "install-remote repairs");
   t.match(fix.stdout.toString(), /^2 change\(s\) made/m);
   t.equal((await vb(["check", "--user", a.user])).code, 0);
 });

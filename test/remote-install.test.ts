@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { snapshot, run, TOP, TEST_USER, gateIds } from "./helpers/env.js";
-import { account, clientKey, vb, type Account } from "./helpers/sshd.js";
+import { account, clientKey, vb, succeeded, type Account } from "./helpers/sshd.js";
 
 const root = process.getuid?.() === 0;
 if (!root) t.plan(0, "install-remote needs root");
@@ -26,7 +26,7 @@ function layoutSnap(a: Account): Record<string, string> {
 
 async function install(t: Test, a: Account, extra: string[]) {
   const r = await vb(["install-remote", ...a.args, ...extra]);
-  t.equal(r.code, 0, `install-remote ${extra.join(" ")}: ${r.stdout.toString().slice(-1500)} ${r.stderr}`);
+  succeeded(t, r, `install-remote ${extra.join(" ")}`);
   return r.stdout.toString();
 }
 

@@ -182,3 +182,9 @@ export function removeAccount(a: Account): void {
 export function vb(args: string[], timeoutMs = 240_000): Promise<RunResult> {
   return run(["/usr/bin/node", path.join(TOP, "dist/src/cli.js"), ...args], { env: { PATH: "/usr/bin:/bin" } }, { timeoutMs });
 }
+
+/** Assert a command succeeded; its output is shown only when it did not. */
+export function succeeded(t: { equal: (a: unknown, b: unknown, m?: string) => void; comment: (...m: unknown[]) => void }, r: RunResult, what: string): void {
+  if (r.code !== 0) t.comment(`${what} output:\n${r.stdout.toString().slice(-3000)}\n${r.stderr.slice(-3000)}`);
+  t.equal(r.code, 0, what);
+}
