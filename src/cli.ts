@@ -20,6 +20,18 @@ const SUBCOMMANDS: Record<string, Sub> = {
     summary: "--config FILE   serve one SSH session (the default; SSH_ORIGINAL_COMMAND says what)",
     run: async () => serveMain,
   },
+  verify: {
+    summary: "DIR --signer CERT [--recipient CERT]… [--secret-key KEY [--passphrase-file F]]   check a backup copy: encrypted, signed, complete",
+    run: async () => (await import("./pgp/verify.js")).verifyMain,
+  },
+  audit: {
+    summary: "[--file LOG | --config F] [--since T] [--denied] [--json] | --verify | --record-head   review the audit log (root)",
+    run: async () => (await import("./audit/review.js")).auditMain,
+  },
+  demo: {
+    summary: "[--keep]   a local demo: a backup added through the real sftp client, a delete and an overwrite refused",
+    run: async () => (await import("./demo.js")).demo,
+  },
   "install-remote": {
     summary: "--user NAME --root DIR --key PUBKEY_FILE [--from P] [--access M] [--label L] [--sshd-dropin] [--dry-run]   (root)",
     run: async () => (await import("./remote/install.js")).installMain,
@@ -27,6 +39,14 @@ const SUBCOMMANDS: Record<string, Sub> = {
   check: {
     summary: "--user NAME [--sshd-config FILE]   verify the account's layout and sshd settings (root)",
     run: async () => (await import("./remote/check.js")).checkMain,
+  },
+  seal: {
+    summary: "--config FILE [--dry-run]   make settled files root-owned 0440 and directories 1770, sweep abandoned uploads (root)",
+    run: async () => (await import("./housekeeping/seal.js")).sealMain,
+  },
+  prune: {
+    summary: "--config FILE --keep-full N | --older-than DURATION [--dry-run]   remove whole old duplicity chains (root)",
+    run: async () => (await import("./housekeeping/prune.js")).pruneMain,
   },
 };
 

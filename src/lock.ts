@@ -1,6 +1,6 @@
-// Lock files made with O_EXCL. Node has no flock(2); a lock file holding the owner's pid, broken
-// when that pid is gone, does the same job for the two places that need one: the audit log's
-// append (the hash chain must stay linear) and the per-key session slots.
+// Lock files made with O_EXCL. Node has no flock(2); a lock file naming its owner, broken when
+// that owner is gone, does the same job for the places that need one: the audit log's append (its
+// hash chain must stay linear), the per-key session slots and the vault's per-set locks.
 import fs from "node:fs";
 
 const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY } = fs.constants;
@@ -20,28 +20,58 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-function ownerOf(file: string): number {
+/** The kernel's start time of a process (clock ticks since boot), or undefined if unreadable. */
+function startTime(pid: number | "self"): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
+    // Field 2 (the command name) may hold spaces and parentheses: count from the last ')'.
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
+// A pid alone is not an identity: a killed session's pid may belong to another process by the time
+// the lock is looked at, which would hold a session slot forever. The start time tells them apart.
+const SELF = `${process.pid} ${startTime("self") ?? "?"}\n`;
+
+interface Owner {
+  pid: number;
+  start: string | undefined;
+}
+
+function ownerOf(file: string): Owner | undefined {
   try {
     const fd = fs.openSync(file, O_RDONLY | O_NOFOLLOW);
     try {
-      const buf = Buffer.alloc(32);
-      const n = fs.readSync(fd, buf, 0, 32, 0);
-      return Number.parseInt(buf.subarray(0, n).toString("ascii"), 10);
+      const buf = Buffer.alloc(64);
+      const n = fs.readSync(fd, buf, 0, buf.length, 0);
+      const [pid, start] = buf.subarray(0, n).toString("ascii").trim().split(" ");
+      return { pid: Number.parseInt(pid ?? "", 10), start: start === "?" ? undefined : start };
     } finally {
       fs.closeSync(fd);
     }
   } catch {
-    return NaN;
+    return undefined;
   }
 }
 
-/** Try once to take `file`; returns true on success. A lock whose owner is dead is broken. */
+function ownerAlive(o: Owner): boolean {
+  if (!pidAlive(o.pid)) return false;
+  const now = o.start === undefined ? undefined : startTime(o.pid);
+  return now === undefined || now === o.start;
+}
+
+/** Try once to take `file`; returns true on success. A lock whose owner is gone, or older than staleMs, is broken. */
 export function tryLock(file: string, staleMs = Infinity): boolean {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = fs.openSync(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-      fs.writeSync(fd, `${process.pid}\n`);
-      fs.closeSync(fd);
+      try {
+        fs.writeSync(fd, SELF);
+      } finally {
+        fs.closeSync(fd);
+      }
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
@@ -53,8 +83,11 @@ export function tryLock(file: string, staleMs = Infinity): boolean {
     } catch {
       continue; // released meanwhile: try again
     }
-    // An empty file is a lock being written right now (NaN owner): only age breaks it.
-    if ((Number.isNaN(owner) || pidAlive(owner)) && !old) return false;
+    // An empty file is a lock being written right now (NaN pid), an unreadable one may be held:
+    // only age breaks those. Two sessions breaking the same dead lock at once can, in a window of
+    // a few system calls, both end up holding it; a dead holder is rare enough to accept that.
+    const held = !owner || Number.isNaN(owner.pid) || ownerAlive(owner);
+    if (held && !old) return false;
     try {
       fs.unlinkSync(file);
     } catch {
@@ -66,30 +99,28 @@ export function tryLock(file: string, staleMs = Infinity): boolean {
 
 export function unlock(file: string): void {
   try {
-    if (ownerOf(file) === process.pid) fs.unlinkSync(file);
+    if (ownerOf(file)?.pid === process.pid) fs.unlinkSync(file);
   } catch {
     /* already gone */
   }
 }
 
-/** Run fn under the lock; waits at most waitMs, then breaks the lock (a stuck writer must not stop logging). */
+/**
+ * Run fn under the lock. A holder that keeps it longer than waitMs is taken to be stuck and its
+ * lock is broken (a stuck writer must not stop logging); if even that does not get the lock within
+ * a few rounds (a clock set backwards), fn runs without it rather than hang the session.
+ */
 export function withLock<T>(file: string, fn: () => T, waitMs = 3000): T {
-  const deadline = Date.now() + waitMs;
+  const giveUp = Date.now() + 4 * waitMs;
   let delay = 1;
-  while (!tryLock(file, waitMs)) {
-    if (Date.now() > deadline) {
-      try {
-        fs.unlinkSync(file);
-      } catch {
-        /* gone */
-      }
-    }
+  let held = false;
+  while (!(held = tryLock(file, waitMs)) && Date.now() < giveUp) {
     sleepMs(delay);
     delay = Math.min(delay * 2, 20);
   }
   try {
     return fn();
   } finally {
-    unlock(file);
+    if (held) unlock(file);
   }
 }

@@ -11,6 +11,7 @@ import { decide, type Plan } from "./gate/decide.js";
 import { newSid, newCounters, type Session } from "./session.js";
 import { ensureState } from "./vault/state.js";
 import { Vault } from "./vault/vault.js";
+import { prepareGuard } from "./pgp/guard.js";
 import { tryLock, unlock } from "./lock.js";
 
 export interface Context {
@@ -24,14 +25,11 @@ const HANDLERS: Record<Plan["kind"], () => Promise<Handler>> = {
   true: async () => async () => 0,
   sftp: async () => (await import("./sftp/serve.js")).serveSftp as Handler,
   rsync: async () => (await import("./rsync/run.js")).runRsync as Handler,
-  scp: async () => notYet,
-  mkdir: async () => notYet,
-  ls: async () => notYet,
-  rm: async () => notYet,
+  scp: async () => (await import("./scp/run.js")).runScp as Handler,
+  mkdir: async () => (await import("./emulate/mkdir.js")).runMkdir as Handler,
+  ls: async () => (await import("./emulate/ls.js")).runLs as Handler,
+  rm: async () => (await import("./emulate/rm.js")).runRm as Handler,
 };
-async function notYet(): Promise<number> {
-  throw new VbError("NOT_ALLOWED", "not yet supported");
-}
 
 export const EXIT = { ok: 0, refused: 1, config: 2, timeout: 3, failed: 4 } as const;
 
@@ -120,6 +118,7 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
     });
   try {
     if (plan.kind !== "true") vault = new Vault(session);
+    if (vault && !vault.readOnly) await prepareGuard(policy); // loads openpgp only if recipients are configured
     const handler = await HANDLERS[plan.kind]();
     exit = await handler(plan as never, { session, vault: vault as Vault });
   } catch (e) {

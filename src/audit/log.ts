@@ -4,6 +4,7 @@ import fs from "node:fs";
 import { pino, type Logger } from "pino";
 import { cleanValue } from "./sanitize.js";
 import { withLock } from "../lock.js";
+import { chainLine, lineHash, tailHash } from "./chain.js";
 
 export type Fields = Record<string, unknown>;
 
@@ -15,19 +16,41 @@ export interface Audit {
 
 class LockedAppend {
   private fd: number;
+  /** The file's size after our last line and that line's hash: no need to read the tail again. */
+  private last: { size: number; hash: string } | undefined;
   constructor(
     file: string,
     private lockFile: string | undefined,
   ) {
     // O_APPEND: every write lands at the end, also with chattr +a; O_NOFOLLOW: never a planted link.
-    this.fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o640);
+    // O_RDWR: the hash chain needs the previous line, which another session may have written. A log
+    // we may only write still gets its lines, marked as unchained (audit --verify reports them).
+    const flags = fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
+    try {
+      this.fd = fs.openSync(file, fs.constants.O_RDWR | flags, 0o640);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EACCES") throw e;
+      this.fd = fs.openSync(file, fs.constants.O_WRONLY | flags, 0o640);
+      this.last = { size: NaN, hash: "unreadable" };
+    }
     if (!fs.fstatSync(this.fd).isFile()) throw new Error(`${file} is not a regular file`);
   }
   write(line: string): void {
-    const buf = Buffer.from(line.endsWith("\n") ? line : line + "\n");
     const append = () => {
+      // Under the lock: the previous line is the file's last line, so the chain stays linear.
+      const size = fs.fstatSync(this.fd).size;
+      let prev = this.last?.size === size || this.last?.hash === "unreadable" ? this.last.hash : undefined;
+      let start = "";
+      if (prev === undefined) {
+        const tail = tailHash(this.fd, size);
+        prev = tail.hash;
+        if (!tail.newline) start = "\n"; // a torn line must not swallow ours
+      }
+      const text = chainLine(line, prev);
+      const buf = Buffer.from(start + text);
       const n = fs.writeSync(this.fd, buf);
       if (n !== buf.length) throw new Error("short write to the audit log");
+      if (this.last?.hash !== "unreadable") this.last = { size: size + n, hash: lineHash(Buffer.from(text.slice(0, -1))) };
     };
     if (this.lockFile) withLock(this.lockFile, append);
     else append();

@@ -1,11 +1,27 @@
 // Audit fields come from untrusted clients: cap their length and make every control or
 // invisible-separator character visible, so one field can never forge or hide a line.
 const MAX_FIELD = 1024;
-const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+// C0 and C1 controls, DEL, line and paragraph separators, bidirectional overrides and isolates
+// (a name can otherwise display reversed), zero-width characters and the BOM.
+const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+
+function escape(c: string): string {
+  const code = c.charCodeAt(0);
+  return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+}
+
+/** Cut to at most `max` UTF-16 units, never inside a surrogate pair or an escape written above. */
+function cap(s: string, max: number): string {
+  if (s.length <= max) return s;
+  let end = max;
+  const last = s.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  end -= /\\(?:x[0-9a-f]?|u[0-9a-f]{0,3})?$/.exec(s.slice(Math.max(0, end - 5), end))?.[0].length ?? 0;
+  return `${s.slice(0, end)}…(+${s.length - end})`;
+}
 
 export function cleanString(s: string, max = MAX_FIELD): string {
-  const escaped = s.replace(UNSAFE, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-  return escaped.length > max ? `${escaped.slice(0, max)}…(+${escaped.length - max})` : escaped;
+  return cap(s.replace(UNSAFE, escape), max);
 }
 
 /** Bytes that may not be UTF-8 (client paths): valid UTF-8 as text, anything else as hex escapes. */
@@ -14,9 +30,9 @@ export function cleanBytes(b: Buffer, max = MAX_FIELD): string {
   if (!text.includes("\ufffd")) return cleanString(text, max);
   let out = "";
   for (const byte of b.subarray(0, max)) {
-    out += byte >= 0x20 && byte < 0x7f && byte !== 0x5c ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, "0")}`;
+    out += byte >= 0x20 && byte < 0x7f && byte !== 0x5c ? String.fromCharCode(byte) : escape(String.fromCharCode(byte));
   }
-  return cleanString(out, max + 16);
+  return cap(out, max + 16);
 }
 
 export function cleanValue(v: unknown, depth = 0): unknown {

@@ -25,6 +25,25 @@ export const LimitsSchema = z.strictObject({
   maxOpenHandles: z.number().int().min(1).max(4096).default(64),
 });
 
+// A guardrail against a misconfigured SOURCE (see src/pgp/guard.ts), not a proof of encryption.
+export const EncryptionSchema = z
+  .strictObject({
+    required: z.boolean().default(false).describe("every uploaded file must be an OpenPGP encrypted message or a detached signature"),
+    recipients: z.array(absPath).max(32).default([]).describe("OpenPGP certificates; one of their keys must be a named recipient"),
+    anonymousRecipients: z.boolean().default(false).describe("accept hidden recipients (gpg --throw-keyids) when recipients are given"),
+  })
+  .refine((e) => e.required || (e.recipients.length === 0 && !e.anonymousRecipients), "'recipients' and 'anonymousRecipients' need 'required': true");
+
+// Root-side seal and prune (src/housekeeping/); the gatekeeper itself never reads these.
+export const HousekeepingSchema = z.strictObject({
+  group: z
+    .union([z.number().int().min(0), z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/, "a group name or number")])
+    .optional()
+    .describe("group that may read sealed files (default: the group of the root directory)"),
+  minAgeMinutes: z.number().int().min(0).max(7 * 24 * 60).default(15).describe("seal leaves files younger than this for the next run"),
+  warnNoArrivalHours: z.number().min(1).max(366 * 24).default(48).describe("prune warns when nothing arrived for longer"),
+});
+
 export const ConfigSchema = z.strictObject({
   label: z
     .string()
@@ -33,11 +52,16 @@ export const ConfigSchema = z.strictObject({
   root: absPath,
   state: absPath.optional(),
   access: z.enum(["append-only", "read-only"]).default("append-only"),
-  pull: z.boolean().default(true),
+  // "metadata": manifests and signature files only (what duplicity needs when its cache is lost).
+  pull: z.union([z.boolean(), z.literal("metadata")]).default(true),
+  profile: z.enum(["duplicity", "plain"]).default("duplicity").describe("naming rules of the uploads (src/profile/)"),
+  replace: z.enum(["never", "resume"]).default("resume").describe("resume: duplicity may send the last volume of an unfinished set again"),
   protocols: z.array(z.enum(PROTOCOLS)).min(1).default([...PROTOCOLS]),
   audit: z.strictObject({ file: absPath }),
   limits: LimitsSchema.default(LimitsSchema.parse({})),
   rsync: z.strictObject({ path: absPath.default("/usr/bin/rsync") }).default({ path: "/usr/bin/rsync" }),
+  encryption: EncryptionSchema.default(EncryptionSchema.parse({})),
+  housekeeping: HousekeepingSchema.default(HousekeepingSchema.parse({})),
 });
 
 export type ConfigInput = z.input<typeof ConfigSchema>;

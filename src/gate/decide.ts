@@ -3,14 +3,17 @@ import { VbError } from "../errors.js";
 import type { Policy, Protocol } from "../config/schema.js";
 import type { Request, RequestKind } from "./command.js";
 import { parseRsyncArgs, type RsyncRequest } from "../rsync/options.js";
+import { parseScpArgs, type ScpRequest } from "../scp/args.js";
+import { parseMkdirArgs, parseLsArgs, type MkdirRequest, type LsRequest } from "../emulate/args.js";
+import { refuseRm } from "../emulate/rm.js";
 
 export type Plan =
   | { kind: "true" }
   | { kind: "sftp" }
   | { kind: "rsync"; rsync: RsyncRequest }
-  | { kind: "scp"; args: string[] }
-  | { kind: "mkdir"; args: string[] }
-  | { kind: "ls"; args: string[] }
+  | { kind: "scp"; scp: ScpRequest }
+  | { kind: "mkdir"; mkdir: MkdirRequest }
+  | { kind: "ls"; ls: LsRequest }
   | { kind: "rm"; args: string[] };
 
 const PROTOCOL_OF: Record<RequestKind, Protocol | null> = {
@@ -57,10 +60,21 @@ export function decide(req: Request, policy: Policy): Plan {
       if (!rsync.sender && policy.access === "read-only") throw new VbError("READ_ONLY", "read-only: this key cannot upload (rsync push refused)");
       return { kind: "rsync", rsync };
     }
-    case "scp":
-    case "mkdir":
+    case "scp": {
+      const scp = parseScpArgs(req.args, policy.root);
+      if (scp.direction === "source" && policy.access === "append-only" && policy.pull === false)
+        throw new VbError("NOT_ALLOWED", "reading (scp -f) is disabled for this key (pull: false)");
+      if (scp.direction === "sink" && policy.access === "read-only") throw new VbError("READ_ONLY", "read-only: this key cannot upload (scp -t refused)");
+      return { kind: "scp", scp };
+    }
+    case "mkdir": {
+      const mkdir = parseMkdirArgs(req.args, policy.root);
+      if (policy.access === "read-only") throw new VbError("READ_ONLY", "read-only: this key cannot create directories (mkdir refused)");
+      return { kind: "mkdir", mkdir };
+    }
     case "ls":
+      return { kind: "ls", ls: parseLsArgs(req.args, policy.root) };
     case "rm":
-      throw new VbError("NOT_ALLOWED", `${req.kind}: not yet supported by this version of validate-backup`);
+      refuseRm(policy);
   }
 }

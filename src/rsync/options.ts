@@ -319,8 +319,8 @@ export function parseRsyncArgs(args: readonly string[], root: string): RsyncRequ
       const cls = Object.hasOwn(SHORT_OPTIONS, letter) ? SHORT_OPTIONS[letter] : undefined;
       if (cls?.kind === "value") options.push(classify(cls, `-${letter}`, word.slice(2), sender, (v) => `-${letter}${v}`));
       else {
-        if (word.includes("e") && ++caps > 1) deny("only one capability string (-e.…) is allowed");
         options.push(bundle(word, sender));
+        if (word.includes("e") && ++caps > 1) deny("only one capability string (-e.…) is allowed");
       }
     } else deny(`'${show(word)}' is not an option; the '.' placeholder must come before the paths`);
   }

@@ -62,6 +62,9 @@ function checkSources(vault: Vault, targets: RsyncTarget[]): void {
     if (!st) throw new VbError("NOT_FOUND", `'${v.display}': no such file or directory`);
     notALink(st, v);
     if (!st.isFile() && !st.isDirectory()) throw new VbError("NOT_ALLOWED", `'${v.display}': not a regular file or directory`);
+    // pull: "metadata" lets a few named files be read; rsync reads all of a directory it is given.
+    if (!vault.canRead(v))
+      throw new VbError("NOT_ALLOWED", `'${v.display}' cannot be read with this key (pull: ${String(vault.session.policy.pull)}${st.isDirectory() ? "; name the files one by one" : ""})`);
   }
 }
 
@@ -74,7 +77,10 @@ function planDestination(vault: Vault, v: VPath): { mkdir: VPath; compareDest?: 
   if (st) {
     notALink(st, v);
     if (st.isDirectory()) return { mkdir: v, compareDest: vault.pathOf(v) };
-    throw new VbError("EXISTS", `append-only: '${v.display}' already exists and cannot be overwritten`);
+    // The replace policy may let this name be sent again (duplicity resuming); the vault decides
+    // when publishing, and a refusal there still fails the session loudly.
+    if (!(st.isFile() && vault.rules.mayReplace(v.comps[v.comps.length - 1]!)))
+      throw new VbError("EXISTS", `append-only: '${v.display}' already exists and cannot be overwritten`);
   }
   for (let i = 1; i < v.comps.length; i++) {
     const up = vpath(v.comps.slice(0, i));

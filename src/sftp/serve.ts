@@ -1,5 +1,40 @@
-// PLACEHOLDER until the SFTP server lands.
-import { VbError } from "../errors.js";
-export async function serveSftp(): Promise<number> {
-  throw new VbError("NOT_ALLOWED", "sftp: not yet supported by this version of validate-backup");
+// Serve one SFTP session on stdin/stdout until the client hangs up (or idles, or breaks the
+// protocol). Unfinished uploads are abandoned when it ends: nothing partial is ever published.
+import type { Context } from "../serve.js";
+import { EXIT } from "../serve.js";
+import type { Plan } from "../gate/decide.js";
+import { Sftp } from "./server.js";
+import { pump, type End } from "./pump.js";
+
+/** After an abnormal end, replies still queued get this long to reach a client that may not read. */
+const LINGER_MS = 10_000;
+
+const OUTCOME: { [K in End["kind"]]: (end: Extract<End, { kind: K }>, ctx: Context) => number } = {
+  eof: () => EXIT.ok,
+  "output-closed": () => EXIT.ok,
+  idle: (_end, { session }) => {
+    const seconds = session.policy.limits.idleSeconds;
+    session.audit.event("idle-timeout", { seconds });
+    process.stderr.write(`validate-backup: sftp: no request for ${seconds} s, closing the session\n`);
+    return EXIT.timeout;
+  },
+  protocol: (end) => {
+    throw end.error; // serve.ts audits it and tells the client
+  },
+};
+
+export async function serveSftp(_plan: Extract<Plan, { kind: "sftp" }>, ctx: Context): Promise<number> {
+  const sftp = new Sftp(ctx.session, ctx.vault);
+  const input = process.stdin;
+  const output = process.stdout;
+  try {
+    const end = await pump({ input, output, idleMs: ctx.session.policy.limits.idleSeconds * 1000, handle: (pkt) => sftp.handle(pkt) });
+    if (end.kind !== "eof") {
+      input.destroy();
+      setTimeout(() => output.destroy(), LINGER_MS).unref();
+    }
+    return (OUTCOME[end.kind] as (e: End, c: Context) => number)(end, ctx);
+  } finally {
+    sftp.close();
+  }
 }

@@ -6,6 +6,7 @@ import { VbError } from "../errors.js";
 import type { VPath } from "./paths.js";
 import type { Vault } from "./vault.js";
 import { closeQuietly } from "./fsat.js";
+import { guardUpload } from "../pgp/guard.js";
 
 const HASH_CHUNK = 1024 * 1024;
 
@@ -95,6 +96,7 @@ export class Upload {
       fs.fchmodSync(this.fd, this.mode);
       if (this.times) fs.futimesSync(this.fd, this.times.atime, this.times.mtime);
       fs.fsyncSync(this.fd);
+      guardUpload(this.vault.session, this.fd, this.size, this.v.display);
       const sha256 = this.digest();
       this.vault.linkNew(this, this.parentFd, this.name, this.tmpPath);
       st = fs.fstatSync(this.fd);

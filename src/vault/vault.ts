@@ -12,6 +12,7 @@ import { Confiner, vpath, checkName, type VPath } from "./paths.js";
 import { at, openDirAt, lstatAt, lstatAtOrNull, closeQuietly, inodeKey, DIR_FLAGS, READ_FLAGS } from "./fsat.js";
 import { Upload } from "./upload.js";
 import { sweepStale } from "./state.js";
+import { NameRules, existsError } from "./rules.js";
 
 const C = fs.constants;
 /** Stored files are readable by owner and group at most: never setuid, setgid, sticky or exec. */
@@ -30,6 +31,10 @@ export class Vault {
   private readonly ownFiles = new Set<string>();
   private readonly ownDirs = new Set<string>();
   private readonly uploads = new Set<Upload>();
+  /** The profile's naming rules and the replace policy (src/vault/rules.ts). */
+  readonly rules: NameRules;
+  /** Uploads the replace policy allowed to replace an existing file: the inode they replace. */
+  private readonly replacing = new WeakMap<Upload, string>();
   private tmpCounter = 0;
   private tmpDirMade = false;
   readonly tmpDir: string;
@@ -42,6 +47,7 @@ export class Vault {
     this.rootFd = fs.openSync(rootReal, DIR_FLAGS);
     this.tmpDir = path.join(policy.state, "tmp", session.sid);
     this.stagingDir = path.join(policy.state, "staging", session.sid);
+    this.rules = new NameRules(session);
     if (!this.readOnly) sweepStale(policy.state, session.audit);
   }
 
@@ -59,7 +65,15 @@ export class Vault {
     let fd = fs.openSync(at(this.rootFd), DIR_FLAGS);
     try {
       for (const c of comps) {
-        const next = openDirAt(fd, c);
+        let next: number;
+        try {
+          next = openDirAt(fd, c);
+        } catch (e) {
+          // O_DIRECTORY|O_NOFOLLOW on a symbolic link fails with ENOTDIR, not ELOOP: report the link
+          // as the refusal it is (audited), not as a missing directory.
+          if ((e as NodeJS.ErrnoException).code === "ENOTDIR" && lstatAtOrNull(fd, c)?.isSymbolicLink()) throw Object.assign(new Error(c), { code: "ELOOP" });
+          throw e;
+        }
         fs.closeSync(fd);
         fd = next;
       }
@@ -137,6 +151,7 @@ export class Vault {
 
   /** Open a regular file for reading; the caller owns (and closes) the fd. */
   openRead(v: VPath): { fd: number; st: fs.Stats } {
+    if (!this.canRead(v)) throw new VbError("NOT_ALLOWED", `'${v.display}' cannot be read with this key (pull: ${String(this.session.policy.pull)})`);
     const fd = this.withParent(v, (dirFd, name) => fs.openSync(at(dirFd, name), READ_FLAGS));
     const st = fs.fstatSync(fd);
     if (!st.isFile()) {
@@ -185,7 +200,21 @@ export class Vault {
   }
 
   isOwnFile(st: fs.Stats): boolean {
-    return st.isFile() && this.ownFiles.has(inodeKey(st));
+    // A file that replaced another stands where something older stood: as immutable as that was.
+    return st.isFile() && this.ownFiles.has(inodeKey(st)) && !this.rules.isReplacement(st);
+  }
+
+  /**
+   * May the client read this file's contents? Listing and stat are not reads. The protocols that
+   * hand a path to a child process (rsync --sender) must ask before; openRead asks itself.
+   */
+  canRead(v: VPath): boolean {
+    const { pull } = this.session.policy;
+    if (this.readOnly || pull === true) return true;
+    if (pull === false || v.comps.length === 0) return false;
+    return this.rules.canReadMetadata(v.comps[v.comps.length - 1]!, () =>
+      this.withParent(v, (dirFd) => fs.readdirSync(at(dirFd))),
+    );
   }
 
   /** Start an upload of a new file; nothing is visible under its name until commit(). */
@@ -198,7 +227,7 @@ export class Vault {
     checkName(name, v.display);
     const parentFd = this.openDir(v.comps.slice(0, -1), v.display);
     try {
-      if (lstatAtOrNull(parentFd, name)) throw new VbError("EXISTS", `append-only: '${v.display}' already exists and cannot be overwritten`);
+      const replaces = this.rules.beforeCreate(parentFd, name, v);
       if (!this.tmpDirMade) {
         fs.mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 });
         this.tmpDirMade = true;
@@ -207,6 +236,7 @@ export class Vault {
       const fd = fs.openSync(tmpPath, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
       const up = new Upload(this, v, parentFd, name, tmpPath, fd, mode & FILE_MODE_MASK);
       this.uploads.add(up);
+      if (replaces) this.replacing.set(up, replaces);
       return up;
     } catch (e) {
       closeQuietly(parentFd);
@@ -214,10 +244,10 @@ export class Vault {
     }
   }
 
-  /** Called by Upload: the final step, link(2) that cannot replace. */
+  /** Called by Upload: the final step, link(2) that cannot replace (or a replacement the policy allowed). */
   linkNew(up: Upload, parentFd: number, name: string, tmpPath: string): void {
     try {
-      fs.linkSync(tmpPath, at(parentFd, name));
+      this.rules.publish(parentFd, name, up.v, this.replacing.get(up), () => fs.linkSync(tmpPath, at(parentFd, name)), tmpPath);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "EEXIST")
         throw new VbError("EXISTS", `append-only: '${up.v.display}' already exists and cannot be overwritten`);
@@ -233,8 +263,12 @@ export class Vault {
     this.assertWritable(v, "written");
     return this.withParent(v, (dirFd, name) => {
       checkName(name, v.display);
+      const old = lstatAtOrNull(dirFd, name);
+      if (old && !this.rules.mayReplace(name)) return false;
+      if (old) this.rules.checkReplace(dirFd, name, v, old);
       try {
-        fs.linkSync(at(srcDirFd, srcName), at(dirFd, name));
+        const src = at(srcDirFd, srcName);
+        this.rules.publish(dirFd, name, v, old ? inodeKey(old) : undefined, () => fs.linkSync(src, at(dirFd, name)), src);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
         throw e;
@@ -258,20 +292,25 @@ export class Vault {
     if (!this.isOwnFile(st))
       throw new VbError("IMMUTABLE", `append-only: '${from.display}' existed before this session (or is not a regular file) and cannot be renamed`);
     if (to.comps.length === 0) throw new VbError("EXISTS", `append-only: '.' already exists and cannot be overwritten`);
+    // Onto an existing name only as the replace policy allows (pexpect+sftp resuming duplicity).
+    let replaced = false;
     this.withParent(from, (fromDir, fromName) =>
       this.withParent(to, (toDir, toName) => {
         checkName(toName, to.display);
         if (inodeKey(lstatAt(fromDir, fromName)) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${from.display}' changed meanwhile`);
+        const old = lstatAtOrNull(toDir, toName);
+        if (old) this.rules.checkReplace(toDir, toName, to, old);
+        const src = at(fromDir, fromName);
         try {
-          fs.linkSync(at(fromDir, fromName), at(toDir, toName));
+          this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, () => fs.linkSync(src, at(toDir, toName)), src);
         } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === "EEXIST")
-            throw new VbError("EXISTS", `append-only: '${to.display}' already exists and cannot be overwritten`);
+          if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to);
           throw e;
         }
+        replaced = old !== null;
       }),
     );
-    this.unlinkIfSame(from, st);
+    if (!replaced) this.unlinkIfSame(from, st);
     this.session.audit.event("rename", { from: from.display, to: to.display });
   }
 
@@ -320,6 +359,7 @@ export class Vault {
   /** End of session: abandon unfinished uploads, remove our temporary area. */
   close(): void {
     for (const up of [...this.uploads]) up.abort();
+    this.rules.release();
     try {
       fs.rmSync(this.tmpDir, { recursive: true, force: true });
     } catch {

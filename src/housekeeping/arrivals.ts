@@ -1,0 +1,152 @@
+// When each file arrived, by our clock: prune orders chains by this, never by the dates in names,
+// which the client chose. One JSON line per published file in state/arrivals.log, appended under
+// a lock by the sessions; prune reads it (a later line for the same path wins) and compacts it.
+//
+// The record is evidence, not authority: prune only believes a line whose inode is the file's own,
+// so a name reused after a prune, or a file planted behind the vault's back, has no arrival.
+import fs from "node:fs";
+import path from "node:path";
+import { withLock } from "../lock.js";
+import { at, closeQuietly } from "../vault/fsat.js";
+
+export const ARRIVALS_FILE = "arrivals.log";
+const LOCK_FILE = "arrivals.lock";
+const READ_CHUNK = 1024 * 1024;
+const MAX_LINE = 8192;
+
+export interface Arrival {
+  /** Milliseconds since the epoch. */
+  t: number;
+  /** Path relative to the root, '/'-separated. */
+  p: string;
+  /** "dev:ino" of the file when it arrived. */
+  i: string;
+}
+
+function line(a: Arrival): string {
+  return JSON.stringify({ t: a.t, p: a.p, i: a.i }) + "\n";
+}
+
+/** Session side: note that `rel` arrived now. A failure is reported to the caller, who audits it. */
+export function recordArrival(state: string, rel: string, st: { dev: number; ino: number }, t = Date.now()): void {
+  const text = Buffer.from(line({ t, p: rel, i: `${st.dev}:${st.ino}` }));
+  withLock(path.join(state, "locks", LOCK_FILE), () => {
+    const fd = fs.openSync(path.join(state, ARRIVALS_FILE), fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+    try {
+      fs.writeSync(fd, text);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+}
+
+function parseLine(s: string): Arrival | undefined {
+  try {
+    const o = JSON.parse(s) as Partial<Arrival>;
+    if (typeof o.t === "number" && Number.isFinite(o.t) && typeof o.p === "string" && typeof o.i === "string") return { t: o.t, p: o.p, i: o.i };
+  } catch {
+    /* a torn or forged line counts for nothing */
+  }
+  return undefined;
+}
+
+/** Stream the lines of an open file; memory stays at one chunk plus one line. */
+function* lines(fd: number): Generator<string> {
+  const buf = Buffer.allocUnsafe(READ_CHUNK);
+  let rest = "";
+  for (let pos = 0; ; ) {
+    const n = fs.readSync(fd, buf, 0, buf.length, pos);
+    if (n <= 0) break;
+    pos += n;
+    const parts = (rest + buf.toString("utf8", 0, n)).split("\n");
+    rest = parts.pop()!;
+    if (rest.length > MAX_LINE) rest = ""; // no line of ours is that long
+    yield* parts;
+  }
+  if (rest) yield rest;
+}
+
+export type ArrivalMap = Map<string, Arrival>;
+
+/** Root side: the arrivals below the state directory opened as `stateFd` (never by a path). */
+export function readArrivals(stateFd: number): ArrivalMap {
+  const out: ArrivalMap = new Map();
+  let fd: number;
+  try {
+    fd = fs.openSync(at(stateFd, ARRIVALS_FILE), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return out;
+    throw e;
+  }
+  try {
+    if (!fs.fstatSync(fd).isFile()) return out;
+    for (const s of lines(fd)) {
+      const a = parseLine(s);
+      if (a) out.set(a.p, a);
+    }
+  } finally {
+    closeQuietly(fd);
+  }
+  return out;
+}
+
+/** The latest arrival recorded, or undefined. */
+export function lastArrival(arrivals: ArrivalMap): number | undefined {
+  let last: number | undefined;
+  for (const a of arrivals.values()) if (last === undefined || a.t > last) last = a.t;
+  return last;
+}
+
+/**
+ * Root side: rewrite the record keeping what `keep` says, plus every line that arrived meanwhile.
+ * `stateFd` and `locksFd` are open directories; the new file keeps the old one's owner so that the
+ * sessions can go on appending.
+ */
+export function compactArrivals(stateFd: number, locksFd: number, keep: (a: Arrival) => boolean): { kept: number; dropped: number } {
+  const C = fs.constants;
+  return withLock(at(locksFd, LOCK_FILE), () => {
+    const tmpName = `${ARRIVALS_FILE}.${process.pid}.new`;
+    let old: fs.Stats;
+    try {
+      old = fs.lstatSync(at(stateFd, ARRIVALS_FILE));
+    } catch {
+      return { kept: 0, dropped: 0 };
+    }
+    if (!old.isFile()) return { kept: 0, dropped: 0 };
+    const current = readArrivals(stateFd);
+    try {
+      fs.unlinkSync(at(stateFd, tmpName));
+    } catch {
+      /* none left over */
+    }
+    const fd = fs.openSync(at(stateFd, tmpName), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+    let kept = 0;
+    let dropped = 0;
+    try {
+      let chunk: string[] = [];
+      const flush = () => {
+        if (chunk.length) fs.writeSync(fd, chunk.join(""));
+        chunk = [];
+      };
+      for (const a of current.values()) {
+        if (!keep(a)) {
+          dropped++;
+          continue;
+        }
+        kept++;
+        chunk.push(line(a));
+        if (chunk.length >= 4096) flush();
+      }
+      flush();
+      fs.fchownSync(fd, old.uid, old.gid);
+      fs.fsyncSync(fd);
+    } catch (e) {
+      closeQuietly(fd);
+      fs.unlinkSync(at(stateFd, tmpName));
+      throw e;
+    }
+    closeQuietly(fd);
+    fs.renameSync(at(stateFd, tmpName), at(stateFd, ARRIVALS_FILE));
+    return { kept, dropped };
+  });
+}

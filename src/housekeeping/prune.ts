@@ -1,0 +1,281 @@
+// `validate-backup prune --config F --keep-full N | --older-than DURATION [--dry-run]` (root): the
+// house-cleaning SOURCE may no longer do. It removes whole duplicity chains (the full set, its
+// incrementals, their signatures and manifests, and their kept versions) and nothing else.
+//
+// Chains are ordered by when they arrived here (state/arrivals.log, our clock), never by the dates
+// in their names, which whoever holds the key chose. A chain with no arrival record for its full
+// set was not uploaded through the gatekeeper: it is listed and left alone, and never counts as a
+// newer chain. The newest chain, and any chain an unfinished set builds on, always stay. Given
+// both --keep-full and --older-than, a chain goes only when both allow it.
+import fs from "node:fs";
+import { spawnSync } from "node:child_process";
+import { VbError } from "../errors.js";
+import { DirIndex, chainsOf, finished, namesOf, formatTime, type Chain } from "../profile/duplicity.js";
+import { inodeKey, closeQuietly } from "../vault/fsat.js";
+import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
+import { readArrivals, lastArrival, compactArrivals, type ArrivalMap } from "./arrivals.js";
+import { walkDirs, lstatIn, unlinkIfSame, removeTreeAt, openSubdir, notPlain, type Dir } from "./walk.js";
+import { open, parseArgs, parseDuration, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
+
+const LOGGER = "/usr/bin/logger";
+const HOUR = 3_600_000;
+
+export interface PruneRules {
+  keepFull?: number;
+  olderThanMs?: number;
+}
+
+export interface ChainVerdict {
+  dir: string;
+  /** The full set's time, as in its names (for people; decisions never use it). */
+  full: string;
+  files: number;
+  first?: number;
+  last?: number;
+  remove: boolean;
+  why: string;
+}
+
+export interface PruneReport {
+  chains: ChainVerdict[];
+  removedFiles: number;
+  removedVersions: number;
+  /** Files that belong to no chain we may judge: other files, orphan incrementals, foreign names. */
+  leftAlone: { path: string; why: string }[];
+  lastArrival?: number;
+  warning?: string;
+}
+
+interface Facts {
+  chain: Chain;
+  first?: number; // earliest arrival of the full set's files
+  last?: number; // latest arrival of any file of the chain
+  complete: boolean;
+  unfinished: boolean;
+}
+
+interface DirContext {
+  rules: PruneRules;
+  now: number;
+  newest?: Facts;
+  /** Arrival times (first) of the complete, dated chains, ascending. */
+  completeFirsts: number[];
+}
+
+/** How many values of the ascending `xs` are greater than x. */
+function countAbove(xs: number[], x: number): number {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid]! > x) hi = mid;
+    else lo = mid + 1;
+  }
+  return xs.length - lo;
+}
+
+function ago(ms: number): string {
+  return ms >= 48 * HOUR ? `${Math.floor(ms / (24 * HOUR))} days` : `${Math.floor(ms / HOUR)} hours`;
+}
+
+// Why a chain stays, in order; a chain no rule keeps is removed.
+const KEEP: ((f: Facts, x: DirContext) => string | undefined)[] = [
+  (f) => (f.first === undefined ? "no arrival record for its full set (not uploaded through the gatekeeper?)" : undefined),
+  (f) => (f.unfinished ? "an unfinished backup set builds on it" : undefined),
+  (f, x) => (f === x.newest ? "the newest chain" : undefined),
+  (f, x) => {
+    if (x.rules.keepFull === undefined) return undefined;
+    const newer = countAbove(x.completeFirsts, f.last!);
+    return newer < x.rules.keepFull ? `${newer} complete chain(s) arrived after it (--keep-full ${x.rules.keepFull})` : undefined;
+  },
+  (f, x) =>
+    x.rules.olderThanMs !== undefined && f.last! > x.now - x.rules.olderThanMs ? `its last file arrived ${ago(x.now - f.last!)} ago (--older-than)` : undefined,
+];
+
+class Pruner {
+  readonly report: PruneReport = { chains: [], removedFiles: 0, removedVersions: 0, leftAlone: [] };
+  private readonly arrivals: ArrivalMap;
+  readonly removed = new Set<string>();
+  readonly walkedDirs = new Set<string>();
+  readonly seen = new Set<string>();
+  private versionsFd: number | undefined;
+
+  constructor(
+    private readonly h: Housekeeping,
+    private readonly rules: PruneRules,
+    private readonly now: number,
+    private readonly dryRun: boolean,
+  ) {
+    this.arrivals = readArrivals(h.stateFd);
+    this.report.lastArrival = lastArrival(this.arrivals);
+    const v = openSubdir(h.stateFd, [], VERSIONS_DIR, h.walk);
+    if (!("why" in v)) this.versionsFd = v.fd;
+  }
+
+  close(): void {
+    closeQuietly(this.versionsFd);
+  }
+
+  private leave(path: string, why: string): void {
+    this.report.leftAlone.push({ path, why });
+  }
+
+  dir(d: Dir): void {
+    const dirRel = d.comps.join("/");
+    const relOf = (name: string) => (dirRel ? `${dirRel}/${name}` : name);
+    this.walkedDirs.add(dirRel);
+    for (const n of d.names) this.seen.add(relOf(n));
+    const ix = new DirIndex(d.names);
+    for (const n of ix.others) if (lstatIn(d.fd, n)?.isFile()) this.leave(relOf(n), "not a duplicity file");
+    for (const n of ix.foreign) this.leave(relOf(n), "duplicity-like name that duplicity 0.8 does not write");
+    const { chains, orphans } = chainsOf(ix);
+    for (const o of orphans) for (const n of namesOf(o)) this.leave(relOf(n), "incremental set that continues no full set here");
+    if (!chains.length) return;
+
+    const stats = new Map<string, fs.Stats>();
+    const arrival = (name: string): number | undefined => {
+      const st = lstatIn(d.fd, name);
+      if (!st) return undefined;
+      stats.set(name, st);
+      const a = this.arrivals.get(relOf(name));
+      return a && a.i === inodeKey(st) ? a.t : undefined;
+    };
+    const facts: Facts[] = chains.map((chain) => {
+      let first: number | undefined;
+      let last: number | undefined;
+      for (const set of chain.sets)
+        for (const n of namesOf(set)) {
+          const t = arrival(n);
+          if (t === undefined) continue;
+          if (set === chain.full && (first === undefined || t < first)) first = t;
+          if (last === undefined || t > last) last = t;
+        }
+      return { chain, first, last, complete: finished(chain.full), unfinished: chain.sets.some((s) => !finished(s)) };
+    });
+    const dated = facts.filter((f) => f.first !== undefined);
+    const x: DirContext = {
+      rules: this.rules,
+      now: this.now,
+      newest: dated.reduce<Facts | undefined>((a, f) => (!a || f.first! > a.first! ? f : a), undefined),
+      completeFirsts: dated
+        .filter((f) => f.complete)
+        .map((f) => f.first!)
+        .sort((a, b) => a - b),
+    };
+    for (const f of facts) {
+      const keep = KEEP.map((rule) => rule(f, x)).find(Boolean);
+      const names = f.chain.sets.flatMap(namesOf);
+      this.report.chains.push({ dir: dirRel || ".", full: formatTime(f.chain.full.start), files: names.length, first: f.first, last: f.last, remove: !keep, why: keep ?? "removable" });
+      if (!keep) this.removeChain(d, names, stats, relOf);
+    }
+  }
+
+  private removeChain(d: Dir, names: string[], stats: Map<string, fs.Stats>, relOf: (n: string) => string): void {
+    for (const name of names) {
+      const st = stats.get(name);
+      const why = st ? notPlain(st, this.h.walk.dev) : "vanished";
+      if (why) {
+        this.leave(relOf(name), why);
+        continue;
+      }
+      if (!this.dryRun && !unlinkIfSame(d.fd, name, st!)) {
+        this.leave(relOf(name), "changed while being removed");
+        continue;
+      }
+      this.removed.add(relOf(name));
+      this.report.removedFiles++;
+      if (this.versionsFd !== undefined && lstatIn(this.versionsFd, versionKey(relOf(name)))) {
+        if (!this.dryRun) removeTreeAt(this.versionsFd, versionKey(relOf(name)), this.h.walk, [VERSIONS_DIR]);
+        this.report.removedVersions++;
+      }
+    }
+  }
+
+  /** Drop the records of removed files, and of files gone from a directory we walked. */
+  compact(walkStart: number): void {
+    if (this.dryRun || this.removed.size === 0) return;
+    compactArrivals(this.h.stateFd, this.h.locksFd, (a) => {
+      if (this.removed.has(a.p)) return false;
+      const dir = a.p.includes("/") ? a.p.slice(0, a.p.lastIndexOf("/")) : "";
+      return this.seen.has(a.p) || !this.walkedDirs.has(dir) || a.t >= walkStart;
+    });
+  }
+}
+
+export function prune(h: Housekeeping, rules: PruneRules, opts: { now?: number; dryRun?: boolean } = {}): PruneReport {
+  if (rules.keepFull === undefined && rules.olderThanMs === undefined) throw new VbError("BAD_REQUEST", "say what to keep: --keep-full N and/or --older-than DURATION");
+  const now = opts.now ?? Date.now();
+  const p = new Pruner(h, rules, now, opts.dryRun ?? false);
+  try {
+    const onSkip = (comps: readonly string[], name: string, why: string) => p.report.leftAlone.push({ path: [...comps, name].join("/"), why });
+    if (h.policy.profile === "duplicity") for (const d of walkDirs(h.rootFd, { ...h.walk, onSkip })) p.dir(d);
+    p.compact(now);
+  } finally {
+    p.close();
+  }
+  const warnMs = h.policy.housekeeping.warnNoArrivalHours * HOUR;
+  const last = p.report.lastArrival;
+  if (last === undefined) p.report.warning = "no arrival was ever recorded for this key";
+  else if (now - last > warnMs) p.report.warning = `nothing arrived for ${ago(now - last)} (last arrival ${new Date(last).toISOString()})`;
+  return p.report;
+}
+
+/** The warning goes to syslog too: whoever reads the audit log may not be looking. */
+function syslog(label: string, message: string): void {
+  spawnSync(LOGGER, ["-t", "validate-backup", "-p", "user.warning", "--", `[${label}] ${message}`], { env: {}, stdio: "ignore", timeout: 5000, shell: false });
+}
+
+export function describe(r: PruneReport, dryRun: boolean): string {
+  const out = r.chains.map((c) => `${c.remove ? (dryRun ? "would remove" : "removed") : "kept"} ${c.dir}/duplicity-full.${c.full}… (${c.files} files): ${c.why}`);
+  out.push(`${dryRun ? "would remove" : "removed"} ${r.removedFiles} files and ${r.removedVersions} version areas`);
+  if (r.leftAlone.length) out.push(`left alone (${r.leftAlone.length}):`, ...r.leftAlone.slice(0, 50).map((l) => `  ${l.path}: ${l.why}`));
+  if (r.leftAlone.length > 50) out.push(`  … and ${r.leftAlone.length - 50} more`);
+  if (r.warning) out.push(`WARNING: ${r.warning}`);
+  return out.join("\n");
+}
+
+function rulesFrom(o: Map<string, string>): PruneRules {
+  const rules: PruneRules = {};
+  const k = o.get("--keep-full");
+  if (k !== undefined) {
+    if (!/^[1-9]\d{0,4}$/.test(k)) throw new VbError("BAD_REQUEST", `--keep-full needs a whole number of at least 1 (got '${k.slice(0, 16)}')`);
+    rules.keepFull = Number(k);
+  }
+  const d = o.get("--older-than");
+  if (d !== undefined) rules.olderThanMs = parseDuration(d);
+  return rules;
+}
+
+export async function pruneMain(args: string[]): Promise<number> {
+  return main("prune", () => {
+    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--older-than": "value", "--dry-run": "flag" });
+    const config = o.get("--config");
+    if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup prune --config FILE --keep-full N | --older-than DURATION [--dry-run]");
+    const rules = rulesFrom(o);
+    requireRoot("prune");
+    const h = open(config, "prune");
+    try {
+      const dryRun = o.has("--dry-run");
+      const r = prune(h, rules, { dryRun });
+      for (const c of r.chains.filter((c) => c.remove)) h.audit.event("prune-chain", { dryRun, dir: c.dir, full: c.full, files: c.files });
+      h.audit.event("prune", {
+        dryRun,
+        keepFull: rules.keepFull ?? null,
+        olderThanMs: rules.olderThanMs ?? null,
+        chains: r.chains.length,
+        removedChains: r.chains.filter((c) => c.remove).length,
+        removedFiles: r.removedFiles,
+        removedVersions: r.removedVersions,
+        leftAlone: r.leftAlone.length,
+      });
+      process.stdout.write(describe(r, dryRun) + "\n");
+      if (!r.warning) return EXIT.ok;
+      h.audit.event("no-arrivals", { anomaly: true, reason: r.warning, lastArrival: r.lastArrival ?? null });
+      syslog(h.policy.label, r.warning);
+      process.stderr.write(`validate-backup prune: WARNING: ${r.warning}\n`);
+      return EXIT.warning;
+    } finally {
+      h.close();
+    }
+  });
+}

@@ -1,0 +1,210 @@
+// A small OpenPGP packet-header reader of our own (RFC 9580 section 4), enough to tell from the
+// first KiBs of a file what it is: an encrypted message (session-key packets, then encrypted
+// data), a detached signature, or anything else. It never decrypts and never loads openpgp, so the
+// upload guard costs a few microseconds per file. Binary and ASCII-armored input are both read.
+
+/** How much of a file the guard looks at: room for dozens of recipients, armored. */
+export const HEAD_BYTES = 64 * 1024;
+
+export interface KeyRef {
+  /** 16 lower-case hex digits; null for a session-key packet version we cannot read. */
+  keyId: string | null;
+  /** Present when the packet names the key by fingerprint (version 6 packets). */
+  fingerprint?: string;
+  /** gpg --throw-keyids (or a v6 packet without a key): the recipient is deliberately hidden. */
+  anonymous: boolean;
+}
+
+export type Shape =
+  | { kind: "encrypted"; armored: boolean; recipients: KeyRef[]; passwords: number; data: string }
+  | { kind: "signature"; armored: boolean; count: number }
+  | { kind: "other"; armored: boolean; why: string };
+
+const TAG_NAMES: Record<number, string> = {
+  1: "public-key session key",
+  2: "signature",
+  3: "symmetric-key session key",
+  4: "one-pass signature",
+  5: "secret key",
+  6: "public key",
+  7: "secret subkey",
+  8: "compressed data",
+  9: "symmetrically encrypted data",
+  10: "marker",
+  11: "literal data",
+  12: "trust",
+  13: "user id",
+  14: "public subkey",
+  17: "user attribute",
+  18: "integrity-protected encrypted data",
+  19: "modification detection code",
+  20: "AEAD encrypted data",
+  21: "padding",
+};
+
+// What each packet means at the top level of a file. Anything absent carries readable content
+// (literal or compressed data, keys, one-pass signatures) or is unknown: the file is not encrypted.
+type Role = "pkesk" | "skesk" | "data" | "skip" | "signature";
+const ROLE: Record<number, Role> = { 1: "pkesk", 3: "skesk", 9: "data", 18: "data", 20: "data", 10: "skip", 21: "skip", 2: "signature" };
+
+function tagName(tag: number): string {
+  return TAG_NAMES[tag] ?? `unknown (tag ${tag})`;
+}
+
+export interface Header {
+  tag: number;
+  /** Octets of the header itself. */
+  size: number;
+  /** Body length; "partial" (more chunks follow) or "rest" (old-format indeterminate) for streams. */
+  length: number | "partial" | "rest";
+}
+
+function bigEndian(buf: Uint8Array, pos: number, n: number): number {
+  let v = 0;
+  for (let i = 0; i < n; i++) v = v * 256 + buf[pos + i]!;
+  return v;
+}
+
+/** One packet header at `pos`, null if `buf` ends inside it, or a string saying why it is not one. */
+export function readHeader(buf: Uint8Array, pos: number): Header | null | string {
+  const first = buf[pos];
+  if (first === undefined) return null;
+  if ((first & 0x80) === 0) return `byte 0x${first.toString(16).padStart(2, "0")} at offset ${pos} is not an OpenPGP packet header`;
+  const need = (n: number) => pos + n <= buf.length;
+  if ((first & 0x40) === 0) {
+    // Old format: tag in bits 5-2, length type in bits 1-0.
+    const tag = (first >> 2) & 0x0f;
+    const type = first & 0x03;
+    if (type === 3) return { tag, size: 1, length: "rest" };
+    const n = 1 << type;
+    if (!need(1 + n)) return null;
+    return { tag, size: 1 + n, length: bigEndian(buf, pos + 1, n) };
+  }
+  const tag = first & 0x3f;
+  if (!need(2)) return null;
+  const o1 = buf[pos + 1]!;
+  if (o1 < 192) return { tag, size: 2, length: o1 };
+  if (o1 < 224) {
+    if (!need(3)) return null;
+    return { tag, size: 3, length: ((o1 - 192) << 8) + buf[pos + 2]! + 192 };
+  }
+  if (o1 === 255) {
+    if (!need(6)) return null;
+    return { tag, size: 6, length: bigEndian(buf, pos + 2, 4) };
+  }
+  return { tag, size: 2, length: "partial" };
+}
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+/** The recipient named by a public-key session key packet body. */
+export function pkeskRecipient(body: Uint8Array): KeyRef {
+  const version = body[0];
+  if (version === 3 && body.length >= 9) {
+    const keyId = hex(body.subarray(1, 9));
+    return { keyId, anonymous: /^0+$/.test(keyId) };
+  }
+  if (version === 6 && body.length >= 2) {
+    const n = body[1]!;
+    if (n === 0) return { keyId: null, anonymous: true };
+    if (body.length < 2 + n || n < 2) return { keyId: null, anonymous: false };
+    const keyVersion = body[2]!;
+    const fpr = body.subarray(3, 2 + n);
+    // A v4 key id is the low 64 bits of its fingerprint, a v6 (and v5) key id the high 64 bits.
+    const keyId = keyVersion === 4 ? hex(fpr.subarray(fpr.length - 8)) : hex(fpr.subarray(0, 8));
+    return { keyId, fingerprint: hex(fpr), anonymous: false };
+  }
+  return { keyId: null, anonymous: false };
+}
+
+/** Walk top-level packets of `buf`; `complete` says whether `buf` is the whole file. */
+export function walkPackets(buf: Uint8Array, complete: boolean, armored = false): Shape {
+  const other = (why: string): Shape => ({ kind: "other", armored, why });
+  const recipients: KeyRef[] = [];
+  let passwords = 0;
+  let signatures = 0;
+  const limit = () => (complete ? "the file ends" : `nothing decisive in the first ${HEAD_BYTES / 1024} KiB`);
+  for (let pos = 0; ; ) {
+    if (pos >= buf.length) {
+      if (!complete) return other(limit());
+      if (signatures > 0 && recipients.length + passwords === 0) return { kind: "signature", armored, count: signatures };
+      return other(pos === 0 ? "the file is empty" : "the file ends before any encrypted data");
+    }
+    const h = readHeader(buf, pos);
+    if (h === null) return other(complete ? "the file ends inside a packet header" : limit());
+    if (typeof h === "string") return other(pos === 0 ? `not an OpenPGP message (${h})` : h);
+    const role = ROLE[h.tag];
+    const esks = recipients.length + passwords;
+    if (role === undefined) return other(`a ${tagName(h.tag)} packet${esks || signatures ? ` at offset ${pos}` : ""}: readable content, not an encrypted message`);
+    if (role === "data") {
+      if (signatures) return other(`encrypted data after a signature at offset ${pos}`);
+      if (!esks) return other(`${tagName(h.tag)} without any session key packet`);
+      return { kind: "encrypted", armored, recipients, passwords, data: tagName(h.tag) };
+    }
+    // Session keys, signatures, markers and padding are whole packets of a definite length.
+    if (typeof h.length !== "number") return other(`a ${tagName(h.tag)} packet with a streamed length`);
+    const start = pos + h.size;
+    const end = start + h.length;
+    if (end > buf.length) return other(complete ? `the file ends inside a ${tagName(h.tag)} packet` : limit());
+    if (role === "signature") {
+      if (esks) return other(`a signature among session key packets at offset ${pos}`);
+      signatures++;
+    } else if (role === "pkesk" || role === "skesk") {
+      if (signatures) return other(`a session key packet after a signature at offset ${pos}`);
+      if (role === "pkesk") recipients.push(pkeskRecipient(buf.subarray(start, end)));
+      else passwords++;
+    }
+    pos = end;
+  }
+}
+
+// ASCII armor (RFC 9580 section 6): only these two blocks can hold what the guard accepts.
+const ARMOR_BEGIN = /^-----BEGIN PGP (MESSAGE|SIGNATURE)-----[ \t]*$/;
+const ARMOR_ANY = /^-----BEGIN PGP ([A-Z ,/0-9]+)-----/;
+const BASE64_LINE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Decode the armored block at the start of `head` (as far as it goes) and walk its packets. */
+function walkArmored(head: Buffer, complete: boolean): Shape {
+  const other = (why: string): Shape => ({ kind: "other", armored: true, why });
+  const lines = head.toString("latin1").replace(/^[\s]+/, "").split(/\r?\n/);
+  // The last line may be cut in the middle, unless the head is the whole file.
+  if (!complete) lines.pop();
+  const begin = lines[0] ?? "";
+  if (!ARMOR_BEGIN.test(begin)) return other(`armored '${ARMOR_ANY.exec(begin)?.[1] ?? begin.slice(0, 40)}' block, not an encrypted message`);
+  let i = 1;
+  for (; i < lines.length && lines[i]!.trim() !== ""; i++) {
+    if (!/^[\x21-\x39\x3b-\x7e]+: /.test(lines[i]!)) return other(`malformed armor header line ${i + 1}`);
+  }
+  if (i >= lines.length) return other(complete ? "armor without a body" : `nothing decisive in the first ${HEAD_BYTES / 1024} KiB`);
+  let b64 = "";
+  let ended = false;
+  for (i++; i < lines.length; i++) {
+    const line = lines[i]!.trimEnd();
+    if (line.startsWith("-----END PGP ") || (line.startsWith("=") && line.length === 5)) {
+      ended = true;
+      break;
+    }
+    if (!BASE64_LINE.test(line)) return other(`armor line ${i + 1} is not base64`);
+    b64 += line;
+  }
+  const whole = b64.length - (b64.length % 4);
+  return walkPackets(Buffer.from(b64.slice(0, whole), "base64"), ended, true);
+}
+
+/** What the file starting with `head` is; `size` is the file's full size. */
+export function classify(head: Buffer, size: number): Shape {
+  const complete = head.length >= size;
+  const text = head.subarray(0, 64).toString("latin1").trimStart();
+  if (text.startsWith("-----")) return walkArmored(head, complete);
+  return walkPackets(head, complete);
+}
+
+/** One line for people and the audit log. */
+export function describe(s: Shape): string {
+  const form = s.armored ? "armored " : "";
+  if (s.kind === "signature") return `${form}detached signature (${s.count} packet${s.count > 1 ? "s" : ""})`;
+  if (s.kind === "other") return s.why;
+  const to = s.recipients.map((r) => (r.anonymous ? "anonymous" : (r.keyId ?? "unreadable key id")));
+  if (s.passwords) to.push(`${s.passwords} passphrase${s.passwords > 1 ? "s" : ""}`);
+  return `${form}encrypted message (${s.data}) to ${to.join(", ")}`;
+}

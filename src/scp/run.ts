@@ -1,0 +1,25 @@
+// The scp handler: one side of the protocol on stdin/stdout. A refused entry is a warning and the
+// transfer goes on (exit 1 at the end); anything that breaks the stream is a fatal \x02 line.
+import { VbError } from "../errors.js";
+import { EXIT, type Context } from "../serve.js";
+import type { Plan } from "../gate/decide.js";
+import { Input, Output, PeerGone, FATAL } from "./stream.js";
+import { Sink } from "./sink.js";
+import { Source } from "./source.js";
+
+export async function runScp(plan: Extract<Plan, { kind: "scp" }>, ctx: Context): Promise<number> {
+  const input = new Input(process.stdin, ctx.session.policy.limits.idleSeconds * 1000);
+  const out = new Output(process.stdout);
+  const side = plan.scp.direction === "sink" ? new Sink(plan.scp, ctx, input, out) : new Source(plan.scp, ctx, input, out);
+  try {
+    await side.run();
+    return side.warnings ? EXIT.refused : EXIT.ok;
+  } catch (e) {
+    const err = e instanceof VbError ? e : new VbError("IO", (e as Error).message);
+    ctx.session.audit.event("error", { protocol: "scp", code: err.code, reason: err.message });
+    if (!(err instanceof PeerGone)) await out.say(FATAL, err.message).catch(() => {});
+    return err.code === "IO" ? EXIT.failed : EXIT.refused;
+  } finally {
+    input.close();
+  }
+}

@@ -1,0 +1,149 @@
+// The SFTP request table and its dispatcher. Each request type has one entry: how to decode it,
+// what kind of access it is (so read-only mode and `pull: false` are one check, in gate()), and
+// its handler. Handlers are synchronous, so replies leave strictly in request order.
+import { VbError, fromErrno, type Code } from "../errors.js";
+import type { Policy } from "../config/schema.js";
+import type { Session } from "../session.js";
+import type { Vault } from "../vault/vault.js";
+import { FXP, FX, Reader, statusPacket, versionPacket } from "./wire.js";
+import { Handles } from "./handles.js";
+import { FILE_OPS } from "./files.js";
+import { NAME_OPS } from "./names.js";
+import { DIR_OPS } from "./dirs.js";
+import { EXTENSIONS, advertised } from "./extensions.js";
+import type { Access, AnyOp, Reply } from "./op.js";
+
+const REQUESTS: Readonly<Partial<Record<number, AnyOp>>> = {
+  [FXP.OPEN]: FILE_OPS.open,
+  [FXP.CLOSE]: FILE_OPS.close,
+  [FXP.READ]: FILE_OPS.read,
+  [FXP.WRITE]: FILE_OPS.write,
+  [FXP.FSTAT]: FILE_OPS.fstat,
+  [FXP.FSETSTAT]: FILE_OPS.fsetstat,
+  [FXP.OPENDIR]: DIR_OPS.opendir,
+  [FXP.READDIR]: DIR_OPS.readdir,
+  [FXP.LSTAT]: NAME_OPS.lstat,
+  [FXP.STAT]: NAME_OPS.stat,
+  [FXP.SETSTAT]: NAME_OPS.setstat,
+  [FXP.REMOVE]: NAME_OPS.remove,
+  [FXP.MKDIR]: NAME_OPS.mkdir,
+  [FXP.RMDIR]: NAME_OPS.rmdir,
+  [FXP.REALPATH]: NAME_OPS.realpath,
+  [FXP.RENAME]: NAME_OPS.rename,
+  [FXP.READLINK]: NAME_OPS.readlink,
+  [FXP.SYMLINK]: NAME_OPS.symlink,
+};
+
+const GATE: Record<Access, { refuses: (p: Policy) => boolean; code: Code; message: string }> = {
+  look: { refuses: () => false, code: "NOT_ALLOWED", message: "" },
+  pull: {
+    refuses: (p) => p.access === "append-only" && p.pull === false,
+    code: "NOT_ALLOWED",
+    message: "reading files is disabled for this key (pull: false)",
+  },
+  write: { refuses: (p) => p.access === "read-only", code: "READ_ONLY", message: "read-only: this key cannot create or change anything" },
+};
+
+// Our codes -> SFTP status. EXISTS is FAILURE, as OpenSSH answers EEXIST: clients that mkdir
+// every component of a path take it as "already there" and go on.
+const STATUS_OF: Record<Code, number> = {
+  EXISTS: FX.FAILURE,
+  IMMUTABLE: FX.PERMISSION_DENIED,
+  OUTSIDE_ROOT: FX.PERMISSION_DENIED,
+  READ_ONLY: FX.PERMISSION_DENIED,
+  NOT_ALLOWED: FX.PERMISSION_DENIED,
+  QUOTA: FX.FAILURE,
+  BAD_REQUEST: FX.BAD_MESSAGE,
+  NOT_FOUND: FX.NO_SUCH_FILE,
+  IO: FX.FAILURE,
+};
+
+// Failures that answer a question rather than refuse anything: clients stat names to learn whether
+// they exist, and create each directory of a path to make sure it does. Not audited, not counted.
+const ANSWERS = new Set(["*:NOT_FOUND", "mkdir:EXISTS"]);
+const isAnswer = (op: string, code: Code) => ANSWERS.has(`*:${code}`) || ANSWERS.has(`${op}:${code}`);
+
+export function protocolError(message: string): VbError {
+  return new VbError("BAD_REQUEST", `sftp protocol error: ${message}`);
+}
+
+export class Sftp {
+  readonly handles: Handles;
+  private ready = false;
+
+  constructor(
+    readonly session: Session,
+    readonly vault: Vault,
+  ) {
+    this.handles = new Handles(session.policy.limits.maxOpenHandles);
+  }
+
+  /** One packet in (from its type byte on), its reply out. Throws only for protocol errors. */
+  handle(pkt: Buffer): Reply {
+    const type = pkt[0]!;
+    if (!this.ready) {
+      if (type !== FXP.INIT) throw protocolError(`the first packet must be INIT, not type ${type}`);
+      if (pkt.length < 5) throw protocolError("INIT without a version");
+      this.ready = true;
+      return versionPacket(advertised());
+    }
+    if (type === FXP.INIT) throw protocolError("INIT sent twice");
+    if (pkt.length < 5) throw protocolError(`a packet of type ${type} too short to carry a request id`);
+    const id = pkt.readUInt32BE(1);
+    const r = new Reader(pkt, 5);
+    let entry = REQUESTS[type];
+    if (type === FXP.EXTENDED) {
+      let name: string;
+      try {
+        name = r.text("extension name");
+      } catch (e) {
+        return this.failed(id, "extended", undefined, e);
+      }
+      entry = Object.hasOwn(EXTENSIONS, name) ? EXTENSIONS[name]!.op : undefined;
+      if (!entry) return this.unsupported(id, `extension '${name.slice(0, 100)}'`);
+    }
+    if (!entry) return this.unsupported(id, `request type ${type}`);
+    let subject: string | undefined;
+    try {
+      const args = entry.decode(r);
+      r.end();
+      subject = entry.subject?.(args, this);
+      this.gate(typeof entry.access === "function" ? entry.access(args) : entry.access);
+      return entry.run(this, id, args);
+    } catch (e) {
+      return this.failed(id, entry.name, subject, e);
+    }
+  }
+
+  private gate(access: Access): void {
+    const g = GATE[access];
+    if (g.refuses(this.session.policy)) throw new VbError(g.code, g.message);
+  }
+
+  private failed(id: number, op: string, subject: string | undefined, e: unknown): Buffer {
+    const err = e instanceof VbError ? e : fromErrno(e, subject ?? op);
+    if (!isAnswer(op, err.code)) this.record(op, subject, err.code, err.message);
+    return statusPacket(id, STATUS_OF[err.code], err.message);
+  }
+
+  private unsupported(id: number, what: string): Buffer {
+    const message = `${what} is not supported by this server`;
+    this.record("unsupported", undefined, "NOT_ALLOWED", message);
+    return statusPacket(id, FX.OP_UNSUPPORTED, message);
+  }
+
+  private record(op: string, subject: string | undefined, code: Code, reason: string): void {
+    const { audit, counters } = this.session;
+    if (code === "IO") audit.event("error", { op, path: subject, code, reason });
+    else {
+      counters.refused++;
+      audit.event("refused", { op, path: subject, code, reason });
+    }
+    process.stderr.write(`validate-backup: sftp ${op}: ${reason}\n`);
+  }
+
+  /** End of session: close what the client left open; unfinished uploads are abandoned. */
+  close(): void {
+    this.handles.releaseAll();
+  }
+}

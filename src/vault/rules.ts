@@ -1,0 +1,128 @@
+// The profile's naming rules and the replace policy, applied at the few places where the vault
+// makes a name appear: before an upload starts (a clear early refusal), and again under the
+// directory's lock at the moment of publishing, so two sessions cannot both pass the check and
+// then both publish. Every published file gets its arrival recorded for prune.
+import fs from "node:fs";
+import path from "node:path";
+import crypto from "node:crypto";
+import { VbError } from "../errors.js";
+import type { Session } from "../session.js";
+import { profileFor, type Profile } from "../profile/profile.js";
+import { DirIndex } from "../profile/duplicity.js";
+import { recordArrival } from "../housekeeping/arrivals.js";
+import { tryLock, unlock, withLock } from "../lock.js";
+import { at, inodeKey, lstatAt, lstatAtOrNull } from "./fsat.js";
+import { keepVersion } from "./versions.js";
+import type { VPath } from "./paths.js";
+
+export function existsError(v: VPath): VbError {
+  return new VbError("EXISTS", `append-only: '${v.display}' already exists and cannot be overwritten`);
+}
+
+export class NameRules {
+  readonly profile: Profile;
+  /** Lock files of the backup sets this session writes: one session at a time per set. */
+  private readonly held = new Set<string>();
+  /** Inodes this session put in place of an older file. */
+  private readonly replacements = new Set<string>();
+
+  constructor(private readonly session: Session) {
+    this.profile = profileFor(session.policy.profile);
+  }
+
+  private get state(): string {
+    return this.session.policy.state;
+  }
+
+  private lockFile(kind: string, id: string): string {
+    return path.join(this.state, "locks", `${kind}-${crypto.createHash("sha256").update(id).digest("hex").slice(0, 24)}.lock`);
+  }
+
+  private index(dirFd: number): DirIndex {
+    return new DirIndex(fs.readdirSync(at(dirFd)));
+  }
+
+  /** May `name` be added to the directory dirFd? Throws NOT_ALLOWED if the profile says no. */
+  checkNew(dirFd: number, name: string, v: VPath): void {
+    if (!this.profile.judges(name)) return;
+    const key = this.profile.checkNew(this.index(dirFd), name, Date.now() / 1000, v.display);
+    if (key) this.holdSet(dirFd, key, v);
+  }
+
+  /** Could a file of this name ever be replaced? (Without a directory listing.) */
+  mayReplace(name: string): boolean {
+    return this.session.policy.replace !== "never" && this.profile.judges(name);
+  }
+
+  isReplacement(st: fs.Stats): boolean {
+    return this.replacements.has(inodeKey(st));
+  }
+
+  /** May the stored `st` at (dirFd, name) be replaced? Throws EXISTS unless the replace policy allows it. */
+  checkReplace(dirFd: number, name: string, v: VPath, st: fs.Stats): void {
+    if (!st.isFile() || !this.mayReplace(name)) throw existsError(v);
+    const key = this.profile.checkReplace(this.index(dirFd), name, v.display);
+    this.holdSet(dirFd, key, v);
+  }
+
+  /** Before an upload starts: the inode it may replace, or undefined for a new name. */
+  beforeCreate(dirFd: number, name: string, v: VPath): string | undefined {
+    const cur = lstatAtOrNull(dirFd, name);
+    if (!cur) {
+      this.checkNew(dirFd, name, v);
+      return undefined;
+    }
+    this.checkReplace(dirFd, name, v, cur);
+    return inodeKey(cur);
+  }
+
+  private holdSet(dirFd: number, key: string, v: VPath): void {
+    const file = this.lockFile("set", `${inodeKey(fs.fstatSync(dirFd))}/${key}`);
+    if (this.held.has(file)) return;
+    if (!tryLock(file)) throw new VbError("NOT_ALLOWED", `'${v.display}': another session is writing the same backup set; try again when it has finished`);
+    this.held.add(file);
+  }
+
+  /**
+   * Make a finished file appear under (dirFd, name). A new name: `link()` (which never replaces).
+   * A replacement (`replaces` is the inode the checks allowed): the old file is kept as a version,
+   * then `src` is renamed over it in one step, so the name never shows a partial file.
+   */
+  publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string): void {
+    withLock(this.lockFile("dir", inodeKey(fs.fstatSync(dirFd))), () => {
+      const cur = lstatAtOrNull(dirFd, name);
+      if (!cur) {
+        this.checkNew(dirFd, name, v);
+        return link();
+      }
+      if (replaces === undefined) throw existsError(v);
+      if (inodeKey(cur) !== replaces) throw new VbError("EXISTS", `append-only: '${v.display}' changed meanwhile and was not replaced`);
+      this.checkReplace(dirFd, name, v, cur);
+      const version = keepVersion(this.state, v.display, dirFd, name, cur);
+      fs.renameSync(src, at(dirFd, name));
+      this.replacements.add(inodeKey(lstatAt(dirFd, name)));
+      this.session.audit.event("replace", { anomaly: true, path: v.display, version, oldSize: cur.size, policy: "resume" });
+    });
+    this.arrived(dirFd, name, v);
+  }
+
+  private arrived(dirFd: number, name: string, v: VPath): void {
+    try {
+      recordArrival(this.state, v.display, lstatAt(dirFd, name));
+    } catch (e) {
+      // The file is stored; without a record prune will simply never remove it.
+      this.session.audit.event("arrival-not-recorded", { anomaly: true, path: v.display, reason: (e as Error).message });
+    }
+  }
+
+  /** With `pull: "metadata"`: may the file `name` be read? `names` lists its directory, if needed. */
+  canReadMetadata(name: string, names: () => string[]): boolean {
+    return this.profile.isMetadataRead(this.profile.readNeedsIndex(name) ? new DirIndex(names()) : undefined, name);
+  }
+
+  /** End of session. */
+  release(): void {
+    for (const f of this.held) unlock(f);
+    this.held.clear();
+  }
+}

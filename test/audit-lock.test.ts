@@ -1,0 +1,82 @@
+// src/lock.ts in-process: who holds a lock, when a lock is broken, and withLock's bounded wait.
+import t, { type Test } from "tap";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { spawnSync } from "node:child_process";
+import { tryLock, unlock, withLock } from "../src/lock.js";
+
+function startOf(pid: number): string {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]!;
+}
+
+function dir(t: Test): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), "vb-lock-"));
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+  return d;
+}
+
+t.test("take, refuse while held, release", async (t) => {
+  const f = path.join(dir(t), "a.lock");
+  t.ok(tryLock(f), "free: taken");
+  t.match(fs.readFileSync(f, "ascii"), new RegExp(`^${process.pid} ${startOf(process.pid)}\n$`), "names pid and start time");
+  t.notOk(tryLock(f), "held by a live owner (us): not taken again");
+  unlock(f);
+  t.notOk(fs.existsSync(f), "released");
+  unlock(f);
+  t.pass("unlocking twice is harmless");
+});
+
+t.test("a dead or replaced owner's lock is broken; a live one's is not", async (t) => {
+  const d = dir(t);
+  const dead = spawnSync("/bin/true").pid!;
+  fs.writeFileSync(path.join(d, "dead"), `${dead} 1\n`);
+  t.ok(tryLock(path.join(d, "dead")), "owner exited: broken and taken");
+  fs.writeFileSync(path.join(d, "reused"), `${process.ppid} 1\n`);
+  t.ok(tryLock(path.join(d, "reused")), "pid alive but started at another time (reused): broken");
+  fs.writeFileSync(path.join(d, "live"), `${process.ppid} ${startOf(process.ppid)}\n`);
+  t.notOk(tryLock(path.join(d, "live")), "pid alive, same start time: held");
+  fs.writeFileSync(path.join(d, "old-format"), `${process.ppid}\n`);
+  t.notOk(tryLock(path.join(d, "old-format")), "no start time recorded, pid alive: held");
+  fs.writeFileSync(path.join(d, "empty"), "");
+  t.notOk(tryLock(path.join(d, "empty"), 1000), "empty (being written): held");
+  const past = new Date(Date.now() - 5000);
+  fs.utimesSync(path.join(d, "empty"), past, past);
+  t.ok(tryLock(path.join(d, "empty"), 1000), "empty and older than staleMs: broken");
+  unlock(path.join(d, "live"));
+  t.ok(fs.existsSync(path.join(d, "live")), "unlock never removes another owner's lock");
+  fs.symlinkSync(path.join(d, "elsewhere"), path.join(d, "link"));
+  t.notOk(tryLock(path.join(d, "link")), "a planted symlink is neither followed nor taken");
+  t.notOk(fs.existsSync(path.join(d, "elsewhere")), "nothing created through it");
+});
+
+t.test("withLock runs under the lock and waits a bounded time", async (t) => {
+  const d = dir(t);
+  const f = path.join(d, "w.lock");
+  t.equal(
+    withLock(f, () => fs.readFileSync(f, "ascii").split(" ")[0]),
+    String(process.pid),
+    "fn runs while we hold it",
+  );
+  t.notOk(fs.existsSync(f), "released afterwards");
+  t.throws(() => withLock(f, () => {
+    throw new Error("boom");
+  }), /boom/);
+  t.notOk(fs.existsSync(f), "released after a throw too");
+
+  fs.writeFileSync(f, `${process.ppid} ${startOf(process.ppid)}\n`);
+  let start = Date.now();
+  t.equal(withLock(f, () => "ran", 200), "ran", "a stuck holder's lock is broken");
+  const stuck = Date.now() - start;
+  t.ok(stuck >= 150 && stuck < 5000, `after about waitMs (${stuck} ms)`);
+
+  // A lock from the future (clock set back) never ages: fn still runs, without taking it.
+  fs.writeFileSync(f, `${process.ppid} ${startOf(process.ppid)}\n`);
+  const future = new Date(Date.now() + 3600_000);
+  fs.utimesSync(f, future, future);
+  start = Date.now();
+  t.equal(withLock(f, () => "ran anyway", 100), "ran anyway");
+  t.ok(Date.now() - start < 5000, "within a few rounds of waitMs");
+  t.match(fs.readFileSync(f, "ascii"), new RegExp(`^${process.ppid} `), "the other holder's file is left alone");
+});

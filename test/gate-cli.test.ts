@@ -1,0 +1,48 @@
+// The binary's own command line: --help, --version, and the usage errors of serve mode.
+import t from "tap";
+import fs from "node:fs";
+import path from "node:path";
+import { BIN, TOP, run } from "./helpers/env.js";
+
+const env = { PATH: "/usr/bin:/bin" };
+const version = (JSON.parse(fs.readFileSync(path.join(TOP, "package.json"), "utf8")) as { version: string }).version;
+
+t.test("--help lists the usage and every subcommand", async (t) => {
+  const r = await run([BIN, "--help"], { env });
+  t.equal(r.code, 0);
+  t.equal(r.stderr, "");
+  const out = r.stdout.toString();
+  t.match(out, /^validate-backup: an SSH forced command/);
+  t.match(out, /validate-backup --config FILE/);
+  t.match(out, /command="… --config FILE",restrict/);
+  for (const sub of ["serve", "install-remote", "check"]) t.match(out, new RegExp(`validate-backup ${sub} `), `lists ${sub}`);
+  t.match(out, /--help \| --version/);
+  for (const alias of ["-h", "help"]) {
+    const again = await run([BIN, alias], { env });
+    t.equal(again.code, 0, alias);
+    t.equal(again.stdout.toString(), out, `${alias} prints the same`);
+  }
+});
+
+t.test("--version prints the package's version", async (t) => {
+  const r = await run([BIN, "--version"], { env });
+  t.equal(r.code, 0);
+  t.equal(r.stdout.toString(), `validate-backup ${version}\n`);
+  t.equal(r.stderr, "");
+});
+
+t.test("usage errors exit 2 and say so", async (t) => {
+  for (const [argv, why] of [
+    [[], /see --help/],
+    [["frobnicate"], /unknown command 'frobnicate'/],
+    [["--config"], /usage: validate-backup --config FILE/],
+    [["--config", "/x.json", "extra"], /usage: validate-backup --config FILE/],
+    [["serve", "--conf", "/x.json"], /usage/],
+    [["__proto__"], /unknown command '__proto__'/],
+  ] as const) {
+    const r = await run([BIN, ...argv], { env });
+    t.equal(r.code, 2, `${argv.join(" ") || "(nothing)"}: exit 2`);
+    t.match(r.stderr, why, `${argv.join(" ") || "(nothing)"}: says why`);
+    t.equal(r.stdout.length, 0, "nothing on stdout");
+  }
+});

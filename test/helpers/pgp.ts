@@ -1,0 +1,64 @@
+// OpenPGP fixtures: a throwaway GnuPG home with SOURCE's key (ed25519 signing, cv25519 encryption
+// subkey) and a stranger's key, their exported certificates and secret keys, and gpg itself run in
+// batch mode. Everything lives in one temporary directory, and the agent is stopped on teardown.
+import fs from "node:fs";
+import path from "node:path";
+import { spawnSync } from "node:child_process";
+import type { Teardownable } from "./env.js";
+
+export interface Gpg {
+  dir: string;
+  home: string;
+  env: NodeJS.ProcessEnv;
+  /** SOURCE's primary key fingerprint, and the stranger's. */
+  fpr: string;
+  otherFpr: string;
+  /** Exported files, mode 0644 so the unprivileged gate can read the certificates. */
+  pub: string;
+  sec: string;
+  otherPub: string;
+  otherSec: string;
+  /** Run gpg --batch with our home; throws on failure. */
+  gpg(args: string[], input?: Buffer | string): Buffer;
+}
+
+function keyOf(g: Omit<Gpg, "fpr" | "otherFpr">, uid: string): string {
+  g.gpg(["--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"]);
+  const fpr = /^fpr:+([0-9A-F]{40}):/m.exec(g.gpg(["--with-colons", "--list-keys", uid]).toString())![1]!;
+  g.gpg(["--passphrase", "", "--quick-add-key", fpr, "cv25519", "encr", "never"]);
+  return fpr;
+}
+
+export function gpgHome(t: Teardownable): Gpg {
+  const dir = fs.mkdtempSync("/tmp/vb-pgp-");
+  fs.chmodSync(dir, 0o755);
+  const home = path.join(dir, "gnupg");
+  fs.mkdirSync(home, { mode: 0o700 });
+  const env = { PATH: "/usr/bin:/bin", GNUPGHOME: home, LANG: "C" };
+  const gpg = (args: string[], input?: Buffer | string): Buffer => {
+    const r = spawnSync("gpg", ["--batch", "--yes", "--no-tty", "--pinentry-mode", "loopback", ...args], { env, input, maxBuffer: 64 * 1024 * 1024 });
+    if (r.status !== 0) throw new Error(`gpg ${args.join(" ")}: ${r.stderr?.toString()}`);
+    return r.stdout;
+  };
+  t.teardown(() => {
+    spawnSync("gpgconf", ["--kill", "all"], { env });
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const file = (name: string, data: Buffer) => {
+    const p = path.join(dir, name);
+    fs.writeFileSync(p, data, { mode: 0o644 });
+    return p;
+  };
+  const base = { dir, home, env, gpg, pub: "", sec: "", otherPub: "", otherSec: "" };
+  const fpr = keyOf(base, "Source <source@example.invalid>");
+  const otherFpr = keyOf(base, "Stranger <stranger@example.invalid>");
+  return {
+    ...base,
+    fpr,
+    otherFpr,
+    pub: file("source.asc", gpg(["--armor", "--export", fpr])),
+    sec: file("source-secret.asc", gpg(["--armor", "--passphrase", "", "--export-secret-keys", fpr])),
+    otherPub: file("stranger.gpg", gpg(["--export", otherFpr])),
+    otherSec: file("stranger-secret.asc", gpg(["--armor", "--passphrase", "", "--export-secret-keys", otherFpr])),
+  };
+}

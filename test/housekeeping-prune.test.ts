@@ -1,0 +1,200 @@
+import t from "tap";
+import fs from "node:fs";
+import path from "node:path";
+import { execFileSync } from "node:child_process";
+import { sandbox, snapshot, auditLines, gateIds, type Sandbox } from "./helpers/env.js";
+import { chain, fullSet, incSet, plant, runRoot, exists, ts } from "./helpers/duplicity.js";
+import { versionKey } from "../src/vault/versions.js";
+import { ARRIVALS_FILE } from "../src/housekeeping/arrivals.js";
+
+const DAY = 86_400_000;
+const HOUR = 3_600_000;
+const base = Date.UTC(2025, 0, 1);
+const NOW = Date.now();
+
+interface Planted {
+  A: string[];
+  B: string[];
+  C: string[];
+}
+
+/** Three chains in host/: A arrived 30 days ago, B 20 days ago, C an hour ago; plus other files. */
+function threeChains(sb: Sandbox): Planted {
+  const A = chain(base, 2);
+  const B = chain(base + 10 * DAY, 2);
+  const C = chain(base + 20 * DAY, 1);
+  plant(sb, "host", A, NOW - 30 * DAY);
+  plant(sb, "host", B, NOW - 20 * DAY);
+  plant(sb, "host", C, NOW - HOUR);
+  plant(sb, "host", ["notes.txt"], NOW - 40 * DAY);
+  return { A, B, C };
+}
+
+function present(sb: Sandbox, dir: string, names: string[]): boolean[] {
+  return names.map((n) => exists(path.join(sb.root, dir, n)));
+}
+
+const all = (xs: boolean[]) => xs.every(Boolean);
+const none = (xs: boolean[]) => !xs.some(Boolean);
+
+function recorded(sb: Sandbox): string[] {
+  return fs
+    .readFileSync(path.join(sb.state, ARRIVALS_FILE), "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => (JSON.parse(l) as { p: string }).p);
+}
+
+t.test("prune --keep-full 1 removes older chains whole, with their versions and arrival records", async (t) => {
+  const sb = sandbox(t);
+  const { A, B, C } = threeChains(sb);
+  const kept = path.join(sb.state, "versions", versionKey(`host/${A[1]}`));
+  fs.mkdirSync(kept, { recursive: true });
+  fs.writeFileSync(path.join(kept, "1"), "old bytes");
+  const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  t.equal(r.code, 0, r.stderr + r.stdout);
+  t.ok(none(present(sb, "host", [...A, ...B])), "A and B removed");
+  t.ok(all(present(sb, "host", [...C, "notes.txt"])), "C and the other file kept");
+  t.notOk(exists(kept), "the versions of a removed file went with it");
+  t.match(r.stdout, /kept \.?host\/duplicity-full\.20250121T000000Z… \(\d+ files\): the newest chain/);
+  t.match(r.stdout, /left alone \(1\):\n  host\/notes.txt: not a duplicity file/);
+  const paths = recorded(sb);
+  t.notOk(paths.some((p) => A.includes(p.slice(5)) || B.includes(p.slice(5))), "records of removed files dropped");
+  t.ok(C.every((n) => paths.includes(`host/${n}`)), "records of kept files stay");
+  const lines = auditLines(sb);
+  t.equal(lines.filter((l) => l.event === "prune-chain").length, 2);
+  t.match(lines.find((l) => l.event === "prune"), { removedChains: 2, removedFiles: A.length + B.length, removedVersions: 1, keepFull: 1 });
+});
+
+t.test("prune --keep-full 2 keeps two; --older-than keeps what arrived recently; both together must both agree", async (t) => {
+  for (const [args, gone] of [
+    [["--keep-full", "2"], ["A"]],
+    [["--older-than", "15d"], ["A", "B"]],
+    [["--older-than", "25d"], ["A"]],
+    [["--keep-full", "1", "--older-than", "25d"], ["A"]],
+    [["--keep-full", "2", "--older-than", "1d"], ["A"]],
+  ] as [string[], string[]][]) {
+    const sb = sandbox(t);
+    const chains = threeChains(sb);
+    const r = await runRoot(sb, ["prune", ...args]);
+    t.equal(r.code, 0, r.stderr);
+    for (const k of ["A", "B", "C"] as const) {
+      const p = present(sb, "host", chains[k]);
+      if (gone.includes(k)) t.ok(none(p), `${args.join(" ")}: ${k} removed`);
+      else t.ok(all(p), `${args.join(" ")}: ${k} kept`);
+    }
+  }
+});
+
+t.test("prune orders by arrival, never by names: fakes planted by root cannot push out the newest real chain", async (t) => {
+  const sb = sandbox(t);
+  const old = chain(base, 1);
+  const real = chain(base + 10 * DAY, 1);
+  plant(sb, ".", old, NOW - 20 * DAY);
+  plant(sb, ".", real, NOW - DAY);
+  // Planted behind the vault's back: no arrival record, dated in the future or after the real one.
+  const fakes = [...fullSet("20991231T000000Z"), ...fullSet(ts(base + 15 * DAY)), ...incSet(ts(base + 15 * DAY), "20991231T000001Z")];
+  plant(sb, ".", fakes);
+  // A record that names a path but not its inode: the file was swapped after it arrived.
+  const swapped = fullSet(ts(base + 16 * DAY));
+  plant(sb, ".", swapped, NOW - HOUR);
+  for (const n of swapped) {
+    const p = path.join(sb.root, n);
+    fs.renameSync(p, p + ".x");
+    fs.copyFileSync(p + ".x", p);
+    fs.unlinkSync(p + ".x");
+  }
+  const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  t.equal(r.code, 0, r.stderr);
+  t.ok(all(present(sb, ".", real)), "the newest real chain is kept");
+  t.ok(none(present(sb, ".", old)), "the older real chain goes");
+  t.ok(all(present(sb, ".", [...fakes, ...swapped])), "undated chains are left alone");
+  t.match(r.stdout, /kept \.\/duplicity-full\.20991231T000000Z… \(\d+ files\): no arrival record/);
+});
+
+t.test("prune never removes a chain an unfinished set builds on, nor an unfinished full", async (t) => {
+  const sb = sandbox(t);
+  const A = [...chain(base, 1), ...incSet(ts(base + DAY), ts(base + 2 * DAY), { manifest: false })];
+  const B = chain(base + 10 * DAY, 1);
+  const U = fullSet(ts(base + 5 * DAY), { manifest: false });
+  plant(sb, "h", A, NOW - 30 * DAY);
+  plant(sb, "h", U, NOW - 25 * DAY);
+  plant(sb, "h", B, NOW - DAY);
+  const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  t.equal(r.code, 0, r.stderr);
+  t.ok(all(present(sb, "h", [...A, ...U, ...B])));
+  t.equal((r.stdout.match(/an unfinished backup set builds on it/g) ?? []).length, 2);
+});
+
+t.test("prune follows no link: symlinks, hard links and a FIFO among a chain's names; a linked directory", async (t) => {
+  const sb = sandbox(t);
+  const { uid, gid } = gateIds();
+  const canary = path.join(sb.outside, "canary.txt");
+  fs.chownSync(canary, uid, gid);
+  const A = chain(base, 1);
+  const B = chain(base + 10 * DAY, 1);
+  plant(sb, "h", A, NOW - 30 * DAY);
+  plant(sb, "h", B, NOW - DAY);
+  const [v1, v2, sig] = [A[0]!, A[1]!, A[2]!];
+  fs.unlinkSync(path.join(sb.root, "h", v1));
+  fs.symlinkSync(canary, path.join(sb.root, "h", v1));
+  fs.unlinkSync(path.join(sb.root, "h", v2));
+  fs.linkSync(canary, path.join(sb.root, "h", v2));
+  fs.unlinkSync(path.join(sb.root, "h", sig));
+  execFileSync("mkfifo", [path.join(sb.root, "h", sig)]);
+  // A directory link into the outside, holding an old chain with arrival records under its name.
+  const outsideChain = chain(base - 30 * DAY, 0);
+  for (const n of outsideChain) fs.writeFileSync(path.join(sb.outside, "sub", n), "outside\n");
+  fs.symlinkSync(path.join(sb.outside, "sub"), path.join(sb.root, "linked"));
+  const { recordArrival } = await import("../src/housekeeping/arrivals.js");
+  for (const n of outsideChain) recordArrival(sb.state, `linked/${n}`, fs.statSync(path.join(sb.outside, "sub", n)), NOW - 60 * DAY);
+  const before = snapshot(sb.outside);
+  const r = await runRoot(sb, ["prune", "--keep-full", "1"], 60_000);
+  t.equal(r.code, 0, r.stderr);
+  t.same(snapshot(sb.outside), before, "nothing outside changed or removed; canaries intact");
+  t.match(r.stdout, new RegExp(`h/${v1.replace(/\./g, "\\.")}: symbolic link`));
+  t.match(r.stdout, /file with more than one link/);
+  t.match(r.stdout, /FIFO/);
+  t.ok(none(present(sb, "h", A.slice(3))), "the chain's plain files are removed");
+  t.ok(all(present(sb, "h", [v1, v2, sig])), "the odd entries are left");
+  t.ok(all(present(sb, "h", B)));
+});
+
+t.test("prune warns (exit 5, audit, stderr) when nothing arrived for longer than configured", async (t) => {
+  const sb = sandbox(t, { config: { housekeeping: { warnNoArrivalHours: 24 } } });
+  plant(sb, ".", chain(base, 0), NOW - 3 * DAY);
+  const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  t.equal(r.code, 5);
+  t.match(r.stderr, /WARNING: nothing arrived for 72 hours/);
+  t.match(auditLines(sb).at(-1), { event: "no-arrivals", anomaly: true, level: "warn" });
+
+  const empty = sandbox(t);
+  const e = await runRoot(empty, ["prune", "--older-than", "90d"]);
+  t.equal(e.code, 5);
+  t.match(e.stderr, /no arrival was ever recorded/);
+});
+
+t.test("prune --dry-run changes nothing; bad arguments are refused", async (t) => {
+  const sb = sandbox(t);
+  threeChains(sb);
+  const before = snapshot(sb.root);
+  const log = fs.readFileSync(path.join(sb.state, ARRIVALS_FILE));
+  const r = await runRoot(sb, ["prune", "--keep-full", "1", "--dry-run"]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /would remove host\/duplicity-full\.20250101T000000Z/);
+  t.same(snapshot(sb.root), before);
+  t.same(fs.readFileSync(path.join(sb.state, ARRIVALS_FILE)), log);
+  for (const [args, re] of [
+    [[], /say what to keep/],
+    [["--keep-full", "0"], /at least 1/],
+    [["--keep-full", "x"], /whole number/],
+    [["--older-than", "3x"], /not a duration/],
+    [["--keep-full", "1", "--keep-full", "2"], /given twice/],
+    [["--delete-everything"], /unknown option/],
+  ] as [string[], RegExp][]) {
+    const b = await runRoot(sb, ["prune", ...args]);
+    t.equal(b.code, 2, args.join(" "));
+    t.match(b.stderr, re);
+  }
+  t.same(snapshot(sb.root), before);
+});

@@ -1,0 +1,115 @@
+// The packet reader on what gpg and OpenPGP.js really write (v3 and v6 session-key packets,
+// armored and binary), on hand-made edge cases, and the guard's verdict table.
+import t from "tap";
+import * as openpgp from "openpgp";
+import { gpgHome } from "./helpers/pgp.js";
+import { classify, readHeader, HEAD_BYTES, type Shape } from "../src/pgp/packets.js";
+import { judge, loadRecipients, PLAINTEXT, WRONG_RECIPIENT } from "../src/pgp/guard.js";
+import { EncryptionSchema } from "../src/config/schema.js";
+
+const shape = (b: Buffer | Uint8Array) => classify(Buffer.from(b).subarray(0, HEAD_BYTES), b.length);
+
+t.test("what gpg writes", async (t) => {
+  const g = gpgHome(t);
+  const plain = Buffer.from("hello world\n".repeat(100));
+  const samples: Record<string, [Buffer, Shape["kind"], RegExp?]> = {
+    plaintext: [plain, "other", /not an OpenPGP message/],
+    gzip: [Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0]), "other"],
+    empty: [Buffer.alloc(0), "other", /empty/],
+    "signed only": [g.gpg(["-u", g.fpr, "--sign"], plain), "other", /compressed data/],
+    "signed only, uncompressed": [g.gpg(["-u", g.fpr, "-z", "0", "--sign"], plain), "other", /one-pass signature/],
+    clearsigned: [g.gpg(["-u", g.fpr, "--clearsign"], plain), "other", /SIGNED MESSAGE/],
+    "public key": [g.gpg(["--export", g.fpr]), "other", /public key/],
+    "armored key": [g.gpg(["--armor", "--export", g.fpr]), "other", /PUBLIC KEY BLOCK/],
+    "symmetric only": [g.gpg(["--passphrase", "pw", "-c"], plain), "encrypted"],
+    "to source": [g.gpg(["-r", g.fpr, "-e"], plain), "encrypted"],
+    "to source, armored": [g.gpg(["-r", g.fpr, "-e", "--armor"], plain), "encrypted"],
+    "to source and stranger, signed": [g.gpg(["-r", g.otherFpr, "-r", g.fpr, "-u", g.fpr, "-s", "-e"], plain), "encrypted"],
+    "hidden recipient": [g.gpg(["-r", g.fpr, "--throw-keyids", "-e"], plain), "encrypted"],
+    "detached signature": [g.gpg(["-u", g.fpr, "--detach-sign"], plain), "signature"],
+    "armored detached signature": [g.gpg(["-u", g.fpr, "--armor", "--detach-sign"], plain), "signature"],
+  };
+  for (const [name, [bytes, kind, why]] of Object.entries(samples)) {
+    const s = shape(bytes);
+    t.equal(s.kind, kind, name);
+    if (why && s.kind === "other") t.match(s.why, why, `${name}: ${s.why}`);
+  }
+  const want = await loadRecipients([g.pub]);
+  const enc = EncryptionSchema.parse({ required: true, recipients: [g.pub] });
+  const verdict = (name: string, anonymous = false) => judge(shape(samples[name]![0]), enc, want, anonymous);
+  t.equal(verdict("plaintext"), PLAINTEXT);
+  t.equal(verdict("signed only"), PLAINTEXT);
+  t.equal(verdict("symmetric only"), WRONG_RECIPIENT);
+  t.equal(verdict("to source"), null);
+  t.equal(verdict("to source, armored"), null);
+  t.equal(verdict("to source and stranger, signed"), null);
+  t.equal(verdict("detached signature"), null);
+  t.equal(verdict("hidden recipient"), WRONG_RECIPIENT, "--throw-keyids is refused by default");
+  t.equal(verdict("hidden recipient", true), null, "...and accepted with anonymousRecipients");
+  const strangerOnly = await loadRecipients([g.otherPub]);
+  t.equal(judge(shape(samples["to source"]![0]), enc, strangerOnly), WRONG_RECIPIENT, "to another key");
+  const noRecipients = EncryptionSchema.parse({ required: true });
+  t.equal(judge(shape(samples["symmetric only"]![0]), noRecipients, undefined), null, "without recipients, a passphrase is enough");
+  t.equal(judge(shape(plain), EncryptionSchema.parse({}), undefined), null, "not required: anything goes");
+  const s = shape(samples["to source and stranger, signed"]![0]);
+  t.equal(s.kind === "encrypted" && s.recipients.length, 2);
+});
+
+t.test("what OpenPGP.js writes: v4 and v6 keys, SEIPDv2", async (t) => {
+  for (const v6Keys of [false, true]) {
+    const { publicKey } = await openpgp.generateKey({ type: "curve25519", userIDs: [{ name: "x" }], format: "object", config: { v6Keys } });
+    const message = await openpgp.createMessage({ binary: new Uint8Array(5000) });
+    const bin = await openpgp.encrypt({ message, encryptionKeys: publicKey, format: "binary", config: { aeadProtect: v6Keys } });
+    const s = shape(Buffer.from(bin));
+    t.equal(s.kind, "encrypted", `v6Keys=${v6Keys}`);
+    if (s.kind !== "encrypted") continue;
+    const sub = publicKey.getKeys()[1]!;
+    t.equal(s.recipients[0]!.keyId, sub.getKeyID().toHex(), "the key id of the encryption subkey");
+    const armored = await openpgp.encrypt({ message, encryptionKeys: publicKey, config: { v6Keys } });
+    t.equal(shape(Buffer.from(armored)).kind, "encrypted", "armored");
+    const hidden = await openpgp.encrypt({ message, encryptionKeys: publicKey, wildcard: true, format: "binary" });
+    const h = shape(Buffer.from(hidden));
+    t.ok(h.kind === "encrypted" && h.recipients[0]!.anonymous, "wildcard recipient is anonymous");
+  }
+});
+
+t.test("hand-made edge cases", async (t) => {
+  const pkesk = Buffer.concat([Buffer.from([0xc1, 10, 3]), Buffer.from("0123456789abcdef", "hex"), Buffer.from([1])]);
+  const seipd = Buffer.from([0xd2, 0xe0, 1]); // partial length: streamed
+  t.equal(shape(Buffer.concat([pkesk, seipd])).kind, "encrypted", "new-format headers");
+  const oldPkesk = Buffer.concat([Buffer.from([0x84, 10]), pkesk.subarray(2)]);
+  t.equal(shape(Buffer.concat([oldPkesk, Buffer.from([0xa4, 0, 0])])).kind, "encrypted", "old-format headers");
+  const marker = Buffer.from([0xca, 3, 0x50, 0x47, 0x50]);
+  t.equal(shape(Buffer.concat([marker, pkesk, seipd])).kind, "encrypted", "a marker packet is skipped");
+  t.match(shape(seipd), { kind: "other", why: /without any session key/ });
+  t.match(shape(pkesk), { kind: "other", why: /ends before any encrypted data/ });
+  t.match(shape(pkesk.subarray(0, 5)), { kind: "other", why: /ends inside/ });
+  const literal = Buffer.from([0xcb, 5, 0x62, 0, 0, 0, 0]);
+  t.match(shape(Buffer.concat([pkesk, literal])), { kind: "other", why: /literal data/ });
+  // Session keys that fill the whole head: nothing decisive, refused.
+  const many = Buffer.concat(Array.from({ length: HEAD_BYTES / pkesk.length + 1 }, () => pkesk));
+  t.match(classify(many.subarray(0, HEAD_BYTES), many.length + 1000), { kind: "other", why: /nothing decisive/ });
+  // Version 6 session-key packets name the key by fingerprint (RFC 9580 5.1.1).
+  const fpr4 = Buffer.from("00112233445566778899aabbccddeeff01234567", "hex");
+  const v6 = Buffer.concat([Buffer.from([0xc1, 24, 6, 21, 4]), fpr4, Buffer.from([25])]);
+  t.match(shape(Buffer.concat([v6, seipd])), { kind: "encrypted", recipients: [{ keyId: "ccddeeff01234567", fingerprint: fpr4.toString("hex"), anonymous: false }] });
+  const fpr6 = Buffer.alloc(32, 0xab);
+  const v6k = Buffer.concat([Buffer.from([0xc1, 36, 6, 33, 6]), fpr6, Buffer.from([25])]);
+  t.match(shape(Buffer.concat([v6k, seipd])), { kind: "encrypted", recipients: [{ keyId: "abababababababab", fingerprint: fpr6.toString("hex") }] });
+  t.match(shape(Buffer.concat([Buffer.from([0xc1, 3, 6, 0, 25]), seipd])), { kind: "encrypted", recipients: [{ keyId: null, anonymous: true }] }, "v6 anonymous");
+  t.same(readHeader(Buffer.from([0xc2, 0xff, 0, 1, 0, 0]), 0), { tag: 2, size: 6, length: 65536 }, "five-octet length");
+  t.equal(readHeader(Buffer.from([0xc2, 0xff, 0]), 0), null, "cut header");
+  const armor = (body: Buffer, kind = "MESSAGE") => Buffer.from(`\n-----BEGIN PGP ${kind}-----\nComment: x\n\n${body.toString("base64")}\n=AAAA\n-----END PGP ${kind}-----\n`);
+  t.equal(shape(armor(Buffer.concat([pkesk, seipd]))).kind, "encrypted", "armored, with a header line");
+  t.match(shape(armor(literal)), { kind: "other", armored: true, why: /literal data/ });
+  t.match(shape(Buffer.from("-----BEGIN PGP MESSAGE-----\n\n!!!!\n")), { kind: "other", why: /not base64/ });
+  t.match(shape(Buffer.from("text first\n-----BEGIN PGP MESSAGE-----\n")), { kind: "other" });
+});
+
+t.test("config: recipients need required, unknown keys are refused", async (t) => {
+  t.throws(() => EncryptionSchema.parse({ recipients: ["/x.asc"] }));
+  t.throws(() => EncryptionSchema.parse({ required: true, recipient: ["/x.asc"] }));
+  t.throws(() => EncryptionSchema.parse({ required: true, recipients: ["relative.asc"] }));
+  t.match(EncryptionSchema.parse({}), { required: false, recipients: [], anonymousRecipients: false });
+  await t.rejects(loadRecipients(["/nonexistent/cert.asc"]), { code: "BAD_REQUEST", message: /cert\.asc is not a usable OpenPGP certificate \(ENOENT\)/ });
+});

@@ -1,0 +1,50 @@
+// Real rsync pushes through the gate: what the vault publishes from staging and what it does not
+// (existing names of a single-file push, links, FIFOs, exec and setuid bits).
+import t from "tap";
+import fs from "node:fs";
+import path from "node:path";
+import { spawnSync } from "node:child_process";
+import { sandbox, snapshotAll } from "./helpers/env.js";
+import { rsyncClient, localTree, contents, leftovers, lastSession } from "./helpers/rsync-client.js";
+
+// Each case runs the gate several times; a loaded machine needs more than the default 300 s.
+t.setTimeout(10 * 60_000);
+
+const OLD = { "d/existing.gpg": "old volume\n", "keep.gpg": "keep\n" };
+
+t.test("a single-file push onto an existing name fails loudly; onto a new name it is stored", async (t) => {
+  const sb = sandbox(t, { files: OLD });
+  const src = localTree(t, { "vol1.gpg": "resent, re-encrypted\n", "vol2.gpg": "second\n" });
+  const before = snapshotAll(sb);
+  let r = await rsyncClient(sb, [path.join(src, "vol1.gpg"), `h:${sb.root}/d/existing.gpg`]);
+  t.not(r.code, 0, "the client sees a failure");
+  t.match(r.stderr, /validate-backup: append-only: 'd\/existing.gpg' already exists and cannot be overwritten/);
+  t.match(lastSession(sb)[0], { decision: "allow" });
+  t.match(lastSession(sb).find((l) => l.event === "error"), { code: "EXISTS" });
+  t.same(snapshotAll(sb), before);
+
+  r = await rsyncClient(sb, [path.join(src, "vol2.gpg"), `h:${sb.root}/d/vol2.gpg`]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(fs.readFileSync(path.join(sb.root, "d/vol2.gpg"), "utf8"), "second\n");
+  t.same(leftovers(sb), []);
+});
+
+t.test("links and FIFOs are never published; modes are masked", async (t) => {
+  const sb = sandbox(t);
+  const src = localTree(t, { "plain.gpg": "p\n", "exec.sh": "#!/bin/sh\n", "setuid": "s\n", "locked.gpg": "l\n", "ro/inside.gpg": "i\n" });
+  fs.symlinkSync("/etc/passwd", path.join(src, "link"));
+  fs.symlinkSync(sb.outside, path.join(src, "dirlink"));
+  t.equal(spawnSync("mkfifo", [path.join(src, "fifo")]).status, 0);
+  fs.chmodSync(path.join(src, "exec.sh"), 0o755);
+  fs.chmodSync(path.join(src, "setuid"), 0o4755);
+  fs.chmodSync(path.join(src, "locked.gpg"), 0o000);
+  fs.chmodSync(path.join(src, "ro"), 0o555);
+  const r = await rsyncClient(sb, ["-av", `${src}/`, "h:in/"]);
+  t.equal(r.code, 0, r.stderr);
+  t.same(Object.keys(contents(sb.root)).sort(), ["in/exec.sh", "in/locked.gpg", "in/plain.gpg", "in/ro/inside.gpg", "in/setuid"]);
+  for (const [f, mode] of [["exec.sh", 0o640], ["setuid", 0o640], ["plain.gpg", 0o640], ["locked.gpg", 0o600]] as const)
+    t.equal(fs.statSync(path.join(sb.root, "in", f)).mode & 0o7777, mode, `${f} stored as ${mode.toString(8)}`);
+  const skipped = Object.fromEntries(lastSession(sb).filter((l) => l.event === "skipped").map((l) => [l.path, l.reason]));
+  t.match(skipped, { "in/link": /symbolic link/, "in/dirlink": /symbolic link/, "in/fifo": /FIFO/ });
+  t.same(leftovers(sb), [], "staging removed even with a 0555 directory in it");
+});

@@ -1,0 +1,81 @@
+// conformance/attacks.md 19-21 for scp, plus the policy rules (read-only, pull: false, protocol
+// off): refused at the gate before any protocol starts. A few cases per item go through the real
+// binary (exit, stderr, audit, nothing changed anywhere: see helpers/refusal.ts); every variant is
+// also checked in-process for the exact reason.
+import t from "tap";
+import { item, type Case } from "./helpers/refusal.js";
+import { gateReasons } from "./helpers/scp-wire.js";
+
+const OPTION = /scp option '-.' is not allowed \(only -t, -f, -r, -p, -d and -v\)/;
+const OUTSIDE = /outside the backup root/;
+const reasons = (title: string, cases: Array<[string, RegExp]>, config?: Record<string, unknown>) => gateReasons(t, title, cases, config);
+
+const through = (cases: Array<[string, RegExp]>, input = "C0644 5 y\nhello\0"): Case[] => cases.map(([command, reason]) => ({ command, reason, input }));
+
+const options: Array<[string, RegExp]> = [
+  ["scp -S /bin/sh -t x", OPTION],
+  ["scp -o ProxyCommand=/bin/sh -t x", OPTION],
+  ["scp '-oProxyCommand=sh -c id' -t x", OPTION],
+  ["scp -oPKCS11Provider=./x.so -t x", OPTION],
+  ["scp -F cfg -t x", OPTION],
+  ["scp -3 -t x", OPTION],
+  ["scp -P 2222 -f x", OPTION],
+  ["scp -i key -t x", OPTION],
+  ["scp -J jump -t x", OPTION],
+  ["scp -l 10 -t x", OPTION],
+  ["scp -c aes128-ctr -t x", OPTION],
+  ["scp -T -f x", OPTION],
+  ["scp -tS/bin/sh x", OPTION],
+  ["scp -q -t x", OPTION],
+  ["scp --help", /scp option '--' is not allowed/],
+  ["scp x y", /scp without -t or -f/],
+  ["scp -t -f x", /-t and -f cannot be combined/],
+  ["scp -t", /scp -t needs a path/],
+  ["scp -t a b", /scp -t takes exactly one target, got 2 words/],
+  ["scp -t ''", /scp: empty path/],
+];
+item(t, 19, "scp options that run programs or feed ssh (CVE-2007-6415, CVE-2019-1000018)", {
+  strict: "exact",
+  cases: through(options.slice(0, 2)),
+  more: options.map(([c]) => c),
+});
+reasons("19", options);
+
+const paths: Array<[string, RegExp]> = [
+  ["scp -t ../x", /'\.\.\/x': outside the backup root/],
+  ["scp -t /etc", /'\/etc': outside the backup root/],
+  ["scp -t -- ../x", OUTSIDE],
+  ["scp -t ../home/.ssh", OUTSIDE],
+  ["scp -f /etc/passwd", OUTSIDE],
+  ["scp -f d/../../x", OUTSIDE],
+  ["scp -r -f ../outside", OUTSIDE],
+  ["scp -f d/x ../outside/canary.txt", OUTSIDE],
+  ["scp -f '../outside/*'", OUTSIDE],
+  ["scp -f /srv/vb/rootx/a", OUTSIDE],
+  ["scp -f ~/.ssh/authorized_keys", /shell syntax '~'/],
+];
+item(t, 20, "scp paths out of the root", {
+  strict: "exact",
+  cases: [...through(paths.slice(0, 1)), { command: "scp -f d/../../x", reason: OUTSIDE, input: "\0\0\0" }],
+  more: paths.map(([c]) => c),
+});
+reasons("20", paths);
+
+reasons("21", [
+  ["borg serve", /'borg' is not allowed/],
+  ["git-upload-pack x", /'git-upload-pack' is not allowed/],
+  ["svnserve -t", /'svnserve' is not allowed/],
+  ["cvs server", /'cvs' is not allowed/],
+  ["unison -server", /'unison' is not allowed/],
+  ["/usr/bin/scp -t x", /'\/usr\/bin\/scp' is not allowed/],
+]);
+
+const readOnly: Array<[string, RegExp]> = [["scp -t d", /read-only: this key cannot upload \(scp -t refused\)/]];
+item(t, 18, "read-only: no scp upload", { strict: "exact", cases: through(readOnly), config: { access: "read-only" } });
+reasons("read-only", readOnly, { access: "read-only" });
+
+const noPull: Array<[string, RegExp]> = [["scp -f a.gpg", /reading \(scp -f\) is disabled for this key \(pull: false\)/]];
+item(t, 18, "pull: false: no scp download", { strict: "exact", cases: through(noPull, "\0\0\0"), config: { pull: false } });
+reasons("pull: false", noPull, { pull: false });
+
+reasons("scp off", [["scp -r -t d", /scp is disabled for this key/], ["scp -f a", /scp is disabled/]], { protocols: ["sftp"] });
