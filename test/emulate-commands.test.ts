@@ -1,12 +1,12 @@
 // duplicity's paramiko+scp backend runs `mkdir -p '<dir>'`, `ls -1 '<dir>'` and `rm '<dir>/<file>'`.
 // We answer the first two ourselves (no shell, no program) inside the root and refuse rm.
-import t from "tap";
+import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
 import { sandbox, snapshotAll, runGate, auditLines, type Sandbox } from "./helpers/env.js";
 import { gateReasons } from "./helpers/scp-wire.js";
 
-async function refusedAll(t: Tap.Test, sb: Sandbox, cases: Array<[string, RegExp]>): Promise<void> {
+async function refusedAll(t: Test, sb: Sandbox, cases: Array<[string, RegExp]>): Promise<void> {
   const before = snapshotAll(sb);
   for (let i = 0; i < cases.length; i += 4) {
     await Promise.all(

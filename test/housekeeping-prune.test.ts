@@ -123,7 +123,7 @@ t.test("prune never removes a chain an unfinished set builds on, nor an unfinish
   const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
   t.equal(r.code, 0, r.stderr);
   t.ok(all(present(sb, "h", [...A, ...U, ...B])));
-  t.equal((r.stdout.match(/an unfinished backup set builds on it/g) ?? []).length, 2);
+  t.equal((String(r.stdout).match(/an unfinished backup set builds on it/g) ?? []).length, 2);
 });
 
 t.test("prune follows no link: symlinks, hard links and a FIFO among a chain's names; a linked directory", async (t) => {

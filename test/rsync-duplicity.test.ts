@@ -4,7 +4,7 @@ import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
 import { sandbox, snapshotAll, auditLines } from "./helpers/env.js";
-import { rsyncClient, localTree, contents, leftovers, lastSession } from "./helpers/rsync-client.js";
+import { rsyncClient, localTree, leftovers, lastSession } from "./helpers/rsync-client.js";
 
 // Each case runs the gate several times; a loaded machine needs more than the default 300 s.
 t.setTimeout(10 * 60_000);

@@ -56,8 +56,8 @@ t.test("pushing again with changed contents (plain, --inplace, -P) leaves every 
     lastSession(sb).filter((l) => l.event === "skipped").map((l) => [l.path, l.reason]).sort(),
     [["d/x.gpg", "exists"], ["d/y.gpg", "exists"]],
   );
-  for (const [opt, name] of [["--inplace", "--inplace"], ["-P", "--partial"]]) {
-    r = await rsyncClient(sb, ["-av", opt!, `${src}/`, "h:d/"]);
+  for (const [opt, name] of [["--inplace", "--inplace"], ["-P", "--partial"]] as const) {
+    r = await rsyncClient(sb, ["-av", opt, `${src}/`, "h:d/"]);
     t.not(r.code, 0, `${opt} refused`);
     t.match(r.stderr, new RegExp(`validate-backup: rsync: option '${name}' is refused: append-only`));
     t.match(lastSession(sb)[0], { event: "request", decision: "deny", reason: new RegExp(name) });
