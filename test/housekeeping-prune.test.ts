@@ -165,7 +165,7 @@ t.test("prune warns (exit 5, audit, stderr) when nothing arrived for longer than
   plant(sb, ".", chain(base, 0), NOW - 3 * DAY);
   const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
   t.equal(r.code, 5);
-  t.match(r.stderr, /WARNING: nothing arrived for 72 hours/);
+  t.match(r.stderr, /WARNING: nothing arrived for 3 days/);
   t.match(auditLines(sb).at(-1), { event: "no-arrivals", anomaly: true, level: "warn" });
 
   const empty = sandbox(t);
