@@ -6,28 +6,14 @@ import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
-import { sandbox, snapshotAll, auditLines, gateIds, type Sandbox, type AuditLine } from "./helpers/env.js";
-import { SftpClient, FX, FX_NAME, PF, T, describe, packet, u32, u64, str, attrs, crashSigns, type Reply, type Attrs, type Bytes } from "./helpers/sftp-client.js";
+import { snapshotAll, auditLines, type Sandbox, type AuditLine } from "./helpers/env.js";
+import { SftpClient, hostileWorld, WORLD_FILES, FX, FX_NAME, PF, T, describe, packet, u32, u64, str, attrs, crashSigns, type Reply, type Attrs, type Bytes } from "./helpers/sftp-client.js";
 import { cleanString } from "../src/audit/sanitize.js";
 
-const OLD = "old bytes that must never change\n";
-const FILES = { "existing.gpg": OLD, "dir/inner.gpg": "inner\n" };
+const OLD = WORLD_FILES["existing.gpg"];
 const W_CT = PF.WRITE | PF.CREAT | PF.TRUNC; // what OpenSSH's put sends
 
-/** A sandbox with files, an empty directory and three planted links that point outside the root. */
-function world(t: Test, config: Record<string, unknown> = {}): Sandbox {
-  const sb = sandbox(t, { files: FILES, config });
-  const { uid, gid } = gateIds();
-  const plant = (p: string, make: (p: string) => void) => {
-    make(p);
-    fs.lchownSync(p, uid, gid);
-  };
-  plant(path.join(sb.root, "empty"), (p) => fs.mkdirSync(p, { mode: 0o750 }));
-  plant(path.join(sb.root, "escape"), (p) => fs.symlinkSync(sb.outside, p));
-  plant(path.join(sb.root, "escape-file"), (p) => fs.symlinkSync(path.join(sb.outside, "canary.txt"), p));
-  plant(path.join(sb.root, "escape-abs"), (p) => fs.symlinkSync("/etc/passwd", p));
-  return sb;
-}
+const world = (t: Test, config: Record<string, unknown> = {}): Sandbox => hostileWorld(t, { config });
 
 async function connect(t: Test, sb: Sandbox): Promise<SftpClient> {
   const c = SftpClient.gate(sb);

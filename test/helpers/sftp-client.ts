@@ -4,7 +4,8 @@
 // client against the reference). It never trusts the server: every reply is bounds-checked.
 import fs from "node:fs";
 import { spawn, type ChildProcess } from "node:child_process";
-import { BIN, gateIds, type Sandbox } from "./env.js";
+import path from "node:path";
+import { BIN, gateIds, sandbox, type Sandbox, type Teardownable } from "./env.js";
 
 export const SUBSYSTEM = "/usr/lib/openssh/sftp-server";
 
@@ -235,6 +236,31 @@ export function decodeReply(payload: Buffer): Reply {
 export function describe(r: Reply): string {
   if (r.status) return `${FX_NAME[r.status.code] ?? r.status.code}: ${r.status.message}`;
   return Object.entries(T).find(([, v]) => v === r.type)?.[0] ?? `type ${r.type}`;
+}
+
+// ---- the sandbox SFTP attacks run in ----
+
+/** Files every SFTP attack sandbox starts with: what a session must never change. */
+export const WORLD_FILES = { "existing.gpg": "old bytes that must never change\n", "dir/inner.gpg": "inner\n" };
+
+/**
+ * A sandbox with WORLD_FILES (plus `files`), an empty directory and three links planted in the root
+ * that point outside it: a directory, a file, and /etc/passwd.
+ */
+export function hostileWorld(t: Teardownable, opts: { config?: Record<string, unknown>; files?: Record<string, string> } = {}): Sandbox {
+  const sb = sandbox(t, { files: { ...WORLD_FILES, ...opts.files }, config: opts.config });
+  const { uid, gid } = gateIds();
+  const plants: Array<[string, (p: string) => void]> = [
+    ["empty", (p) => fs.mkdirSync(p, { mode: 0o750 })],
+    ["escape", (p) => fs.symlinkSync(sb.outside, p)],
+    ["escape-file", (p) => fs.symlinkSync(path.join(sb.outside, "canary.txt"), p)],
+    ["escape-abs", (p) => fs.symlinkSync("/etc/passwd", p)],
+  ];
+  for (const [name, make] of plants) {
+    make(path.join(sb.root, name));
+    fs.lchownSync(path.join(sb.root, name), uid, gid);
+  }
+  return sb;
 }
 
 // ---- the client ----

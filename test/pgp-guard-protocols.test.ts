@@ -1,0 +1,57 @@
+// Acceptance 1 of the guardrail through the real clients: plaintext, a message encrypted only with
+// a passphrase, one encrypted to another key, and a valid one, sent with sftp, scp (SFTP mode and
+// legacy -O) and rsync. Only the valid one is stored; each refusal is audited; nothing else changes.
+import fs from "node:fs";
+import path from "node:path";
+import t from "tap";
+import { sandbox, snapshotAll, auditLines, run, FAKE_SSH, type Sandbox } from "./helpers/env.js";
+import { gpgHome } from "./helpers/pgp.js";
+
+type Send = (sb: Sandbox, local: string, name: string) => Promise<unknown>;
+const client = (argv: string[], sb: Sandbox) => run(argv, { env: sb.sshEnv }, { timeoutMs: 120_000 });
+
+const CLIENTS: Record<string, Send> = {
+  sftp: (sb, local, name) => {
+    const batch = path.join(path.dirname(local), `batch-${name}`);
+    fs.writeFileSync(batch, `put ${local} ${name}\n`);
+    return client(["sftp", "-S", FAKE_SSH, "-b", batch, "x:"], sb);
+  },
+  scp: (sb, local, name) => client(["scp", "-S", FAKE_SSH, local, `x:${name}`], sb),
+  "scp -O": (sb, local, name) => client(["scp", "-O", "-S", FAKE_SSH, local, `x:${name}`], sb),
+  rsync: (sb, local, name) => client(["/usr/bin/rsync", "-e", FAKE_SSH, local, `x:${name}`], sb),
+};
+
+t.test("only the valid upload is stored, whatever the protocol", async (t) => {
+  const g = gpgHome(t);
+  const plain = Buffer.from("duplicity volume, unencrypted\n".repeat(500));
+  const local = path.join(g.dir, "local");
+  fs.mkdirSync(local, { mode: 0o755 });
+  const files: Record<string, [Buffer, RegExp]> = {
+    "plain.difftar": [plain, /refused: plaintext upload/],
+    "sym.gpg": [g.gpg(["--passphrase", "pw", "-c"], plain), /refused: not encrypted to an expected recipient/],
+    "stranger.gpg": [g.gpg(["-r", g.otherFpr, "-e"], plain), /refused: not encrypted to an expected recipient/],
+    "valid.gpg": [g.gpg(["-r", g.fpr, "-u", g.fpr, "-s", "-e"], plain), /^$/],
+  };
+  for (const [n, [b]] of Object.entries(files)) fs.writeFileSync(path.join(local, n), b, { mode: 0o644 });
+  for (const [proto, send] of Object.entries(CLIENTS)) {
+    t.test(proto, async (t) => {
+      const sb = sandbox(t, { files: { "old.gpg": "old\n" }, config: { encryption: { required: true, recipients: [g.pub] } } });
+      for (const [name, [bytes, refusal]] of Object.entries(files)) {
+        const before = snapshotAll(sb);
+        const r = (await send(sb, path.join(local, name), name)) as { code: number; stderr: string };
+        if (name === "valid.gpg") {
+          t.equal(r.code, 0, `${name}: ${r.stderr}`);
+          t.same(fs.readFileSync(path.join(sb.root, name)), bytes, "stored byte for byte");
+          continue;
+        }
+        t.not(r.code, 0, `${name} refused (${r.stderr.trim().split("\n").pop()})`);
+        t.same(snapshotAll(sb), before, `${name}: nothing changed`);
+        t.ok(
+          auditLines(sb).some((l) => l.event === "upload-refused" && l.path === name && refusal.test(String(l.reason))),
+          `${name}: the refusal is audited`,
+        );
+      }
+      t.same(fs.readdirSync(sb.root).sort(), ["old.gpg", "valid.gpg"]);
+    });
+  }
+});
