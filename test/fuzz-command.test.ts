@@ -59,6 +59,8 @@ const PATHS = [
   "//srv//vb//root//d", "~", "~other/", "~/.ssh", "*", "d/*.gpg", "d/[ab]", "d/?", "-x", "--delete", "", "\u00fcn\u00ef/\u00e7\u00f8d\u00e9",
   "\u202egpg.exe", "d/\u2028x", "d\\ x", "%2e%2e/x", "d/.", "d/./../..", ".ssh/authorized_keys", "x".repeat(300), "a/".repeat(200),
 ];
+// Paths a real client sends, so that a good share of the lines gets past the gate to be checked.
+const INSIDE = [".", "./", "d/", "d", "d/existing.gpg", "new/", "a b/", "d/../x", `${ROOT}/`, `${ROOT}/d/`, "\u00fcn\u00ef/", "d/.", "sub/dir/vol1.difftar.gpg"];
 const PROGRAMS = ["rsync", "rsync", "rsync", "rsync", "rsync", "rsync", "scp", "scp", "mkdir", "ls", "rm", "true", "/usr/lib/openssh/sftp-server", "internal-sftp",
   "sh", "bash", "sudo", "/usr/bin/rsync", "rrsync", "sftp-server", "env", "cat", "RSYNC", "__proto__", "tr\\ue"];
 const META = [";", "|", "||", "&", "&&", ">", ">>", "<", "2>&1", "$(id)", "`id`", "$HOME", "${x}", "$'\\x2d'", "#", "~", "{a,b}", "(", ")", "\n", "\r", "\t", "\0",
@@ -80,9 +82,9 @@ function longOption(): string[] {
 }
 
 function shortOption(): string {
-  if (chance(0.4)) return pick(REAL_BUNDLES);
+  if (chance(0.1)) return pick(REAL_BUNDLES);
   const letters = some(6, () => (chance(0.9) ? pick(SHORT) : pick(["e", "Z", "-", "=", "1"]))).join("");
-  if (chance(0.3)) return `-${letters}${pick(CAP_TAILS)}`;
+  if (chance(0.15)) return `-${letters}${pick(CAP_TAILS)}`;
   const first = letters[0];
   if (first && SHORT_OPTIONS[first]?.kind === "value") return `-${first}${pick(VALUES)}`;
   return `-${letters}`;
@@ -96,7 +98,9 @@ function rsyncWords(): string[] {
   for (let i = int(3); i > 0; i--) w.push(...(chance(0.6) ? longOption() : [shortOption()]));
   if (chance(0.03)) w.push("--");
   if (chance(0.92)) w.push(".");
-  w.push(pick(PATHS), ...some(1, () => pick(PATHS)));
+  const path = () => (chance(0.6) ? pick(INSIDE) : pick(PATHS));
+  w.push(path());
+  if (chance(0.15)) w.push(path());
   return w;
 }
 
