@@ -74,9 +74,14 @@ export const FILE_OPS = {
     run(s, id, a) {
       const h = s.handles.of(a.handle, ["file", "upload"], "read");
       const len = Math.min(a.length, MAX_DATA);
-      const buf = Buffer.allocUnsafe(DATA_HEADER + len);
+      const buf = s.replies.take();
       const fd = h.kind === "file" ? h.fd : h.up.fd;
-      const n = len === 0 ? 0 : fs.readSync(fd, buf, DATA_HEADER, len, a.offset);
+      let n = 0;
+      try {
+        n = len === 0 ? 0 : fs.readSync(fd, buf, DATA_HEADER, len, a.offset);
+      } finally {
+        if (n === 0) s.replies.release(buf);
+      }
       if (n === 0) return statusPacket(id, FX.EOF, "end of file");
       if (h.kind === "file") h.bytes += n;
       s.session.counters.bytesOut += n;

@@ -1,11 +1,12 @@
-// The byte stream of one SFTP session: packets in from stdin, replies out to stdout, in order.
-// Memory stays bounded whatever the client does: replies are written in batches (one writev per
-// batch), no further packet is handled while more than OUT_HIGH bytes of replies wait to be
-// written (a few pipelined READs of 255 KiB fill that quickly), and stdin is paused meanwhile, so
-// the kernel's pipe and the client's own flow control hold the rest.
-import type { Readable, Writable } from "node:stream";
+// The byte stream of one SFTP session: packets in, replies out, in order. Memory stays bounded
+// whatever the client does: replies are written in batches (one writev per batch), no further
+// packet is handled while more than OUT_HIGH bytes of replies wait to be written (a few pipelined
+// READs of 255 KiB fill that quickly), and reading pauses meanwhile, so the kernel's pipe and the
+// client's own flow control hold the rest.
+import type { Writable } from "node:stream";
 import { VbError } from "../errors.js";
 import { Framer } from "./wire.js";
+import type { Input } from "./input.js";
 import type { Reply } from "./op.js";
 
 const BATCH = 256 * 1024;
@@ -14,14 +15,16 @@ const OUT_HIGH = 2 * 1024 * 1024;
 export type End = { kind: "eof" } | { kind: "idle" } | { kind: "output-closed" } | { kind: "protocol"; error: VbError };
 
 export interface PumpOptions {
-  input: Readable;
+  input: Input;
   output: Writable;
   idleMs: number;
   /** One packet (from its type byte on) -> its replies; throws only for protocol errors. */
   handle(pkt: Buffer): Reply;
+  /** A reply has been written out (its buffer may be reused). */
+  written?(b: Buffer): void;
 }
 
-export function pump({ input, output, idleMs, handle }: PumpOptions): Promise<End> {
+export function pump({ input, output, idleMs, handle, written }: PumpOptions): Promise<End> {
   return new Promise((resolve) => {
     const framer = new Framer();
     let batch: Buffer[] = [];
@@ -34,8 +37,6 @@ export function pump({ input, output, idleMs, handle }: PumpOptions): Promise<En
       if (ended) return;
       ended = true;
       clearTimeout(idle);
-      input.off("data", onData);
-      input.pause();
       resolve(end);
     };
     const idle = setTimeout(() => finish({ kind: "idle" }), idleMs);
@@ -43,23 +44,23 @@ export function pump({ input, output, idleMs, handle }: PumpOptions): Promise<En
     const flush = () => {
       if (batch.length === 0) return;
       output.cork();
-      for (const b of batch) output.write(b);
+      for (const b of batch) output.write(b, written && (() => written(b)));
       output.uncork();
       batch = [];
       batchBytes = 0;
     };
 
-    const backedUp = () => output.writableLength >= OUT_HIGH;
-
-    // 'drain' is sure to come: at OUT_HIGH bytes queued the last write() returned false.
+    // 'drain' is sure to come: with OUT_HIGH bytes queued, the last write() returned false.
     const waitDrain = () => {
       draining = true;
       output.once("drain", () => {
         draining = false;
         work();
+        if (!draining && !inputDone && !ended) input.resume();
       });
     };
 
+    /** Handle what has arrived, as far as the output lets us. */
     const work = () => {
       if (ended) return;
       try {
@@ -73,7 +74,7 @@ export function pump({ input, output, idleMs, handle }: PumpOptions): Promise<En
           }
           if (batchBytes >= BATCH) {
             flush();
-            if (backedUp()) waitDrain();
+            if (output.writableLength >= OUT_HIGH) waitDrain();
           }
         }
       } catch (e) {
@@ -82,24 +83,25 @@ export function pump({ input, output, idleMs, handle }: PumpOptions): Promise<En
         return;
       }
       flush();
-      if (!draining && backedUp()) waitDrain();
-      if (inputDone) {
-        if (!draining) finish({ kind: "eof" });
-      } else if (draining) input.pause();
-      else input.resume();
+      if (!draining && output.writableLength >= OUT_HIGH) waitDrain();
+      if (inputDone && !draining) finish({ kind: "eof" });
     };
 
-    const onData = (chunk: Buffer) => {
-      idle.refresh();
-      framer.push(chunk);
-      work();
-    };
-    input.on("data", onData);
-    input.once("end", () => {
-      inputDone = true;
-      work();
-    });
-    input.once("error", () => finish({ kind: "eof" }));
+    input.start(
+      (chunk) => {
+        if (ended) return false;
+        idle.refresh();
+        framer.push(chunk);
+        work();
+        if (!draining) return true;
+        framer.detach(); // the reader reuses its buffer: keep what we have not handled yet
+        return false;
+      },
+      () => {
+        inputDone = true;
+        work();
+      },
+    );
     output.once("error", () => finish({ kind: "output-closed" }));
     output.once("close", () => finish({ kind: "output-closed" }));
   });

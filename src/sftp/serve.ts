@@ -5,6 +5,7 @@ import { EXIT } from "../serve.js";
 import type { Plan } from "../gate/decide.js";
 import { Sftp } from "./server.js";
 import { pump, type End } from "./pump.js";
+import { stdinInput } from "./input.js";
 
 /** After an abnormal end, replies still queued get this long to reach a client that may not read. */
 const LINGER_MS = 10_000;
@@ -25,12 +26,18 @@ const OUTCOME: { [K in End["kind"]]: (end: Extract<End, { kind: K }>, ctx: Conte
 
 export async function serveSftp(_plan: Extract<Plan, { kind: "sftp" }>, ctx: Context): Promise<number> {
   const sftp = new Sftp(ctx.session, ctx.vault);
-  const input = process.stdin;
+  const input = stdinInput();
   const output = process.stdout;
   try {
-    const end = await pump({ input, output, idleMs: ctx.session.policy.limits.idleSeconds * 1000, handle: (pkt) => sftp.handle(pkt) });
+    const end = await pump({
+      input,
+      output,
+      idleMs: ctx.session.policy.limits.idleSeconds * 1000,
+      handle: (pkt) => sftp.handle(pkt),
+      written: (b) => sftp.replies.release(b),
+    });
+    input.close();
     if (end.kind !== "eof") {
-      input.destroy();
       setTimeout(() => output.destroy(), LINGER_MS).unref();
     }
     return (OUTCOME[end.kind] as (e: End, c: Context) => number)(end, ctx);

@@ -5,8 +5,9 @@ import { VbError, fromErrno, type Code } from "../errors.js";
 import type { Policy } from "../config/schema.js";
 import type { Session } from "../session.js";
 import type { Vault } from "../vault/vault.js";
-import { FXP, FX, Reader, statusPacket, versionPacket } from "./wire.js";
+import { FXP, FX, DATA_HEADER, MAX_DATA, Reader, statusPacket, versionPacket } from "./wire.js";
 import { Handles } from "./handles.js";
+import { BufferPool } from "./pool.js";
 import { FILE_OPS } from "./files.js";
 import { NAME_OPS } from "./names.js";
 import { DIR_OPS } from "./dirs.js";
@@ -69,6 +70,8 @@ export function protocolError(message: string): VbError {
 
 export class Sftp {
   readonly handles: Handles;
+  /** Buffers of DATA replies, back in the pool once written: a few, as the output queue is bounded. */
+  readonly replies = new BufferPool(DATA_HEADER + MAX_DATA, 16);
   private ready = false;
 
   constructor(

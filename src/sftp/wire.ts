@@ -211,69 +211,99 @@ export function dataPacket(buf: Buffer, id: number, n: number): Buffer {
   return buf.subarray(0, DATA_HEADER + n);
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /**
- * Splits the input stream into packets. A packet that lies within one chunk is returned as a view
- * of it; one that straddles chunks is copied once. A length of 0 or above the limit is a protocol
- * error: nothing after it can be trusted to be a packet boundary.
+ * Splits the input stream into packets without allocating per packet. A packet that lies within
+ * the current chunk is returned as a view of it; one that straddles chunks is assembled in a
+ * buffer kept for the purpose. Either way a packet is valid only until the next call to next(),
+ * push() or detach(): handlers work synchronously and copy whatever they keep. A length of 0 or
+ * above the limit is a protocol error: nothing after it can be trusted to be a packet boundary.
  */
 export class Framer {
-  private chunks: Buffer[] = [];
-  private head = 0; // bytes of chunks[0] already consumed
-  buffered = 0;
+  private input: Buffer = EMPTY;
+  private pos = 0;
+  private pending: Buffer = EMPTY; // an incomplete packet, length field included
+  private pendingLen = 0;
+  private backlog: Buffer = EMPTY;
 
   constructor(private readonly max = MAX_PACKET) {}
 
+  /** The next chunk of the stream; what is left of the previous one stays in front of it. */
   push(chunk: Buffer): void {
-    if (chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
+    const rest = this.input.length - this.pos;
+    if (rest > 0) {
+      const both = Buffer.allocUnsafe(rest + chunk.length);
+      this.input.copy(both, 0, this.pos);
+      chunk.copy(both, rest);
+      this.input = both;
+    } else this.input = chunk;
+    this.pos = 0;
+  }
+
+  /** Bytes received and not yet returned as packets. */
+  get buffered(): number {
+    return this.pendingLen + this.input.length - this.pos;
   }
 
   /** The next whole packet (from its type byte on), or null if it has not all arrived yet. */
   next(): Buffer | null {
-    if (this.buffered < 4) return null;
-    const len = this.peekLength();
+    if (this.pendingLen > 0) return this.completePending();
+    const avail = this.input.length - this.pos;
+    if (avail >= 4) {
+      const len = this.checked(this.input.readUInt32BE(this.pos));
+      if (avail >= 4 + len) {
+        const pkt = this.input.subarray(this.pos + 4, this.pos + 4 + len);
+        this.pos += 4 + len;
+        return pkt;
+      }
+    }
+    if (avail > 0) this.fill(avail);
+    return null;
+  }
+
+  /** The chunk pushed last is about to be reused by its reader: copy what is left of it. */
+  detach(): void {
+    const rest = this.input.length - this.pos;
+    if (rest === 0) {
+      this.input = EMPTY;
+      this.pos = 0;
+      return;
+    }
+    if (this.backlog.length < rest) {
+      const bigger = Buffer.allocUnsafe(rest);
+      this.input.copy(bigger, 0, this.pos);
+      this.backlog = bigger;
+    } else this.input.copy(this.backlog, 0, this.pos); // may overlap: Buffer.copy is memmove
+    this.input = this.backlog.subarray(0, rest);
+    this.pos = 0;
+  }
+
+  private checked(len: number): number {
     if (len === 0) throw new VbError("BAD_REQUEST", "protocol error: a packet of length 0");
     if (len > this.max) throw new VbError("BAD_REQUEST", `protocol error: a packet of ${len} bytes is larger than the limit of ${this.max}`);
-    if (this.buffered < 4 + len) return null;
-    this.take(4);
-    return this.take(len);
+    return len;
   }
 
-  private peekLength(): number {
-    const first = this.chunks[0]!;
-    if (first.length - this.head >= 4) return first.readUInt32BE(this.head);
-    const b = Buffer.allocUnsafe(4);
-    let got = 0;
-    for (let i = 0, off = this.head; got < 4; i++, off = 0) got += this.chunks[i]!.copy(b, got, off, Math.min(this.chunks[i]!.length, off + 4 - got));
-    return b.readUInt32BE(0);
+  /** Move up to n bytes of input into the pending packet; false if the input ran out first. */
+  private fill(n: number): boolean {
+    const k = Math.min(n, this.input.length - this.pos);
+    if (this.pending.length < this.pendingLen + k) {
+      const bigger = Buffer.allocUnsafe(Math.max(this.pendingLen + k, this.max + 4)); // once per session
+      this.pending.copy(bigger, 0, 0, this.pendingLen);
+      this.pending = bigger;
+    }
+    this.input.copy(this.pending, this.pendingLen, this.pos, this.pos + k);
+    this.pendingLen += k;
+    this.pos += k;
+    return k === n;
   }
 
-  private take(n: number): Buffer {
-    this.buffered -= n;
-    const first = this.chunks[0]!;
-    if (first.length - this.head >= n) {
-      const out = first.subarray(this.head, this.head + n);
-      this.advance(n);
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    let got = 0;
-    while (got < n) {
-      const c = this.chunks[0]!;
-      const k = Math.min(n - got, c.length - this.head);
-      c.copy(out, got, this.head, this.head + k);
-      got += k;
-      this.advance(k);
-    }
-    return out;
-  }
-
-  private advance(k: number): void {
-    this.head += k;
-    if (this.head === this.chunks[0]!.length) {
-      this.chunks.shift();
-      this.head = 0;
-    }
+  private completePending(): Buffer | null {
+    if (this.pendingLen < 4 && !this.fill(4 - this.pendingLen)) return null;
+    const len = this.checked(this.pending.readUInt32BE(0));
+    if (this.pendingLen < 4 + len && !this.fill(4 + len - this.pendingLen)) return null;
+    this.pendingLen = 0;
+    return this.pending.subarray(4, 4 + len);
   }
 }
