@@ -3,22 +3,18 @@
 import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { sandbox, snapshotAll, runGate, auditLines, type Sandbox } from "./helpers/env.js";
-import { gateReasons } from "./helpers/scp-wire.js";
+import { sandbox, snapshotAll, auditLines, type Sandbox } from "./helpers/env.js";
+import { gateReasons, gate } from "./helpers/scp-wire.js";
 
 async function refusedAll(t: Test, sb: Sandbox, cases: Array<[string, RegExp]>): Promise<void> {
   const before = snapshotAll(sb);
-  for (let i = 0; i < cases.length; i += 4) {
-    await Promise.all(
-      cases.slice(i, i + 4).map(async ([command, why]) => {
-        const r = await runGate(sb, command);
-        t.not(r.code, 0, `${command}: non-zero exit`);
-        t.match(r.stderr, why, `${command}: the reason`);
-        t.equal(r.stdout.length, 0, `${command}: nothing listed`);
-        const line = auditLines(sb).find((l) => (l.event === "request" && l.command === command && l.decision === "deny") || (l.event === "error" && why.test(String(l.reason))));
-        t.ok(line, `${command}: audited`);
-      }),
-    );
+  for (const [command, why] of cases) {
+    const r = await gate(sb, command);
+    t.not(r.code, 0, `${command}: non-zero exit`);
+    t.match(r.stderr, why, `${command}: the reason`);
+    t.equal(r.stdout.length, 0, `${command}: nothing listed`);
+    const line = auditLines(sb).find((l) => (l.event === "request" && l.command === command && l.decision === "deny") || (l.event === "error" && why.test(String(l.reason))));
+    t.ok(line, `${command}: audited`);
   }
   t.same(snapshotAll(sb), before, "no side effect");
 }
@@ -37,14 +33,14 @@ t.test("mkdir -p as duplicity sends it, with odd names and absolute paths inside
     [`mkdir -p '${sb.root}'`, "."],
   ];
   for (const [command, made] of cases) {
-    const r = await runGate(sb, command);
+    const r = await gate(sb, command);
     t.equal(r.code, 0, `${command}: ${r.stderr}`);
     t.ok(fs.statSync(path.join(sb.root, made)).isDirectory(), `${command} -> ${made}`);
   }
   t.equal(fs.readFileSync(path.join(sb.root, "existing/a.gpg"), "utf8"), "A");
   t.equal(fs.statSync(path.join(sb.root, "abs")).mode & 0o7777, 0o750);
   t.ok(auditLines(sb).some((l) => l.event === "mkdir" && l.path === "backups/host one"));
-  const r = await runGate(sb, "mkdir plain");
+  const r = await gate(sb, "mkdir plain");
   t.equal(r.code, 1, "plain mkdir of an existing directory fails, like mkdir");
   t.match(r.stderr, /'plain': already exists/);
 });
@@ -91,13 +87,13 @@ t.test("ls -1 lists names one per line, sorted, without dot files", async (t) =>
   const before = snapshotAll(sb);
   const expected = ["Zeta", "duplicity-full.vol10.difftar.gpg", "duplicity-full.vol2.difftar.gpg", "it's", "link", "sub", "with space"].join("\n") + "\n";
   for (const command of ["ls -1 'b'", "ls b", `ls -1 '${sb.root}/b'`, "ls -1 -- b/"]) {
-    const r = await runGate(sb, command);
+    const r = await gate(sb, command);
     t.equal(r.code, 0, `${command}: ${r.stderr}`);
     t.equal(r.stdout.toString(), expected, command);
   }
-  let r = await runGate(sb, "ls -1 'b/it'\\''s'");
+  let r = await gate(sb, "ls -1 'b/it'\\''s'");
   t.equal(r.stdout.toString(), "b/it's\n", "a file operand is echoed, as ls does");
-  r = await runGate(sb, "ls -1");
+  r = await gate(sb, "ls -1");
   t.equal(r.stdout.toString(), "b\nplain.gpg\n", "no operand: the root");
   t.ok(auditLines(sb).some((l) => l.event === "list" && l.path === "b" && l.entries === 7));
   t.same(snapshotAll(sb), before, "listing changes nothing");

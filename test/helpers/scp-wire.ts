@@ -41,13 +41,16 @@ export function cFile(name: string | Buffer, data: string | Buffer, mode = "0644
   return Buffer.concat([Buffer.from(`C${mode} ${body.length} `), Buffer.from(name), Buffer.from("\n"), body, Buffer.of(0)]);
 }
 
-export function rawScp(sb: Sandbox, command: string, input: Buffer | string = ""): Promise<RunResult> {
-  return runGate(sb, command, { input });
+/** Generous: a loaded machine can take a minute to start node; a hung gate still gets killed. */
+export const PATIENCE = { timeoutMs: 600_000 };
+
+export function gate(sb: Sandbox, command: string, input: Buffer | string = ""): Promise<RunResult> {
+  return runGate(sb, command, { input, ...PATIENCE });
 }
 
 /** Real OpenSSH scp in legacy mode (-O), its ssh replaced by fake-ssh; remote paths as host:… */
 export function scpClient(sb: Sandbox, args: string[], cwd = sb.dir): Promise<RunResult> {
-  return run(["/usr/bin/scp", "-O", "-q", "-S", FAKE_SSH, ...args], { cwd, env: sb.sshEnv }, { timeoutMs: 120_000 });
+  return run(["/usr/bin/scp", "-O", "-q", "-S", FAKE_SSH, ...args], { cwd, env: sb.sshEnv }, PATIENCE);
 }
 
 /** In-process, no node start: each command is refused by parse + decide with the reason given. */
