@@ -151,7 +151,7 @@ function main(): number {
   need(SFTP, "apt-get install openssh-client");
   need(OPENSSH_SERVER, "apt-get install openssh-sftp-server");
   need(GNU_TIME, "apt-get install time: it measures each server's peak RSS");
-  if (!fs.existsSync(path.join(TOP, "dist/src/cli.js"))) throw new Error("dist/src/cli.js is missing: run npm run build");
+  if (!fs.existsSync(path.join(TOP, "dist/app/cli.js"))) throw new Error("dist/app/cli.js is missing: run npm run build");
   const work = process.env.VB_BENCH_DIR ?? fs.mkdtempSync("/var/tmp/vb-bench-");
   fs.mkdirSync(path.join(work, "src"), { recursive: true });
   const cleanup = !process.env.VB_BENCH_DIR;

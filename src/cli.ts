@@ -1,6 +1,8 @@
 // Entry point. The subcommand table maps each word to a lazily loaded module, so an SSH session
 // (the default, serve) loads nothing that only root's tools need.
 import fs from "node:fs";
+import path from "node:path";
+import { TOP } from "./top.js";
 
 const MIN_NODE = 20;
 const major = Number(process.versions.node.split(".")[0]);
@@ -55,7 +57,7 @@ export function register(name: string, sub: Sub): void {
 }
 
 function version(): string {
-  const pkg = JSON.parse(fs.readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
+  const pkg = JSON.parse(fs.readFileSync(path.join(TOP, "package.json"), "utf8")) as { version: string };
   return pkg.version;
 }
 

@@ -6,10 +6,10 @@ import os from "node:os";
 import path from "node:path";
 import crypto from "node:crypto";
 import { spawnSync } from "node:child_process";
-import { fileURLToPath } from "node:url";
+import { TOP } from "./top.js";
 
 const SFTP = "/usr/bin/sftp";
-const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/validate-backup");
+const BIN = path.join(TOP, "bin/validate-backup");
 
 function sha(file: string): string {
   return crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex").slice(0, 16);

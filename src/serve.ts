@@ -37,14 +37,14 @@ function say(message: string): void {
   process.stderr.write(`validate-backup: ${message}\n`);
 }
 
-/** The config could not be used: tell the client, and the audit log too if its path is readable. */
+/** The config could not be used: tell the client, and the audit log too if it names one that exists. */
 function configError(configPath: string, e: Error, command: string | undefined, client: string): number {
   say(e.message);
   try {
     const json = JSON.parse(fs.readFileSync(configPath, "utf8")) as { audit?: { file?: unknown } };
     const file = json.audit?.file;
-    if (typeof file === "string" && path.isAbsolute(file))
-      openAudit(file, undefined, { client }).event("request", { decision: "deny", reason: e.message, code: "CONFIG", command: command ?? null });
+    if (typeof file === "string" && path.isAbsolute(file) && fs.existsSync(file))
+      openAudit(file, undefined, { client }, false).event("request", { decision: "deny", reason: e.message, code: "CONFIG", command: command ?? null });
   } catch {
     /* nowhere to log: stderr has it */
   }

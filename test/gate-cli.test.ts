@@ -46,3 +46,21 @@ t.test("usage errors exit 2 and say so", async (t) => {
     t.equal(r.stdout.length, 0, "nothing on stdout");
   }
 });
+
+t.test("authorized_keys.example: every key line forces the gate and is restricted", async (t) => {
+  const { parseKeyLine, lineFaults, gateOf } = await import("../src/remote/keys.js");
+  const text = fs.readFileSync(path.join(TOP, "authorized_keys.example"), "utf8");
+  // The older spelling is commented out in the example (it is for old servers): check it too.
+  const lines = text.split("\n").map((l) => l.replace(/^# (command=)/, "$1")).filter((l) => l.startsWith("command="));
+  t.equal(lines.length, 3, "three example lines");
+  for (const l of lines) {
+    const k = parseKeyLine(l);
+    t.ok(k && !("bad" in k), "parses as a key line");
+    if (!k || "bad" in k) continue;
+    t.same(lineFaults(k), [], "no fault that `check` would report");
+    t.match(gateOf(k), { bin: "/opt/validate-backup/bin/validate-backup", config: /^\/etc\/validate-backup\/[a-z0-9-]+\.json$/ });
+    t.match(l, /,from="[^"]+" ssh-ed25519 /, "names the addresses it is accepted from");
+  }
+  t.match(text, /command="[^"]+",restrict,from=/, "the modern line uses restrict");
+  t.match(text, /no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding/, "and shows the older list");
+});

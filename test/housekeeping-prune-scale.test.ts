@@ -8,6 +8,7 @@ import { fullSet, incSet, ts } from "./helpers/duplicity.js";
 import { ARRIVALS_FILE } from "../src/housekeeping/arrivals.js";
 import { open } from "../src/housekeeping/context.js";
 import { prune } from "../src/housekeeping/prune.js";
+import { size, QUICK } from "./helpers/scale.js";
 
 const DAY = 86_400_000;
 const KEEP = 3;
@@ -50,7 +51,7 @@ function generate(total: number, seed: number): GenChain[] {
     const fullUnfinished = roll >= 0.03 && roll < 0.05; // a full set never finished
     if (unfinished) names.pop();
     const chainNames = fullUnfinished ? fullSet(ts(start), { vols: 2, manifest: false }) : names;
-    chains.push({ dir, names: chainNames, complete: !fullUnfinished, unfinished: unfinished || fullUnfinished, arrived: roll > 0.97 ? undefined : 0 });
+    chains.push({ dir, names: chainNames, complete: !fullUnfinished, unfinished: unfinished || fullUnfinished, arrived: roll > 0.97 || i === 1 ? undefined : 0 }); // chain 1: at least one without a record, at any size
     files += chainNames.length;
   }
   // Arrival windows that do not overlap, in a shuffled order.
@@ -134,11 +135,14 @@ async function measure(t: Tap.Test, total: number, seed: number): Promise<{ file
   return { files, ms };
 }
 
-t.test("prune --keep-full 3 on 100,000 files keeps exactly the right chains, in linear time", async (t) => {
-  const small = await measure(t, 25_000, 7);
-  const big = await measure(t, 100_000, 11);
+const BIG = size("VB_PRUNE_FILES", 100_000, 8_000);
+
+t.test(`prune --keep-full 3 on ${BIG} files keeps exactly the right chains, in linear time`, async (t) => {
+  const small = await measure(t, BIG / 4, 7);
+  const big = await measure(t, BIG, 11);
   const ratio = big.ms / big.files / (small.ms / small.files);
-  t.comment(`time per file, 100,000 vs 25,000: x${ratio.toFixed(2)}`);
-  // Loose: the machine is shared; a quadratic walk would be ~4x per file.
-  t.ok(ratio < 2.5, `per-file time stays flat (x${ratio.toFixed(2)})`);
+  t.comment(`time per file, ${BIG} vs ${BIG / 4}: x${ratio.toFixed(2)}`);
+  // Loose: the machine is shared; a quadratic walk would be ~4x per file. At CI's small sizes fixed
+  // costs dominate and the ratio says nothing: it is only reported there.
+  if (!QUICK) t.ok(ratio < 2.5, `per-file time stays flat (x${ratio.toFixed(2)})`);
 });

@@ -24,9 +24,10 @@ function layoutSnap(a: Account): Record<string, string> {
   return { ...snapshot(a.dir), passwd: spawnSync("getent", ["passwd", a.user], { encoding: "utf8" }).stdout, shadow: spawnSync("getent", ["shadow", a.user], { encoding: "utf8" }).stdout.split(":")[1] ?? "" };
 }
 
-async function install(t: Test, a: Account, extra: string[]) {
+async function install(t: Test, a: Account, extra: string[], expectExit = 0) {
   const r = await vb(["install-remote", ...a.args, ...extra]);
-  succeeded(t, r, `install-remote ${extra.join(" ")}`);
+  if (expectExit === 0) succeeded(t, r, `install-remote ${extra.join(" ")}`);
+  else t.equal(r.code, expectExit, "install-remote applied its plan, and its closing check reports what it may not fix");
   return r.stdout.toString();
 }
 
@@ -117,7 +118,8 @@ t.test("a careless existing account is repaired: owned home, dotfiles, shell, pa
   fs.writeFileSync(path.join(a.home, ".ssh/authorized_keys"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOldOldOldOldOldOldOldOldOldOldOldOldOldOldOld admin@laptop\n");
   fs.chownSync(path.join(a.home, ".ssh"), uid, gid);
   fs.symlinkSync("/etc/shadow", path.join(a.home, "link"));
-  const out = await install(t, a, ["--key", `${key}.pub`]);
+  // The admin's own unforced key line is kept (install never drops a line): check flags it, exit 1.
+  const out = await install(t, a, ["--key", `${key}.pub`], 1);
   t.equal(mode(a.home), "0750 root:group");
   t.equal(mode(path.join(a.home, ".bashrc")), "0644 root:root");
   t.equal(mode(path.join(a.home, ".ssh")), "0755 root:root");
@@ -138,7 +140,7 @@ t.test("refusals: not root, unknown option, bad names", async (t) => {
   fs.chmodSync(`${key}.pub`, 0o644);
   const { name } = gateIds();
   t.equal(name, TEST_USER);
-  const asUser = await run(["setpriv", `--reuid=${TEST_USER}`, `--regid=${TEST_USER}`, "--init-groups", "/usr/bin/node", path.join(TOP, "dist/src/cli.js"), "install-remote", ...a.args, "--key", `${key}.pub`], { env: { PATH: "/usr/bin:/bin" } });
+  const asUser = await run(["setpriv", `--reuid=${TEST_USER}`, `--regid=${TEST_USER}`, "--init-groups", "/usr/bin/node", path.join(TOP, "dist/app/cli.js"), "install-remote", ...a.args, "--key", `${key}.pub`], { env: { PATH: "/usr/bin:/bin" } });
   t.equal(asUser.code, 2);
   t.match(asUser.stderr, /must run as root/);
   const unknown = await vb(["install-remote", ...a.args, "--key", `${key}.pub`, "--shell", "/bin/bash"]);

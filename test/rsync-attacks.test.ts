@@ -72,7 +72,7 @@ const ITEMS: Record<string, [string, RegExp][]> = {
     [`${PUSH} . ../../etc`, /'..\/..\/etc': outside the backup root/],
     [`${PUSH} . /etc`, /'\/etc': outside the backup root/],
     [`${PUSH} . d/../../x`, /outside the backup root/],
-    [`${PUSH} . ~other/`, /shell syntax in '~other\/'/],
+    [`${PUSH} . ~other/`, /shell syntax '~' is refused/],
     [`${PUSH} . d/ e/`, /a push takes exactly one destination \(got 2\)/],
     [`${PULL} . d/../../outside/canary.txt`, /outside the backup root/],
   ],

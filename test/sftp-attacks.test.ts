@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
 import { snapshotAll, auditLines, type Sandbox, type AuditLine } from "./helpers/env.js";
+import { size } from "./helpers/scale.js";
 import { SftpClient, hostileWorld, WORLD_FILES, FX, FX_NAME, PF, T, describe, packet, u32, u64, str, attrs, crashSigns, type Reply, type Attrs, type Bytes } from "./helpers/sftp-client.js";
 import { cleanString } from "../src/audit/sanitize.js";
 
@@ -536,7 +537,7 @@ t.test("33: handle abuse", async (t) => {
   await hangUp(t, c);
 });
 
-const FLOOD = Number(process.env.SFTP_FLOOD_OPENS ?? 100_000);
+const FLOOD = size("SFTP_FLOOD_OPENS", 100_000, 5_000);
 t.test(`33: ${FLOOD} OPENs are bounded by the handle limit; memory stays bounded`, async (t) => {
   const sb = world(t);
   const c = await connect(t, sb);

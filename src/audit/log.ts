@@ -1,6 +1,7 @@
 // The audit log: one JSON line per event, written by pino to a destination that appends each line
 // with a single write(2) on an O_APPEND descriptor, under the log's lock file.
 import fs from "node:fs";
+import path from "node:path";
 import { pino, type Logger } from "pino";
 import { cleanValue } from "./sanitize.js";
 import { withLock } from "../lock.js";
@@ -21,11 +22,14 @@ class LockedAppend {
   constructor(
     file: string,
     private lockFile: string | undefined,
+    create: boolean,
   ) {
     // O_APPEND: every write lands at the end, also with chattr +a; O_NOFOLLOW: never a planted link.
     // O_RDWR: the hash chain needs the previous line, which another session may have written. A log
     // we may only write still gets its lines, marked as unchained (audit --verify reports them).
-    const flags = fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
+    // Without `create` (a config that failed validation) only an existing log is appended to: a
+    // refused config must not make a file anywhere, even where its audit.file points.
+    const flags = fs.constants.O_APPEND | (create ? fs.constants.O_CREAT : 0) | fs.constants.O_NOFOLLOW;
     try {
       this.fd = fs.openSync(file, fs.constants.O_RDWR | flags, 0o640);
     } catch (e) {
@@ -52,16 +56,18 @@ class LockedAppend {
       if (n !== buf.length) throw new Error("short write to the audit log");
       if (this.last?.hash !== "unreadable") this.last = { size: size + n, hash: lineHash(Buffer.from(text.slice(0, -1))) };
     };
-    if (this.lockFile) withLock(this.lockFile, append);
+    // The lock lives in the state directory; when that is missing (the config names a state that
+    // is not there, and the session is about to be refused for it) the line is still written.
+    if (this.lockFile && fs.existsSync(path.dirname(this.lockFile))) withLock(this.lockFile, append);
     else append();
   }
 }
 
-export function openAudit(file: string, lockFile: string | undefined, base: Fields): Audit {
+export function openAudit(file: string, lockFile: string | undefined, base: Fields, create = true): Audit {
   let logger: Logger | undefined;
   let ok = true;
   try {
-    const dest = new LockedAppend(file, lockFile);
+    const dest = new LockedAppend(file, lockFile, create);
     logger = pino(
       {
         base: cleanValue(base) as Fields,

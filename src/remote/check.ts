@@ -12,6 +12,7 @@ import { lookupUser, lookupGroup, runtimeFiles, programFiles, TOOLS } from "./sy
 const TOOLS_SSHD = TOOLS.sshd;
 import { canonical, lstatPath, readText } from "./fsops.js";
 import * as sshd from "./sshd.js";
+import { TOP } from "../top.js";
 
 type Out = (line: string) => void;
 
@@ -93,7 +94,7 @@ export function checkFindings(user: string, sshdConfig: string): Change[] {
   const dropin = sshd.dropinPath(sshdConfig, user);
   const dropinExists = lstatPath(dropin) !== null;
   const programs = [...launchers].map((b) => canonical(path.dirname(path.dirname(b))));
-  const program = programs[0] ?? canonical(path.resolve(path.dirname(new URL(import.meta.url).pathname), "../../.."));
+  const program = programs[0] ?? canonical(TOP);
   const layout: Layout = {
     user,
     group,

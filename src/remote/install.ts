@@ -3,7 +3,6 @@
 import path from "node:path";
 import fs from "node:fs";
 import { parseArgs } from "node:util";
-import { fileURLToPath } from "node:url";
 import { VbError } from "../errors.js";
 import { parseConfig } from "../config/load.js";
 import { buildPlan, sysctlConf, type Layout, type SourceLayout } from "./plan.js";
@@ -13,9 +12,9 @@ import { lookupUser, lookupGroup, isRoot, runtimeFiles, programFiles } from "./s
 import { canonical, readText } from "./fsops.js";
 import * as sshd from "./sshd.js";
 import { runCheck } from "./check.js";
+import { TOP } from "../top.js";
 
-/** The program's top directory: this file is <top>/dist/src/remote/install.js. */
-export const PROGRAM = canonical(path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../.."));
+export const PROGRAM = canonical(TOP);
 export const LAUNCHER = path.join(PROGRAM, "bin/validate-backup");
 
 const USAGE =

@@ -21,13 +21,16 @@ export function stdinInput(): Input {
       const buffer = Buffer.allocUnsafe(READ_BUFFER);
       let socket: net.Socket;
       try {
-        socket = new net.Socket({
+        // `onread` is accepted by the constructor since Node 12 but missing from @types/node's
+        // SocketConstructorOpts; the intersection keeps everything else type-checked.
+        const options: net.SocketConstructorOpts & { onread: net.OnReadOpts } = {
           fd: 0,
           readable: true,
           writable: false,
           allowHalfOpen: true, // never shut the socket down: with `sftp -D`, stdout is the same socket
           onread: { buffer, callback: (n: number) => onChunk(buffer.subarray(0, n)) },
-        });
+        };
+        socket = new net.Socket(options);
       } catch {
         active = streamInput(process.stdin);
         return active.start(onChunk, onEnd);

@@ -9,6 +9,14 @@ import { setPathAttrs } from "./setstat.js";
 import { op } from "./op.js";
 import type { Sftp } from "./server.js";
 
+function isDirectory(s: Sftp, pl: Place): boolean {
+  try {
+    return pl.v !== undefined && s.vault.lstat(pl.v).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 const pathOnly = (r: Reader) => ({ path: r.text("path") });
 const bySubject = (a: { path: string }) => a.path;
 
@@ -77,7 +85,14 @@ export const NAME_OPS = {
       const pl = place(s.vault, a.path);
       // The root and its ancestors exist: a plain failure, so clients creating each component go on.
       if (pl.above !== undefined || pl.v.comps.length === 0) throw new VbError("EXISTS", `'${absolute(s.vault, pl)}' already exists`);
-      s.vault.mkdir(pl.v, a.attrs.perm);
+      try {
+        s.vault.mkdir(pl.v, a.attrs.perm);
+      } catch (e) {
+        // An existing directory answers a client's `mkdir -p` and is not worth a line; a file or a
+        // planted link under that name is: audit it, then answer as OpenSSH does (EEXIST).
+        if (e instanceof VbError && e.code === "EXISTS" && !isDirectory(s, pl)) s.record("mkdir", a.path, e.code, e.message);
+        throw e;
+      }
       return ok(id);
     },
   }),

@@ -62,6 +62,7 @@ const STATUS_OF: Record<Code, number> = {
 // Failures that answer a question rather than refuse anything: clients stat names to learn whether
 // they exist, and create each directory of a path to make sure it does. Not audited, not counted.
 const ANSWERS = new Set(["*:NOT_FOUND", "mkdir:EXISTS"]);
+const LOGGED_REFUSALS = 1000;
 const isAnswer = (op: string, code: Code) => ANSWERS.has(`*:${code}`) || ANSWERS.has(`${op}:${code}`);
 
 export function protocolError(message: string): VbError {
@@ -135,13 +136,16 @@ export class Sftp {
     return statusPacket(id, FX.OP_UNSUPPORTED, message);
   }
 
-  private record(op: string, subject: string | undefined, code: Code, reason: string): void {
+  record(op: string, subject: string | undefined, code: Code, reason: string): void {
     const { audit, counters } = this.session;
+    if (code !== "IO") counters.refused++;
+    // A client looping on refused requests must not fill the (append-only) audit log's disk: past
+    // the cap, refusals are only counted, and session-end carries the total.
+    if (counters.refused > LOGGED_REFUSALS) return;
     if (code === "IO") audit.event("error", { op, path: subject, code, reason });
-    else {
-      counters.refused++;
-      audit.event("refused", { op, path: subject, code, reason });
-    }
+    else audit.event("refused", { op, path: subject, code, reason });
+    if (counters.refused === LOGGED_REFUSALS)
+      audit.event("refused", { op: "*", code: "QUOTA", anomaly: true, reason: `${LOGGED_REFUSALS} refusals in this session: further ones are counted in session-end, not logged one by one` });
     process.stderr.write(`validate-backup: sftp ${op}: ${reason}\n`);
   }
 

@@ -180,7 +180,7 @@ export function removeAccount(a: Account): void {
 
 /** Run the program as root (install-remote, check). */
 export function vb(args: string[], timeoutMs = 240_000): Promise<RunResult> {
-  return run(["/usr/bin/node", path.join(TOP, "dist/src/cli.js"), ...args], { env: { PATH: "/usr/bin:/bin" } }, { timeoutMs });
+  return run(["/usr/bin/node", path.join(TOP, "dist/app/cli.js"), ...args], { env: { PATH: "/usr/bin:/bin" } }, { timeoutMs });
 }
 
 /** Assert a command succeeded; its output is shown only when it did not. */

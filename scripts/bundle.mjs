@@ -1,0 +1,19 @@
+// Bundles the program into dist/app/ for the launcher. Every SSH session starts a fresh node, and
+// loading ~160 ES modules one file at a time (zod alone is 94) cost most of a session's start-up;
+// one file per lazily loaded part keeps `import()` lazy: openpgp, the SFTP server and root's tools
+// are still read only by the sessions that use them. tsc has type-checked the same sources before.
+import { build } from "esbuild";
+
+await build({
+  entryPoints: ["src/cli.ts"],
+  outdir: "dist/app",
+  bundle: true,
+  splitting: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  // pino and shell-quote are CommonJS: their require() of node's own modules needs a real require.
+  banner: { js: "import { createRequire as __vbCreateRequire } from 'node:module'; const require = __vbCreateRequire(import.meta.url);" },
+  legalComments: "none",
+  logLevel: "warning",
+});
