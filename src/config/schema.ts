@@ -3,6 +3,10 @@
 import { z } from "zod";
 import path from "node:path";
 
+// Each session parses one config once: zod's JIT (it compiles a fast path with new Function on the
+// first parse) costs more than it saves there.
+z.config({ jitless: true });
+
 const absPath = z
   .string()
   .min(2)
