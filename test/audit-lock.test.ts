@@ -40,10 +40,11 @@ t.test("a dead or replaced owner's lock is broken; a live one's is not", async (
   fs.writeFileSync(path.join(d, "old-format"), `${process.ppid}\n`);
   t.notOk(tryLock(path.join(d, "old-format")), "no start time recorded, pid alive: held");
   fs.writeFileSync(path.join(d, "empty"), "");
-  t.notOk(tryLock(path.join(d, "empty"), 1000), "empty (being written): held");
-  const past = new Date(Date.now() - 5000);
+  // staleMs far above any scheduling delay of a loaded machine, so only the planted age decides.
+  t.notOk(tryLock(path.join(d, "empty"), 60_000), "empty (being written): held");
+  const past = new Date(Date.now() - 120_000);
   fs.utimesSync(path.join(d, "empty"), past, past);
-  t.ok(tryLock(path.join(d, "empty"), 1000), "empty and older than staleMs: broken");
+  t.ok(tryLock(path.join(d, "empty"), 60_000), "empty and older than staleMs: broken");
   unlock(path.join(d, "live"));
   t.ok(fs.existsSync(path.join(d, "live")), "unlock never removes another owner's lock");
   fs.symlinkSync(path.join(d, "elsewhere"), path.join(d, "link"));

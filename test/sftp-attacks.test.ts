@@ -537,7 +537,7 @@ t.test("33: handle abuse", async (t) => {
   await hangUp(t, c);
 });
 
-const FLOOD = size("SFTP_FLOOD_OPENS", 100_000, 5_000);
+const FLOOD = size("SFTP_FLOOD_OPENS", 100_000, 2_000);
 t.test(`33: ${FLOOD} OPENs are bounded by the handle limit; memory stays bounded`, async (t) => {
   const sb = world(t);
   const c = await connect(t, sb);

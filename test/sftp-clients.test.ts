@@ -1,6 +1,7 @@
 // Real SFTP clients against our server, which runs as the unprivileged test user: OpenSSH sftp and
 // scp (SFTP mode) through fake-ssh, paramiko over a socketpair, and restic's sftp backend. Every
 // refused operation must leave what existed byte-identical, with an audit line saying why.
+import { QUICK } from "./helpers/scale.js";
 import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
@@ -180,7 +181,7 @@ t.test("paramiko: chdir down from /, put, get, listdir, stat; remove of a stored
   t.ok(refusals(sb).some((l) => l.op === "remove" && l.code === "IMMUTABLE"));
 });
 
-t.test("restic 0.14 sftp backend: init, backup twice, check, restore; forget --prune removes nothing", async (t) => {
+t.test("restic 0.14 sftp backend: init, backup twice, check, restore; forget --prune removes nothing", { skip: QUICK && "full scale only (VB_TEST_SCALE=quick): restic's scrypt per run costs minutes of CI" }, async (t) => {
   const sb = sandbox(t);
   const local = scratch(t);
   const data = path.join(local, "data");

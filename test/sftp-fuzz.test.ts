@@ -17,7 +17,7 @@ import { size } from "./helpers/scale.js";
 import { SftpClient, hostileWorld, FX, PF, T, Reader, packet, u8, u32, u64, str, attrs, crashSigns, type Attrs, type Reply } from "./helpers/sftp-client.js";
 
 const SEED = Number(process.env.SFTP_FUZZ_SEED ?? crypto.randomBytes(4).readUInt32BE(0));
-const PACKETS = size("SFTP_FUZZ_PACKETS", 100_000, 10_000);
+const PACKETS = size("SFTP_FUZZ_PACKETS", 100_000, 3_000);
 const PER_PROCESS = 5_000;
 const WINDOW = 128; // requests in flight
 const MAX_FILE = 16 * 1024 * 1024; // the sandbox's limit, so the content model stays small

@@ -10,3 +10,8 @@ export function size(envName: string, full: number, quick: number): number {
   if (v !== undefined && v !== "") return Number(v);
   return QUICK ? quick : full;
 }
+
+/** All of `items`, or under the quick scale every `every`-th one (the first always). */
+export function sample<T>(items: readonly T[], every = 3): T[] {
+  return QUICK ? items.filter((_, i) => i % every === 0) : [...items];
+}

@@ -6,6 +6,7 @@ import net from "node:net";
 import path from "node:path";
 import crypto from "node:crypto";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import type { Test } from "tap";
 import { TOP, run, type RunResult, type Teardownable } from "./env.js";
 
 export const SSHD = "/usr/sbin/sshd";
@@ -184,7 +185,7 @@ export function vb(args: string[], timeoutMs = 240_000): Promise<RunResult> {
 }
 
 /** Assert a command succeeded; its output is shown only when it did not. */
-export function succeeded(t: { equal: (a: unknown, b: unknown, m?: string) => void; comment: (...m: unknown[]) => void }, r: RunResult, what: string): void {
+export function succeeded(t: Test, r: RunResult, what: string): void {
   if (r.code !== 0) t.comment(`${what} output:\n${r.stdout.toString().slice(-3000)}\n${r.stderr.slice(-3000)}`);
   t.equal(r.code, 0, what);
 }
