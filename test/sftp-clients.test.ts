@@ -1,8 +1,8 @@
 // Real SFTP clients against our server, which runs as the unprivileged test user: OpenSSH sftp and
 // scp (SFTP mode) through fake-ssh, paramiko over a socketpair, and restic's sftp backend. Every
 // refused operation must leave what existed byte-identical, with an audit line saying why.
-import { QUICK } from "./helpers/scale.js";
 import t from "tap";
+import { QUICK } from "./helpers/scale.js";
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";

@@ -62,8 +62,10 @@ const STATUS_OF: Record<Code, number> = {
 // Failures that answer a question rather than refuse anything: clients stat names to learn whether
 // they exist, and create each directory of a path to make sure it does. Not audited, not counted.
 const ANSWERS = new Set(["*:NOT_FOUND", "mkdir:EXISTS"]);
-const LOGGED_REFUSALS = 1000;
 const isAnswer = (op: string, code: Code) => ANSWERS.has(`*:${code}`) || ANSWERS.has(`${op}:${code}`);
+
+/** Refusals of one session logged one by one; past this they are only counted (see record()). */
+const LOGGED_REFUSALS = 1000;
 
 export function protocolError(message: string): VbError {
   return new VbError("BAD_REQUEST", `sftp protocol error: ${message}`);
