@@ -3,6 +3,10 @@
 // one file per lazily loaded part keeps `import()` lazy: openpgp, the SFTP server and root's tools
 // are still read only by the sessions that use them. tsc has type-checked the same sources before.
 import { build } from "esbuild";
+import fs from "node:fs";
+
+// Chunk names carry a content hash: without a clean start, every build would leave the old ones.
+fs.rmSync("dist/app", { recursive: true, force: true });
 
 await build({
   entryPoints: ["src/cli.ts"],

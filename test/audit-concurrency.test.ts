@@ -9,9 +9,10 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { spawn } from "node:child_process";
 import { TOP } from "./helpers/env.js";
+import { size } from "./helpers/scale.js";
 
 const WRITERS = 4;
-const LINES = 2500;
+const LINES = size("VB_AUDIT_LINES", 2500, 600);
 const LOG_MODULE = path.join(TOP, "dist/src/audit/log.js");
 
 // Each writer: wait at a barrier (all ready, then 'go'), then log as fast as it can. Lines vary in

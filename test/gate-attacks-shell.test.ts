@@ -3,6 +3,7 @@
 import t from "tap";
 import { sandbox, runGate, auditLines } from "./helpers/env.js";
 import { item, refused, refusedByGate, PUSH, CAPS } from "./helpers/refusal.js";
+import { sample } from "./helpers/scale.js";
 
 t.test("1. no command (shell or login) is refused; true is the one connectivity check", async (t) => {
   const sb = sandbox(t);
@@ -20,7 +21,7 @@ t.test("1. no command (shell or login) is refused; true is the one connectivity 
 
 t.test("2. shell syntax, several commands, NUL, 1 MiB: never a shell", async (t) => {
   const sb = sandbox(t, { files: { "d/existing.gpg": "old\n" } });
-  for (const c of [
+  const shell = [
     { command: "ls; rm -rf ~", reason: /shell syntax '~'/ },
     { command: "`id`", reason: /shell syntax '`'/ },
     { command: "$(id)", reason: /shell syntax '\$'/ },
@@ -29,8 +30,10 @@ t.test("2. shell syntax, several commands, NUL, 1 MiB: never a shell", async (t)
     { command: "true > d/existing.gpg", reason: /shell operator '>'/ },
     { command: "true\nrm -rf d", reason: /control character U\+000A/ },
     { command: `true ${"x".repeat(120 * 1024)}`, reason: /longer than 8192 bytes/ },
-  ])
-    await refused(t, sb, c, "exact");
+  ];
+  // All decided in-process; the quick scale (CI) sends a sample through the binary.
+  for (const c of shell) refusedByGate(t, c.command);
+  for (const c of sample(shell)) await refused(t, sb, c, "exact");
   // A NUL cannot be put in an environment variable (execve ends the string there) and Linux caps one
   // variable at 128 KiB, so neither can reach the gate: gate-command.test.ts feeds both to
   // parseCommand directly. Here: a 1 MiB command cannot even be handed to the process.

@@ -1,6 +1,6 @@
 // prune on a synthetic tree of 100,000 duplicity files: it keeps exactly the chains an independent
 // computation says it should, and its time grows linearly (25,000 files vs 100,000).
-import t from "tap";
+import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
 import { sandbox, type Sandbox } from "./helpers/env.js";
@@ -110,7 +110,7 @@ function listing(sb: Sandbox): Set<string> {
   return out;
 }
 
-async function measure(t: Tap.Test, total: number, seed: number): Promise<{ files: number; ms: number }> {
+async function measure(t: Test, total: number, seed: number): Promise<{ files: number; ms: number }> {
   const sb = sandbox(t);
   const chains = generate(total, seed);
   const files = build(sb, chains);

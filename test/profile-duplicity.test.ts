@@ -1,4 +1,4 @@
-import t from "tap";
+import t, { type Test } from "tap";
 import {
   parseName,
   parseTime,
@@ -33,7 +33,7 @@ const inc = (a: string, b: string, sfx = ".gpg", vols = 1, manifest = true) => [
   ...(manifest ? [`duplicity-inc.${a}.to.${b}.manifest${sfx === ".gpg" ? ".gpg" : ""}`] : []),
 ];
 
-function refusal(t: Tap.Test, fn: () => unknown, code: string, re: RegExp): void {
+function refusal(t: Test, fn: () => unknown, code: string, re: RegExp): void {
   try {
     fn();
     t.fail(`expected ${code} ${re}`);

@@ -55,11 +55,14 @@ class Sealer {
   }
 
   dir(d: Dir): void {
-    if (isSealed(d.st, this.gid, SEALED_DIR_MODE)) this.report.alreadySealed++;
+    // A setgid bit (install-remote gives the root 3770) stays: it is what makes the key's new files
+    // land in GROUP, and check would report the root's mode otherwise.
+    const mode = SEALED_DIR_MODE | (d.st.mode & 0o2000);
+    if (isSealed(d.st, this.gid, mode)) this.report.alreadySealed++;
     else {
       if (!this.dryRun) {
         fs.fchownSync(d.fd, 0, this.gid);
-        fs.fchmodSync(d.fd, SEALED_DIR_MODE);
+        fs.fchmodSync(d.fd, mode);
       }
       this.report.dirs++;
     }

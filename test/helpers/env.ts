@@ -7,7 +7,10 @@ import crypto from "node:crypto";
 import { spawn, spawnSync, type SpawnOptions } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
-export const TOP = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+// Tests run transpiled from dist/test/helpers/; the fixtures they name (fake-ssh, the paramiko
+// script) stay in test/helpers/ of the source tree.
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const TOP = path.resolve(HERE, path.basename(path.resolve(HERE, "../..")) === "dist" ? "../../.." : "../..");
 export const BIN = path.join(TOP, "bin/validate-backup");
 export const FAKE_SSH = path.join(TOP, "test/helpers/fake-ssh");
 export const TEST_USER = "vbtest";
