@@ -35,11 +35,11 @@ const SUBCOMMANDS: Record<string, Sub> = {
     run: async () => (await import("./demo.js")).demo,
   },
   "install-remote": {
-    summary: "--user NAME --root DIR --key PUBKEY_FILE [--from P] [--access M] [--label L] [--sshd-dropin] [--dry-run]   (root)",
+    summary: "--user NAME --root DIR --key PUBKEY_FILE [--from P] [--access M] [--label L] [--keep-full N] [--schedule S] [--sshd-dropin] [--dry-run]   (root)",
     run: async () => (await import("./remote/install.js")).installMain,
   },
   check: {
-    summary: "--user NAME [--sshd-config FILE]   verify the account's layout and sshd settings (root)",
+    summary: "--user NAME [--sshd-config FILE] [--schedule S] [--schedule-dir DIR]   verify the account's layout, housekeeping schedule and sshd settings (root)",
     run: async () => (await import("./remote/check.js")).checkMain,
   },
   seal: {

@@ -28,7 +28,7 @@ t.test("through a real sshd", async (t) => {
   succeeded(t, inst, "install-remote --sshd-dropin");
   t.match(inst.stdout.toString(), /sshd \(pid \d+\) reloaded/);
   t.teardown(() => fs.rmSync(path.join(sshd.dir, "sshd_config.d", `validate-backup-${a.user}.conf`), { force: true }));
-  const check = await vb(["check", "--user", a.user, "--sshd-config", sshd.config]);
+  const check = await vb(["check", "--user", a.user, ...a.schedule, "--sshd-config", sshd.config]);
   succeeded(t, check, "check with the fixture's sshd settings");
   t.notMatch(check.stdout.toString(), /warning: sshd/, "sshd settings read and all as wanted");
 

@@ -16,6 +16,7 @@ const key = clientKey(a.dir);
 const ak = path.join(a.home, ".ssh/authorized_keys");
 const config = path.join(a.configDir, `${a.user}.json`);
 const log = path.join(a.logDir, `${a.user}.log`);
+const cron = path.join(a.scheduleDir, `validate-backup-${a.user}`);
 
 function sh(argv: string[]): void {
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8" });
@@ -104,6 +105,24 @@ const FAULTS: [string, () => () => void, RegExp][] = [
   ["the backup root's parent is world-writable", () => chmodFor(path.dirname(a.root), 0o777), /backup: .*could rename what is in it/],
   ["the backup root is world-readable", () => chmodFor(a.root, 0o3775), /root: mode 3775 -> 3770/],
   [
+    "the housekeeping schedule edited",
+    () => {
+      const old = fs.readFileSync(cron, "utf8");
+      fs.writeFileSync(cron, old.replace("--keep-full 4", "--keep-full 1"));
+      return () => fs.writeFileSync(cron, old);
+    },
+    /rewrite \S+\/validate-backup-vbt-\w+ root:root 0644: line \d+ is '.* prune .*--keep-full 1 .*', expected '.*--keep-full 4 .*' \(.*housekeeping/,
+  ],
+  [
+    "the housekeeping schedule removed",
+    () => {
+      const old = fs.readFileSync(cron, "utf8");
+      fs.rmSync(cron);
+      return () => fs.writeFileSync(cron, old, { mode: 0o644 });
+    },
+    /create \S+\/cron\.d\/validate-backup-vbt-\w+ root:root 0644 \(.*housekeeping: seal, prune/,
+  ],
+  [
     "~/.ssh/rc exists",
     () => {
       const p = path.join(a.home, ".ssh/rc");
@@ -117,13 +136,13 @@ const FAULTS: [string, () => () => void, RegExp][] = [
 t.test("check on a clean install passes, then reports each planted fault", async (t) => {
   const inst = await vb(["install-remote", ...a.args, "--key", `${key}.pub`]);
   succeeded(t, inst, "install-remote");
-  const clean = await vb(["check", "--user", a.user]);
+  const clean = await vb(["check", "--user", a.user, ...a.schedule]);
   succeeded(t, clean, "check of a clean install");
   t.match(clean.stdout.toString(), /check vbt-\w+: ok/);
   for (const [name, plant, expect] of sample(FAULTS)) {
     const undo = plant();
     try {
-      const r = await vb(["check", "--user", a.user]);
+      const r = await vb(["check", "--user", a.user, ...a.schedule]);
       const out = r.stdout.toString();
       t.equal(r.code, 1, `${name}: check fails`);
       t.match(out, new RegExp(`DEVIATION: .*${expect.source}`), `${name}: reported`);
@@ -132,19 +151,19 @@ t.test("check on a clean install passes, then reports each planted fault", async
       undo();
     }
   }
-  const after = await vb(["check", "--user", a.user]);
+  const after = await vb(["check", "--user", a.user, ...a.schedule]);
   succeeded(t, after, "check with every fault undone");
 });
 
 t.test("install-remote repairs what check reports", async (t) => {
   fs.chownSync(a.home, ids().uid, ids().gid);
   fs.chmodSync(path.join(a.home, ".ssh"), 0o777);
-  const bad = await vb(["check", "--user", a.user]);
+  const bad = await vb(["check", "--user", a.user, ...a.schedule]);
   t.equal(bad.code, 1);
   const fix = await vb(["install-remote", ...a.args, "--key", `${key}.pub`]);
   succeeded(t, fix, "install-remote repairs");
   t.match(fix.stdout.toString(), /^2 change\(s\) made/m);
-  t.equal((await vb(["check", "--user", a.user])).code, 0);
+  t.equal((await vb(["check", "--user", a.user, ...a.schedule])).code, 0);
 });
 
 t.test("check of an unknown account fails; of nobody's name, refuses", async (t) => {

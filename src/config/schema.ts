@@ -46,6 +46,8 @@ export const HousekeepingSchema = z.strictObject({
     .describe("group that may read sealed files (default: the group of the root directory)"),
   minAgeMinutes: z.number().int().min(0).max(7 * 24 * 60).default(15).describe("seal leaves files younger than this for the next run"),
   warnNoArrivalHours: z.number().min(1).max(366 * 24).default(48).describe("prune warns when nothing arrived for longer"),
+  // Here rather than only in the schedule's command line: check rebuilds the schedule from the config.
+  keepFull: z.number().int().min(1).max(99999).default(4).describe("full chains install-remote's schedule has prune keep (--keep-full)"),
 });
 
 export const ConfigSchema = z.strictObject({

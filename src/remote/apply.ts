@@ -2,10 +2,11 @@
 // would run to fix it and the code that does. install-remote runs the code; check prints the fix.
 import fs from "node:fs";
 import path from "node:path";
-import type { Step, DirStep, FileStep, LogStep, AncestorsStep, TreeStep, SysctlStep, SshdStep } from "./plan.js";
+import type { Step, DirStep, FileStep, LogStep, AncestorsStep, TreeStep, SysctlStep, SshdStep, TimerStep } from "./plan.js";
 import { inspectAccount } from "./account.js";
 import { lookupUser, lookupGroup, groupsOf, tool, mustTool, readSysctl, writeSysctl, TOOLS } from "./system.js";
 import * as sshd from "./sshd.js";
+import { systemdRunning, SCHEDULE_DIRS } from "./schedule.js";
 import { type Who, STICKY, modeStr, writableBy, searchableBy, canReplace, ancestorsOf, withParent, lstatPath, fixOwnerMode, readText, writeTextAt, moveAside, walkTree, type TreeEntry } from "./fsops.js";
 import { at, lstatAtOrNull } from "../vault/fsat.js";
 import { VbError } from "../errors.js";
@@ -117,8 +118,21 @@ function inspectFile(s: FileStep, ctx: Ctx): Change[] {
   });
   if (!st) return [write(`create ${s.path} ${want.label} ${modeStr(s.mode)}`)];
   if (!st.isFile()) return [aside(s.path, st), write(`create ${s.path}`)];
-  if (s.content !== undefined && readText(s.path) !== s.content) return [write(`rewrite ${s.path} ${want.label} ${modeStr(s.mode)}`)];
+  if (s.content !== undefined) {
+    const have = readText(s.path) ?? "";
+    if (have !== s.content) return [write(`rewrite ${s.path} ${want.label} ${modeStr(s.mode)}: ${firstDifference(have, s.content)}`)];
+  }
   return attrChanges(s.path, st, want, s.mode);
+}
+
+/** Where a file's text first departs from what belongs there, for a person to see what was edited. */
+export function firstDifference(have: string, want: string): string {
+  const h = have.split("\n");
+  const w = want.split("\n");
+  const i = h.findIndex((line, n) => line !== w[n]);
+  const n = i < 0 ? h.length : i;
+  const show = (l: string | undefined) => (l === undefined ? "(end of file)" : `'${l.length > 160 ? `${l.slice(0, 160)}…` : l}'`);
+  return `line ${n + 1} is ${show(h[n])}, expected ${show(w[n])}`;
 }
 
 /** 'a' among the flags lsattr prints, or the reason it cannot be known. */
@@ -305,6 +319,31 @@ function inspectSshd(s: SshdStep, ctx: Ctx): Change[] {
   ];
 }
 
+/**
+ * A timer is enabled (at boot) and started; after its unit files changed, systemd reads them again.
+ * Where systemd does not run, or the units lie where it does not look, this is a warning saying so,
+ * never a silent skip.
+ */
+function inspectTimer(s: TimerStep, ctx: Ctx): Change[] {
+  const fix = `${TOOLS.systemctl} daemon-reload && ${TOOLS.systemctl} enable --now ${s.unit}`;
+  if (path.dirname(s.path) !== SCHEDULE_DIRS.systemd) return [{ what: `${s.unit} is in ${path.dirname(s.path)}, where systemd does not look for units: not enabled`, fix: `--schedule-dir ${SCHEDULE_DIRS.systemd}, or enable it by hand`, warn: true }];
+  if (!systemdRunning()) return [{ what: `systemd is not running (no /run/systemd/system): ${s.unit} is written but not enabled`, fix, warn: true }];
+  const reread = ctx.changed.has(s.path) || ctx.changed.has(s.service);
+  const state = tool("systemctl", ["is-enabled", s.unit]);
+  const enabled = state.status === 0 && state.stdout.trim() === "enabled";
+  if (enabled && !reread) return [];
+  return [
+    {
+      what: reread ? `systemd reads the changed units again, ${s.unit} enabled and started` : `${s.unit} is ${state.stdout.trim() || "not enabled"}: enable and start it`,
+      fix,
+      do: () => {
+        mustTool("systemctl", ["daemon-reload"]);
+        mustTool("systemctl", ["enable", "--now", s.unit]);
+      },
+    },
+  ];
+}
+
 export function inspect(step: Step, ctx: Ctx): Change[] {
   switch (step.kind) {
     case "account":
@@ -323,6 +362,8 @@ export function inspect(step: Step, ctx: Ctx): Change[] {
       return inspectSysctl(step);
     case "sshd-reload":
       return inspectSshd(step, ctx);
+    case "timer-enable":
+      return inspectTimer(step, ctx);
   }
 }
 
@@ -336,6 +377,8 @@ export function describe(step: Step, ctx: Ctx): string {
       return `account ${step.user} (group ${step.group}, home ${step.path}, shell ${step.shell})`;
     case "sysctl":
       return `sysctl ${step.path} = ${step.value}`;
+    case "timer-enable":
+      return `timer-enable ${step.unit}`;
     default:
       return `${step.kind} ${step.path}`;
   }

@@ -1,6 +1,8 @@
 // validate-backup check --user NAME: rebuild the install plan from what is installed (the account,
 // the gate lines of its authorized_keys and their configs), report every difference, then judge what
 // the plan cannot express: the other key lines, sshd's effective settings. Exits 1 on any deviation.
+// The housekeeping schedule has no pointer in what is installed: check looks where --schedule and
+// --schedule-dir say, with install-remote's defaults.
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { VbError } from "../errors.js";
@@ -13,8 +15,13 @@ const TOOLS_SSHD = TOOLS.sshd;
 import { canonical, lstatPath, readText } from "./fsops.js";
 import * as sshd from "./sshd.js";
 import { TOP } from "../top.js";
+import { scheduleOption } from "./schedule.js";
 
 type Out = (line: string) => void;
+
+const USAGE =
+  "validate-backup check --user NAME [--sshd-config FILE]\n" +
+  "         [--schedule auto|systemd|cron|none] [--schedule-dir DIR]   (where install-remote put the housekeeping schedule)";
 
 // sshd settings that matter for a forced-command account: [key, wanted, deviation (true) or warning].
 const SSHD_RULES: [string, string, boolean, string][] = [
@@ -73,7 +80,7 @@ function keyFindings(akPath: string, out: Change[]): { sources: SourceLayout[]; 
     launchers.add(gate.bin);
     try {
       const p = loadConfig(gate.config);
-      sources.push({ label: p.label, config: gate.config, root: p.root, state: p.state, audit: p.audit.file });
+      sources.push({ label: p.label, config: gate.config, root: p.root, state: p.state, audit: p.audit.file, launcher: gate.bin, keepFull: p.housekeeping.keepFull });
     } catch (e) {
       out.push({ what: `${where}: ${(e as Error).message}`, fix: "run validate-backup install-remote again" });
     }
@@ -82,7 +89,7 @@ function keyFindings(akPath: string, out: Change[]): { sources: SourceLayout[]; 
   return { sources, launchers };
 }
 
-export function checkFindings(user: string, sshdConfig: string): Change[] {
+export function checkFindings(user: string, sshdConfig: string, schedule: Layout["schedule"]): Change[] {
   const acct = lookupUser(user);
   if (!acct) return [{ what: `account ${user} does not exist`, fix: `validate-backup install-remote --user ${user} …` }];
   const group = lookupGroup(acct.gid)?.name ?? String(acct.gid);
@@ -107,11 +114,13 @@ export function checkFindings(user: string, sshdConfig: string): Change[] {
     authorizedKeys: { path: akPath },
     sysctl: { conf: "/etc/sysctl.d/60-validate-backup.conf", content: sysctlConf() },
     sshd: dropinExists ? { config: sshdConfig, dropin, content: sshd.dropinContent(user) } : undefined,
+    schedule,
   };
   const ctx = new Ctx(user, group, settings);
   const steps = buildPlan(layout);
   for (const p of programs.slice(1)) steps.push(...buildPlan({ ...layout, program: p, programFiles: programFiles(p), sources: [], sshd: undefined }).filter((s) => s.path === p));
-  for (const step of steps) out.push(...inspect(step, ctx));
+  // A file's own words ("rewrite X") say what install-remote would do; its purpose says why it matters.
+  for (const step of steps) out.push(...inspect(step, ctx).map((c) => (step.kind === "file" && !c.warn ? { ...c, what: `${c.what} (${step.why})` } : c)));
   for (const f of ["rc", "environment"]) {
     const p = path.join(home, ".ssh", f);
     if (lstatPath(p)) out.push({ what: `${p} exists: sshd ${f === "rc" ? "runs it at login" : "may load it into the environment"}`, fix: `rm ${p}` });
@@ -122,10 +131,10 @@ export function checkFindings(user: string, sshdConfig: string): Change[] {
 }
 
 /** Print the findings; the exit code is 1 when any is a deviation. */
-export function runCheck(user: string, sshdConfig: string, out: Out): number {
+export function runCheck(user: string, sshdConfig: string, out: Out, schedule: Layout["schedule"]): number {
   let found: Change[];
   try {
-    found = checkFindings(user, sshdConfig);
+    found = checkFindings(user, sshdConfig, schedule);
   } catch (e) {
     out(`check: ${(e as Error).message}`);
     return e instanceof VbError && e.code !== "IO" ? 2 : 4;
@@ -141,13 +150,20 @@ export function runCheck(user: string, sshdConfig: string, out: Out): number {
 
 export async function checkMain(args: string[]): Promise<number> {
   let v;
+  let schedule: Layout["schedule"];
   try {
-    v = parseArgs({ args, strict: true, allowPositionals: false, options: { user: { type: "string" }, "sshd-config": { type: "string", default: sshd.DEFAULT_SSHD_CONFIG } } }).values;
+    v = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: { user: { type: "string" }, "sshd-config": { type: "string", default: sshd.DEFAULT_SSHD_CONFIG }, schedule: { type: "string", default: "auto" }, "schedule-dir": { type: "string" } },
+    }).values;
     if (!v.user) throw new Error("--user is required");
+    schedule = scheduleOption(v.schedule, v["schedule-dir"]);
     if (process.getuid?.() !== 0) throw new Error("check must run as root (it reads /etc/shadow and sshd's configuration)");
   } catch (e) {
-    process.stderr.write(`validate-backup check: ${(e as Error).message}\nusage: validate-backup check --user NAME [--sshd-config FILE]\n`);
+    process.stderr.write(`validate-backup check: ${(e as Error).message}\nusage: ${USAGE}\n`);
     return 2;
   }
-  return runCheck(v.user, v["sshd-config"], (l) => process.stdout.write(l + "\n"));
+  return runCheck(v.user, v["sshd-config"], (l) => process.stdout.write(l + "\n"), schedule);
 }

@@ -12,6 +12,7 @@ import { lookupUser, lookupGroup, isRoot, runtimeFiles, programFiles } from "./s
 import { canonical, readText } from "./fsops.js";
 import * as sshd from "./sshd.js";
 import { runCheck } from "./check.js";
+import { scheduleOption } from "./schedule.js";
 import { TOP } from "../top.js";
 
 export const PROGRAM = canonical(TOP);
@@ -21,7 +22,9 @@ const USAGE =
   "usage: validate-backup install-remote --user NAME --root DIR --key PUBKEY_FILE [--from PATTERN]\n" +
   "         [--access append-only|read-only] [--label NAME] [--home DIR] [--sshd-dropin] [--dry-run]\n" +
   "         [--config-dir DIR (/etc/validate-backup)] [--log-dir DIR (/var/log/validate-backup)]\n" +
-  "         [--sshd-config FILE (/etc/ssh/sshd_config)]";
+  "         [--sshd-config FILE (/etc/ssh/sshd_config)] [--keep-full N (the config's, else 4)]\n" +
+  "         [--schedule auto|systemd|cron|none (auto: systemd where it runs, else cron)]\n" +
+  "         [--schedule-dir DIR (/etc/systemd/system or /etc/cron.d)]";
 
 const OPTIONS = {
   user: { type: "string" },
@@ -36,6 +39,9 @@ const OPTIONS = {
   "config-dir": { type: "string", default: "/etc/validate-backup" },
   "log-dir": { type: "string", default: "/var/log/validate-backup" },
   "sshd-config": { type: "string", default: sshd.DEFAULT_SSHD_CONFIG },
+  "keep-full": { type: "string" },
+  schedule: { type: "string", default: "auto" },
+  "schedule-dir": { type: "string" },
 } as const;
 
 const USER_NAME = /^[a-z_][a-z0-9_-]{0,30}$/;
@@ -75,6 +81,8 @@ function parse(args: string[]) {
   if (!path.isAbsolute(home) || home === "/") bad(`the home of ${user} (${home}) cannot be used: give --home`);
   if (root === "/" || within(root, home) || within(path.join(home, ".ssh"), root)) bad(`--root ${root}: the home ${home} must lie outside it, and it outside ~/.ssh`);
   if (within(PROGRAM, root) || within(root, PROGRAM)) bad(`--root ${root} must lie outside the program (${PROGRAM})`);
+  const keepFull = v["keep-full"];
+  if (keepFull !== undefined && !/^[1-9]\d{0,4}$/.test(keepFull)) bad(`--keep-full needs a whole number of at least 1 (got '${keepFull.slice(0, 16)}')`);
   return {
     user,
     label,
@@ -88,13 +96,18 @@ function parse(args: string[]) {
     configDir: absolute("config-dir", v["config-dir"]),
     logDir: absolute("log-dir", v["log-dir"]),
     sshdConfig: absolute("sshd-config", v["sshd-config"]),
+    keepFull: keepFull === undefined ? undefined : Number(keepFull),
+    schedule: scheduleOption(v.schedule, v["schedule-dir"]),
     createAccount: !existing,
     group: existing ? (lookupGroup(existing.gid)?.name ?? bad(`the primary group ${existing.gid} of ${user} has no name`)) : user,
   };
 }
 
-/** The key's policy: the fields install-remote owns are set, any other setting an admin made is kept. */
-function configContent(o: Options, s: SourceLayout): string {
+/**
+ * The key's policy: the fields install-remote owns are set, any other setting an admin made is kept.
+ * --keep-full lands in housekeeping.keepFull, so that check rebuilds the schedule from the config.
+ */
+function configContent(o: Options, s: Omit<SourceLayout, "keepFull">): { text: string; keepFull: number } {
   let json: Record<string, unknown> = {};
   const old = readText(s.config);
   if (old !== null) {
@@ -105,20 +118,23 @@ function configContent(o: Options, s: SourceLayout): string {
     }
   }
   json = { ...json, label: s.label, root: s.root, state: s.state, access: o.access, audit: { ...(json.audit as object), file: s.audit } };
+  if (o.keepFull !== undefined) json.housekeeping = { ...(json.housekeeping as object), keepFull: o.keepFull };
   const text = JSON.stringify(json, null, 2) + "\n";
-  parseConfig(text, s.config); // the gate must accept what we write
-  return text;
+  const policy = parseConfig(text, s.config); // the gate must accept what we write
+  return { text, keepFull: policy.housekeeping.keepFull };
 }
 
 export function layoutFor(o: Options): Layout {
-  const src: SourceLayout = {
+  const base = {
     label: o.label,
     config: path.join(o.configDir, `${o.label}.json`),
     root: o.root,
     state: `${o.root}.state`,
     audit: path.join(o.logDir, `${o.label}.log`),
+    launcher: LAUNCHER,
   };
-  src.configContent = configContent(o, src);
+  const { text, keepFull } = configContent(o, base);
+  const src: SourceLayout = { ...base, configContent: text, keepFull };
   const key = readPublicKey(fs.readFileSync(o.keyFile, "utf8"), o.keyFile);
   const akPath = path.join(o.home, ".ssh", "authorized_keys");
   let existing = "";
@@ -139,6 +155,7 @@ export function layoutFor(o: Options): Layout {
     authorizedKeys: { path: akPath, content: mergeKeys(existing, gateLine(LAUNCHER, src.config, key, o.from), key).content },
     sysctl: { conf: "/etc/sysctl.d/60-validate-backup.conf", content: sysctlConf() },
     sshd: o.dropin ? { config: o.sshdConfig, dropin: sshd.dropinPath(o.sshdConfig, o.user), content: sshd.dropinContent(o.user) } : undefined,
+    schedule: o.schedule,
   };
 }
 
@@ -159,5 +176,5 @@ export async function installMain(args: string[]): Promise<number> {
   out(`${changes} change(s)${o.dry ? " planned" : " made"}, ${warnings} warning(s)`);
   if (o.dry) return 0;
   out("");
-  return runCheck(o.user, o.sshdConfig, out);
+  return runCheck(o.user, o.sshdConfig, out, o.schedule);
 }

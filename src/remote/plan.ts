@@ -2,6 +2,8 @@
 // path, who owns it, its mode and (for files) its content. install-remote applies the list; check
 // builds the same list from what is installed and reports every difference.
 import path from "node:path";
+import { scheduleName, cronContent, serviceContent, timerContent, type ScheduleKind } from "./schedule.js";
+import { VbError } from "../errors.js";
 
 export type Owner = "root" | { user: true } | { group: true };
 
@@ -61,7 +63,13 @@ export interface SshdStep extends Base {
   kind: "sshd-reload";
   dropin: string;
 }
-export type Step = AccountStep | DirStep | FileStep | LogStep | AncestorsStep | TreeStep | SysctlStep | SshdStep;
+/** path: the timer unit; enabled and started, systemd's units reloaded when it or service changed. */
+export interface TimerStep extends Base {
+  kind: "timer-enable";
+  unit: string;
+  service: string;
+}
+export type Step = AccountStep | DirStep | FileStep | LogStep | AncestorsStep | TreeStep | SysctlStep | SshdStep | TimerStep;
 
 export interface SourceLayout {
   label: string;
@@ -70,6 +78,10 @@ export interface SourceLayout {
   root: string;
   state: string;
   audit: string;
+  /** The bin/validate-backup its key line runs; housekeeping runs the same program. */
+  launcher: string;
+  /** Full chains prune keeps (housekeeping.keepFull). */
+  keepFull: number;
 }
 
 export interface Layout {
@@ -87,6 +99,8 @@ export interface Layout {
   authorizedKeys: { path: string; content?: string };
   sysctl: { conf: string; content?: string };
   sshd?: { config: string; dropin: string; content: string };
+  /** Where and how seal, prune and record-head are scheduled; undefined: the admin does it. */
+  schedule?: { kind: ScheduleKind; dir: string };
 }
 
 export const SHELL = "/bin/sh";
@@ -146,12 +160,39 @@ export function buildPlan(l: Layout): Step[] {
     steps.push({ kind: "dir", path: s.state, owner: "user", group: "group", mode: 0o700, why: `[${s.label}] state beside the root (uploads in flight, staging)` });
   }
 
-  // Housekeeping (seal, prune) will add its timer here: a systemd timer or cron file per account.
+  if (l.schedule && l.sources.length) steps.push(...scheduleSteps(l.schedule, l.sources));
 
   steps.push({ kind: "file", path: l.authorizedKeys.path, owner: "root", group: "root", mode: 0o644, content: l.authorizedKeys.content, why: "the key, forced through the gate" });
   if (l.sshd) {
     steps.push({ kind: "file", path: l.sshd.dropin, owner: "root", group: "root", mode: 0o644, content: l.sshd.content, why: "sshd: publickey only, no forwarding, no tty" });
     steps.push({ kind: "sshd-reload", path: l.sshd.config, dropin: l.sshd.dropin, why: "sshd -t, then reload" });
+  }
+  return steps;
+}
+
+/** Per key: a cron.d file, or a service and timer unit and the step that enables the timer. */
+function scheduleSteps(sch: { kind: ScheduleKind; dir: string }, sources: SourceLayout[]): Step[] {
+  const steps: Step[] = [
+    { kind: "ancestors", path: sch.dir, why: "no one but root can swap root's schedule" },
+    { kind: "dir", path: sch.dir, owner: "root", group: "root", mode: 0o755, why: `${sch.kind === "cron" ? "cron.d" : "systemd units"}: root's schedule` },
+  ];
+  const named = new Map<string, string>();
+  for (const s of sources) {
+    const name = scheduleName(s.label);
+    // Labels differing only in '.', '@' and '-' would share one file and overwrite each other.
+    const other = named.get(name);
+    if (other !== undefined && other !== s.label) throw new VbError("BAD_REQUEST", `the keys '${other}' and '${s.label}' would share the schedule ${name}: give one of them another --label`);
+    named.set(name, s.label);
+    const why = `[${s.label}] housekeeping: seal, prune (keeping ${s.keepFull} full chains), record the audit head`;
+    if (sch.kind === "cron") {
+      steps.push({ kind: "file", path: path.join(sch.dir, name), owner: "root", group: "root", mode: 0o644, content: cronContent(s), why: `${why}; from cron, prune daily, the rest hourly` });
+      continue;
+    }
+    const service = path.join(sch.dir, `${name}.service`);
+    const timer = path.join(sch.dir, `${name}.timer`);
+    steps.push({ kind: "file", path: service, owner: "root", group: "root", mode: 0o644, content: serviceContent(s), why: `${why}: the service` });
+    steps.push({ kind: "file", path: timer, owner: "root", group: "root", mode: 0o644, content: timerContent(s), why: `${why}: its timer, hourly` });
+    steps.push({ kind: "timer-enable", path: timer, unit: `${name}.timer`, service, why: `[${s.label}] the timer enabled and started` });
   }
   return steps;
 }

@@ -12,6 +12,7 @@ export const TOOLS = {
   chattr: "/usr/bin/chattr",
   lsattr: "/usr/bin/lsattr",
   sshd: "/usr/sbin/sshd",
+  systemctl: "/usr/bin/systemctl",
 } as const;
 export type Tool = keyof typeof TOOLS;
 

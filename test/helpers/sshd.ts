@@ -148,6 +148,10 @@ export interface Account {
   root: string;
   configDir: string;
   logDir: string;
+  /** Where install-remote writes the housekeeping schedule (cron.d style), never the host's own. */
+  scheduleDir: string;
+  /** The schedule options install-remote and check both need. */
+  schedule: string[];
   /** install-remote's arguments for this account (add --key and extras). */
   args: string[];
 }
@@ -164,9 +168,13 @@ export function account(t: Teardownable, opts: { prefix?: string } = {}): Accoun
     root: path.join(dir, "backup", "root"),
     configDir: path.join(dir, "etc"),
     logDir: path.join(dir, "log"),
+    scheduleDir: path.join(dir, "cron.d"),
+    schedule: [],
     args: [],
   };
-  a.args = ["--user", user, "--home", a.home, "--root", a.root, "--config-dir", a.configDir, "--log-dir", a.logDir];
+  // cron, whatever the host runs: a test must not enable a systemd timer, nor drop a file a running cron reads.
+  a.schedule = ["--schedule", "cron", "--schedule-dir", a.scheduleDir];
+  a.args = ["--user", user, "--home", a.home, "--root", a.root, "--config-dir", a.configDir, "--log-dir", a.logDir, ...a.schedule];
   t.teardown(() => removeAccount(a));
   return a;
 }

@@ -1,0 +1,158 @@
+// When root's housekeeping runs for each key: seal, prune and audit --record-head, from a systemd
+// timer where systemd runs, else from a cron.d file. The files' contents are built here from the
+// installed config alone, so install-remote writes them and check rebuilds and compares them.
+import fs from "node:fs";
+import crypto from "node:crypto";
+import path from "node:path";
+import { VbError } from "../errors.js";
+import { canonical } from "./fsops.js";
+
+export type ScheduleKind = "systemd" | "cron";
+/** What install-remote and check are told: auto picks systemd where it runs, else cron. */
+export const SCHEDULE_CHOICES = ["auto", "systemd", "cron", "none"] as const;
+export type ScheduleChoice = (typeof SCHEDULE_CHOICES)[number];
+
+export const SCHEDULE_DIRS: Record<ScheduleKind, string> = { systemd: "/etc/systemd/system", cron: "/etc/cron.d" };
+
+/** The test systemd itself documents (sd_booted(3)): is this system running systemd now? */
+export function systemdRunning(): boolean {
+  try {
+    return fs.lstatSync("/run/systemd/system").isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+export function scheduleKind(choice: ScheduleChoice): ScheduleKind | undefined {
+  if (choice === "none") return undefined;
+  if (choice === "auto") return systemdRunning() ? "systemd" : "cron";
+  return choice;
+}
+
+/** --schedule and --schedule-dir, as install-remote and check both take them; undefined: none. */
+export function scheduleOption(choice: string, dir: string | undefined): { kind: ScheduleKind; dir: string } | undefined {
+  if (!(SCHEDULE_CHOICES as readonly string[]).includes(choice)) throw new VbError("BAD_REQUEST", `--schedule must be one of ${SCHEDULE_CHOICES.join(", ")}`);
+  const kind = scheduleKind(choice as ScheduleChoice);
+  if (!kind) return undefined;
+  if (dir === undefined) return { kind, dir: SCHEDULE_DIRS[kind] };
+  if (!path.isAbsolute(dir) || dir.includes("\0")) throw new VbError("BAD_REQUEST", "--schedule-dir must be an absolute path");
+  return { kind, dir: canonical(dir) };
+}
+
+/**
+ * validate-backup-<label> with '.' and '@' made '-': cron skips files in cron.d whose names are not
+ * ^[A-Za-z0-9_-]+$ (without a word), and systemd reads '@' in a unit name as a template instance.
+ */
+export function scheduleName(label: string): string {
+  return `validate-backup-${label.replace(/[^A-Za-z0-9_-]/g, "-")}`;
+}
+
+// Each path appears unquoted in a cron line (run by /bin/sh, where cron also turns '%' into a
+// newline) and in a unit's ExecStart (where '%' and '$' expand): only these characters mean
+// themselves in all three.
+const PLAIN = /^\/[A-Za-z0-9_./@+,-]*$/;
+
+function plain(p: string): string {
+  if (!PLAIN.test(p)) throw new VbError("BAD_REQUEST", `${p.slice(0, 200)}: the housekeeping schedule names this path in a cron line or a unit's ExecStart, where only letters, digits and . / _ @ + , - are safe; choose such a path, or --schedule none and schedule seal and prune yourself`);
+  return p;
+}
+
+export interface ScheduledSource {
+  label: string;
+  launcher: string;
+  config: string;
+  audit: string;
+  root: string;
+  state: string;
+  keepFull: number;
+}
+
+/** The three commands, in order: settle the uploads, drop old chains, then pin the log's head (after both logged). */
+export function commands(s: ScheduledSource): { seal: string; prune: string; head: string } {
+  const bin = plain(s.launcher);
+  return {
+    seal: `${bin} seal --config ${plain(s.config)}`,
+    prune: `${bin} prune --config ${plain(s.config)} --keep-full ${s.keepFull}`,
+    head: `${bin} audit --record-head --file ${plain(s.audit)}`,
+  };
+}
+
+const HEADER = (s: ScheduledSource, what: string) =>
+  [
+    `# validate-backup: housekeeping of the key '${s.label}' (${what}).`,
+    "# Written by validate-backup install-remote, which overwrites edits on its next run; check reports",
+    "# them. Change the kept chains with install-remote --keep-full N (or housekeeping.keepFull in the config).",
+  ];
+
+/**
+ * The minute of the hour this key's cron lines run at, from its label: cron has no random delay,
+ * and a fixed minute per key keeps many keys on one host from all walking their trees at once
+ * while leaving the file the same on every install (check compares it).
+ */
+export function cronMinute(label: string): number {
+  return crypto.createHash("sha256").update(label).digest().readUInt32BE(0) % 60;
+}
+
+export function cronContent(s: ScheduledSource): string {
+  const c = commands(s);
+  const m = cronMinute(s.label);
+  // stdout (the summaries, also in the audit log) is dropped: cron would mail it every hour.
+  // stderr, where failures go, still reaches root's mail.
+  return [
+    ...HEADER(s, "from cron, as systemd does not run here"),
+    "SHELL=/bin/sh",
+    "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+    "# hourly: seal what has settled, then record the audit log's chain head",
+    `${m} * * * * root ${c.seal} >/dev/null; ${c.head} >/dev/null`,
+    `# daily: remove whole chains older than the newest ${s.keepFull} full ones`,
+    `${(m + 30) % 60} 4 * * * root ${c.prune} >/dev/null`,
+    "",
+  ].join("\n");
+}
+
+// ProtectSystem=full makes /usr, /boot, /efi and /etc read-only for the run: only where nothing
+// seal, prune or record-head writes (root, state, the log and its .head file) lies below them.
+const READ_ONLY_UNDER_FULL = ["/usr", "/boot", "/efi", "/etc"];
+
+export function serviceContent(s: ScheduledSource): string {
+  const c = commands(s);
+  const written = [s.root, s.state, s.audit];
+  const protect = written.every((p) => !READ_ONLY_UNDER_FULL.some((d) => p === d || p.startsWith(d + "/")));
+  return [
+    ...HEADER(s, `started by ${scheduleName(s.label)}.timer`),
+    "[Unit]",
+    `Description=validate-backup housekeeping of ${s.label}: seal, prune, record the audit log's head`,
+    "",
+    "[Service]",
+    "Type=oneshot",
+    "# Runs as root: seal and prune change owners in the backup account's tree.",
+    ...[c.seal, c.prune, c.head].map((x) => `ExecStart=${x}`),
+    "# prune exits 5 when nothing arrived for too long: a warning it has logged, not a failed run.",
+    "SuccessExitStatus=5",
+    "Nice=10",
+    "IOSchedulingClass=idle",
+    "PrivateTmp=yes",
+    "NoNewPrivileges=yes",
+    ...(protect ? ["ProtectSystem=full"] : ["# No ProtectSystem: the backup root, state or log lies below /usr, /boot, /efi or /etc."]),
+    "",
+  ].join("\n");
+}
+
+export function timerContent(s: ScheduledSource): string {
+  return [
+    ...HEADER(s, `starts ${scheduleName(s.label)}.service`),
+    "[Unit]",
+    `Description=validate-backup housekeeping of ${s.label}, hourly`,
+    "",
+    "[Timer]",
+    "OnCalendar=hourly",
+    "# Keys on one host do not all walk their trees at the same moment.",
+    "RandomizedDelaySec=20min",
+    "# A run missed while the host was down happens at the next boot.",
+    "Persistent=true",
+    "",
+    "[Install]",
+    "WantedBy=timers.target",
+    "",
+  ].join("\n");
+}
