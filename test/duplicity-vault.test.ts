@@ -9,6 +9,7 @@ import { rsyncClient, localTree } from "./helpers/rsync-client.js";
 import { fullSet, incSet, plant, runRoot, exists } from "./helpers/duplicity.js";
 import { versionKey } from "../src/vault/versions.js";
 import { ARRIVALS_FILE } from "../src/housekeeping/arrivals.js";
+import { FULL_ONLY } from "./helpers/scale.js";
 
 const T0 = "20250101T000000Z";
 const T1 = "20250102T000000Z";
@@ -135,7 +136,7 @@ t.test("replace: resume may send the last volume and the signatures of an unfini
   t.same(fs.readdirSync(vdir).sort(), ["1", "2", "3", "path"]);
 });
 
-t.test("replace: 'never' refuses every overwrite; the plain profile has nothing to resume", async (t) => {
+t.test("replace: 'never' refuses every overwrite; the plain profile has nothing to resume", FULL_ONLY, async (t) => {
   for (const config of [{ replace: "never" }, { profile: "plain" }]) {
     const sb = sandbox(t, { config });
     const { unfinished } = history(sb);

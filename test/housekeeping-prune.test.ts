@@ -6,6 +6,7 @@ import { sandbox, snapshot, auditLines, gateIds, type Sandbox } from "./helpers/
 import { chain, fullSet, incSet, plant, runRoot, exists, ts } from "./helpers/duplicity.js";
 import { versionKey } from "../src/vault/versions.js";
 import { ARRIVALS_FILE } from "../src/housekeeping/arrivals.js";
+import { FULL_ONLY } from "./helpers/scale.js";
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
@@ -66,7 +67,7 @@ t.test("prune --keep-full 1 removes older chains whole, with their versions and 
   t.match(lines.find((l) => l.event === "prune"), { removedChains: 2, removedFiles: A.length + B.length, removedVersions: 1, keepFull: 1 });
 });
 
-t.test("prune --keep-full 2 keeps two; --older-than keeps what arrived recently; both together must both agree", async (t) => {
+t.test("prune --keep-full 2 keeps two; --older-than keeps what arrived recently; both together must both agree", FULL_ONLY, async (t) => {
   for (const [args, gone] of [
     [["--keep-full", "2"], ["A"]],
     [["--older-than", "15d"], ["A", "B"]],

@@ -9,7 +9,7 @@ import t from "tap";
 import * as openpgp from "openpgp";
 import { BIN, run } from "./helpers/env.js";
 import { gpgHome, type Gpg } from "./helpers/pgp.js";
-import { QUICK } from "./helpers/scale.js";
+import { FULL_ONLY } from "./helpers/scale.js";
 import { verifyDir, statusOf, type Row } from "../src/pgp/verify.js";
 
 function duplicity(g: Gpg, args: string[]): void {
@@ -82,9 +82,7 @@ t.test("duplicity backups", async (t) => {
 
   // Each case decrypts the whole backup again (~15 s on CI's two cores): the quick scale keeps the
   // acceptance cases (clean, flipped byte, deleted volume, other signer, forged manifest, the command).
-  const extra = { skip: QUICK && "quick scale: run in the full suite" };
-
-  t.test("a secret key behind a passphrase", extra, async (t) => {
+  t.test("a secret key behind a passphrase", FULL_ONLY, async (t) => {
     const privateKey = await openpgp.readPrivateKey({ armoredKey: fs.readFileSync(g.sec, "utf8") });
     const locked = await openpgp.encryptKey({ privateKey, passphrase: "correct horse" });
     const keyFile = path.join(g.dir, "locked.asc");
@@ -143,7 +141,7 @@ t.test("duplicity backups", async (t) => {
     t.equal(statusOf(r.rows.get(vol2)!), "BAD SIGNATURE", "the forged volume: unsigned");
   });
 
-  t.test("an extra volume, a plaintext file, a missing full set", extra, async (t) => {
+  t.test("an extra volume, a plaintext file, a missing full set", FULL_ONLY, async (t) => {
     const d = copy();
     const vol9 = vol2.replace(".vol2.", ".vol9.");
     fs.copyFileSync(path.join(d, vol2), path.join(d, vol9));

@@ -7,7 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
 import { snapshotAll, auditLines, type Sandbox, type AuditLine } from "./helpers/env.js";
-import { size, QUICK } from "./helpers/scale.js";
+import { size, sample, QUICK } from "./helpers/scale.js";
 import { SftpClient, hostileWorld, WORLD_FILES, FX, FX_NAME, PF, T, describe, packet, u32, u64, str, attrs, crashSigns, type Reply, type Attrs, type Bytes } from "./helpers/sftp-client.js";
 import { cleanString } from "../src/audit/sanitize.js";
 
@@ -466,7 +466,8 @@ t.test("33: malformed packets get an error reply or a clean disconnect, never a 
     ["a packet too short to carry a request id", lying(3, Buffer.from([T.STAT, 0, 0]))],
     ["INIT a second time", packet(T.INIT, u32(3))],
   ];
-  for (const [name, bytes] of disconnects) await t.test(name, (t) => framing(t, sb, bytes));
+  // Each ends its session: one server start apiece, so the quick scale (CI) takes every other one.
+  for (const [name, bytes] of sample(disconnects, 2)) await t.test(name, (t) => framing(t, sb, bytes));
 
   // Each of these is answered with the request's id, and the session goes on.
   const req = (type: number, ...fields: Buffer[]): Probe["send"] => (c) => c.request(type, ...fields);

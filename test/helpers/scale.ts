@@ -15,3 +15,6 @@ export function size(envName: string, full: number, quick: number): number {
 export function sample<T>(items: readonly T[], every = 3): T[] {
   return QUICK ? items.filter((_, i) => i % every === 0) : [...items];
 }
+
+/** Test options for a case CI's quick scale leaves to the full run (`npm test`). */
+export const FULL_ONLY = { skip: QUICK && "quick scale (CI): run in the full suite, npm test" };
