@@ -3,22 +3,22 @@
 // Two REMOTE accounts (N=2) each receive the same backup. The backups themselves go by sftp://,
 // the fastest backend: every backend's put, list and get are proven in e2e-duplicity.test.ts.
 import t from "tap";
-import { QUICK } from "./helpers/scale.js";
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
 import { snapshot } from "./helpers/env.js";
 import { startSshd, account, succeeded } from "./helpers/sshd.js";
 import { haveDuplicity, makeSource, duplicity, tree, url, remoteDir, install } from "./helpers/duplicity-e2e.js";
+import { FULL_ONLY } from "./helpers/scale.js";
 
 if (!haveDuplicity) t.plan(0, "needs root, sshd, duplicity and gpg");
-const SKIP = QUICK && "full scale only (VB_TEST_SCALE=quick): a dozen duplicity runs do not fit CI's budget";
 
 // Delete paths: paramiko SFTP REMOVE, `sftp rm` (pexpect+scp deletes through sftp as well), `rm`
 // over exec, rsync --delete of a directory holding only the files to keep.
 const DELETERS = ["sftp", "pexpect+sftp", "paramiko+scp", "rsync"];
 
-t.test("duplicity removals and N=2 through the gate", { skip: SKIP }, async (t) => {
+// A dozen duplicity runs do not fit CI's budget: the full run only.
+t.test("duplicity removals and N=2 through the gate", FULL_ONLY, async (t) => {
   const sshd = await startSshd(t);
   const a = account(t, { prefix: "m" });
   const src = makeSource(a.dir, { "a.bin": crypto.randomBytes(100_000), "sub/b.txt": "first version\n" });

@@ -10,7 +10,6 @@
 // ssh to tidy up, and the gate sees its connection drop in the middle of a file. SIGTERM would
 // prove less: duplicity dies of it just the same, but its children may finish what they started.
 import t, { type Test } from "tap";
-import { QUICK } from "./helpers/scale.js";
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
@@ -18,6 +17,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { run } from "./helpers/env.js";
 import { startSshd, account, vb, succeeded, type Account, type Sshd } from "./helpers/sshd.js";
 import { haveDuplicity, makeSource, duplicity, duplicityCommand, tree, url, remoteDir, install, sha256, type Source } from "./helpers/duplicity-e2e.js";
+import { FULL_ONLY } from "./helpers/scale.js";
 import { versionKey } from "../src/vault/versions.js";
 
 if (!haveDuplicity) t.plan(0, "needs root, sshd, duplicity and gpg");
@@ -116,7 +116,8 @@ function sftpPut(src: Source, a: Account, sshd: Sshd, remote: string, bytes: Buf
   return run(["/usr/bin/sftp", ...sshd.clientOpts(src.key), "-b", "-", `${a.user}@127.0.0.1`], { env: { PATH: "/usr/bin:/bin" } }, { input: `put ${local} ${remote}\n`, timeoutMs: 60_000 });
 }
 
-t.test("duplicity resumes a killed backup through the gate", { skip: QUICK && "full scale only (VB_TEST_SCALE=quick): six volumes, a kill and a resume per backend do not fit CI's budget" }, async (t) => {
+// Six volumes, a kill and a resume per backend do not fit CI's budget: the full run only.
+t.test("duplicity resumes a killed backup through the gate", FULL_ONLY, async (t) => {
   const sshd = await startSshd(t);
   const a = account(t, { prefix: "r" });
   const src = makeSource(a.dir, { "big.bin": crypto.randomBytes(DATA_BYTES), "small.txt": "a small file\n" });

@@ -8,7 +8,9 @@ import { gateReasons, gate } from "./helpers/scp-wire.js";
 import { sample } from "./helpers/scale.js";
 
 // Each gate() is a whole session (a node start, ~1-3 s on CI's two cores): the quick scale sends a
-// sample through the binary; gateReasons decides every case in-process at every scale.
+// sample through the binary. gateReasons decides the syntax and path refusals in-process at every
+// scale; those that depend on the tree (a planted link, a file in the way, a missing name) are
+// checked through the binary only, so the quick scale checks some of them and the full run all.
 
 async function refusedAll(t: Test, sb: Sandbox, cases: Array<[string, RegExp]>): Promise<void> {
   const before = snapshotAll(sb);

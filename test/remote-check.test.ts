@@ -1,12 +1,12 @@
 // check on a clean install passes; each layout fault of attacks.md item 36 (and its relatives),
 // planted one at a time and undone after, is reported with its fix and makes check exit 1.
-import { sample, FULL_ONLY } from "./helpers/scale.js";
 import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { TOP } from "./helpers/env.js";
 import { account, clientKey, vb, succeeded } from "./helpers/sshd.js";
+import { sample, FULL_ONLY } from "./helpers/scale.js";
 
 const root = process.getuid?.() === 0;
 if (!root) t.plan(0, "check needs root");

@@ -1,10 +1,10 @@
 // The rsync lines of conformance/attacks.md (items 4-18), through the real binary as the gate
 // user: each is refused before rsync starts, with its own reason on stderr and in a deny line of
 // the audit log, and nothing inside or outside the root changes.
-import { sample } from "./helpers/scale.js";
 import t, { type Test } from "tap";
 import { sandbox, snapshotAll, runGate, auditLines, type Sandbox } from "./helpers/env.js";
 import { leftovers } from "./helpers/rsync-client.js";
+import { sample } from "./helpers/scale.js";
 
 // Each case runs the gate several times; a loaded machine needs more than the default 300 s.
 t.setTimeout(10 * 60_000);

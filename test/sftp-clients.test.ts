@@ -2,11 +2,11 @@
 // scp (SFTP mode) through fake-ssh, paramiko over a socketpair, and restic's sftp backend. Every
 // refused operation must leave what existed byte-identical, with an audit line saying why.
 import t from "tap";
-import { QUICK } from "./helpers/scale.js";
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
 import { sandbox, snapshot, snapshotAll, auditLines, run, FAKE_SSH, TOP, type Sandbox, type Snap, type AuditLine, type Teardownable } from "./helpers/env.js";
+import { FULL_ONLY } from "./helpers/scale.js";
 
 t.setTimeout(15 * 60 * 1000); // restic derives its key with scrypt on every run: slow on a busy machine
 
@@ -181,7 +181,8 @@ t.test("paramiko: chdir down from /, put, get, listdir, stat; remove of a stored
   t.ok(refusals(sb).some((l) => l.op === "remove" && l.code === "IMMUTABLE"));
 });
 
-t.test("restic 0.14 sftp backend: init, backup twice, check, restore; forget --prune removes nothing", { skip: QUICK && "full scale only (VB_TEST_SCALE=quick): restic's scrypt per run costs minutes of CI" }, async (t) => {
+// restic's scrypt costs minutes of CI per run: the full run only.
+t.test("restic 0.14 sftp backend: init, backup twice, check, restore; forget --prune removes nothing", FULL_ONLY, async (t) => {
   const sb = sandbox(t);
   const local = scratch(t);
   const data = path.join(local, "data");

@@ -126,7 +126,7 @@ function inspectFile(s: FileStep, ctx: Ctx): Change[] {
 }
 
 /** Where a file's text first departs from what belongs there, for a person to see what was edited. */
-export function firstDifference(have: string, want: string): string {
+function firstDifference(have: string, want: string): string {
   const h = have.split("\n");
   const w = want.split("\n");
   const i = h.findIndex((line, n) => line !== w[n]);

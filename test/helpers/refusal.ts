@@ -1,11 +1,11 @@
 // The attack suites' one assertion: a command line is refused, audited, and changes nothing. Each
 // attack item runs a few cases through the real binary (slow: one node start each) and all of its
 // variants in-process through parseCommand + decide (fast), so a long list costs little.
-import { sample } from "./scale.js";
 import fs from "node:fs";
 import path from "node:path";
 import type { Test } from "tap";
 import { sandbox, snapshot, snapshotAll, runGate, auditLines, type Sandbox, type Snap } from "./env.js";
+import { sample } from "./scale.js";
 import { cleanString } from "../../src/audit/sanitize.js";
 import { parseCommand } from "../../src/gate/command.js";
 import { decide } from "../../src/gate/decide.js";
