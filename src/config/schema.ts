@@ -1,19 +1,25 @@
 // The per-key policy. This schema is the single source of the config's types and defaults; unknown
 // keys are errors at every level (strictObject), because a misspelt limit must not silently vanish.
-import { z } from "zod";
+// zod/mini, not zod's classic API: every SSH session is a fresh node that parses one config, and
+// loading the classic API (method chains on every schema) cost a third of a session's start-up.
+import * as z from "zod/mini";
+import { en } from "zod/locales";
 import path from "node:path";
 
-// Each session parses one config once: zod's JIT (it compiles a fast path with new Function on the
-// first parse) costs more than it saves there.
-z.config({ jitless: true });
+// zod/mini loads no messages of its own; without a locale every fault would read "Invalid input".
+// jitless: the JIT (a fast path compiled with new Function on the first parse) costs more than it
+// saves for one parse.
+z.config({ ...en(), jitless: true });
 
-const absPath = z
-  .string()
-  .min(2)
-  .max(1024)
-  .refine((p) => path.isAbsolute(p), "must be an absolute path")
-  .refine((p) => !p.includes("\0"), "must not contain NUL")
-  .refine((p) => path.normalize(p) === p && !p.endsWith("/"), "must be normalized (no '..', '//' or trailing '/')");
+const int = (min: number, max?: number) => z.int().check(z.gte(min), ...(max === undefined ? [] : [z.lte(max)]));
+
+const absPath = z.string().check(
+  z.minLength(2),
+  z.maxLength(1024),
+  z.refine((p) => path.isAbsolute(p), "must be an absolute path"),
+  z.refine((p) => !p.includes("\0"), "must not contain NUL"),
+  z.refine((p) => path.normalize(p) === p && !p.endsWith("/"), "must be normalized (no '..', '//' or trailing '/')"),
+);
 
 export const PROTOCOLS = ["sftp", "scp", "rsync"] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
@@ -21,53 +27,57 @@ export type Protocol = (typeof PROTOCOLS)[number];
 const GiB = 1024 ** 3;
 
 export const LimitsSchema = z.strictObject({
-  sessions: z.number().int().min(1).max(1000).default(4).describe("concurrent sessions of this key"),
-  sessionSeconds: z.number().int().min(10).max(7 * 24 * 3600).default(12 * 3600),
-  idleSeconds: z.number().int().min(5).max(24 * 3600).default(900),
-  maxFileBytes: z.number().int().min(1).default(256 * GiB),
-  maxSessionBytes: z.number().int().min(1).default(4096 * GiB),
-  maxOpenHandles: z.number().int().min(1).max(4096).default(64),
+  /** concurrent sessions of this key */
+  sessions: z._default(int(1, 1000), 4),
+  sessionSeconds: z._default(int(10, 7 * 24 * 3600), 12 * 3600),
+  idleSeconds: z._default(int(5, 24 * 3600), 900),
+  maxFileBytes: z._default(int(1), 256 * GiB),
+  maxSessionBytes: z._default(int(1), 4096 * GiB),
+  maxOpenHandles: z._default(int(1, 4096), 64),
 });
 
 // A guardrail against a misconfigured SOURCE (see src/pgp/guard.ts), not a proof of encryption.
 export const EncryptionSchema = z
   .strictObject({
-    required: z.boolean().default(false).describe("every uploaded file must be an OpenPGP encrypted message or a detached signature"),
-    recipients: z.array(absPath).max(32).default([]).describe("OpenPGP certificates; one of their keys must be a named recipient"),
-    anonymousRecipients: z.boolean().default(false).describe("accept hidden recipients (gpg --throw-keyids) when recipients are given"),
+    /** every uploaded file must be an OpenPGP encrypted message or a detached signature */
+    required: z._default(z.boolean(), false),
+    /** OpenPGP certificates; one of their keys must be a named recipient */
+    recipients: z._default(z.array(absPath).check(z.maxLength(32)), []),
+    /** accept hidden recipients (gpg --throw-keyids) when recipients are given */
+    anonymousRecipients: z._default(z.boolean(), false),
   })
-  .refine((e) => e.required || (e.recipients.length === 0 && !e.anonymousRecipients), "'recipients' and 'anonymousRecipients' need 'required': true");
+  .check(z.refine((e) => e.required || (e.recipients.length === 0 && !e.anonymousRecipients), "'recipients' and 'anonymousRecipients' need 'required': true"));
 
 // Root-side seal and prune (src/housekeeping/); the gatekeeper itself never reads these.
 export const HousekeepingSchema = z.strictObject({
-  group: z
-    .union([z.number().int().min(0), z.string().regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/, "a group name or number")])
-    .optional()
-    .describe("group that may read sealed files (default: the group of the root directory)"),
-  minAgeMinutes: z.number().int().min(0).max(7 * 24 * 60).default(15).describe("seal leaves files younger than this for the next run"),
-  warnNoArrivalHours: z.number().min(1).max(366 * 24).default(48).describe("prune warns when nothing arrived for longer"),
+  /** group that may read sealed files (default: the group of the root directory) */
+  group: z.optional(z.union([int(0), z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/, "a group name or number"))])),
+  /** seal leaves files younger than this for the next run */
+  minAgeMinutes: z._default(int(0, 7 * 24 * 60), 15),
+  /** prune warns when nothing arrived for longer */
+  warnNoArrivalHours: z._default(z.number().check(z.gte(1), z.lte(366 * 24)), 48),
   // Here rather than only in the schedule's command line: check rebuilds the schedule from the config.
-  keepFull: z.number().int().min(1).max(99999).default(4).describe("full chains install-remote's schedule has prune keep (--keep-full)"),
+  /** full chains install-remote's schedule has prune keep (--keep-full) */
+  keepFull: z._default(int(1, 99999), 4),
 });
 
 export const ConfigSchema = z.strictObject({
-  label: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/, "letters, digits, '.', '_', '@', '-' (at most 64)")
-    .optional(),
+  label: z.optional(z.string().check(z.regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/, "letters, digits, '.', '_', '@', '-' (at most 64)"))),
   root: absPath,
-  state: absPath.optional(),
-  access: z.enum(["append-only", "read-only"]).default("append-only"),
+  state: z.optional(absPath),
+  access: z._default(z.enum(["append-only", "read-only"]), "append-only"),
   // "metadata": manifests and signature files only (what duplicity needs when its cache is lost).
-  pull: z.union([z.boolean(), z.literal("metadata")]).default(true),
-  profile: z.enum(["duplicity", "plain"]).default("duplicity").describe("naming rules of the uploads (src/profile/)"),
-  replace: z.enum(["never", "resume"]).default("resume").describe("resume: duplicity may send the last volume of an unfinished set again"),
-  protocols: z.array(z.enum(PROTOCOLS)).min(1).default([...PROTOCOLS]),
+  pull: z._default(z.union([z.boolean(), z.literal("metadata")]), true),
+  /** naming rules of the uploads (src/profile/) */
+  profile: z._default(z.enum(["duplicity", "plain"]), "duplicity"),
+  /** resume: duplicity may send the last volume of an unfinished set again */
+  replace: z._default(z.enum(["never", "resume"]), "resume"),
+  protocols: z._default(z.array(z.enum(PROTOCOLS)).check(z.minLength(1)), () => [...PROTOCOLS]),
   audit: z.strictObject({ file: absPath }),
-  limits: LimitsSchema.default(LimitsSchema.parse({})),
-  rsync: z.strictObject({ path: absPath.default("/usr/bin/rsync") }).default({ path: "/usr/bin/rsync" }),
-  encryption: EncryptionSchema.default(EncryptionSchema.parse({})),
-  housekeeping: HousekeepingSchema.default(HousekeepingSchema.parse({})),
+  limits: z._default(LimitsSchema, () => LimitsSchema.parse({})),
+  rsync: z._default(z.strictObject({ path: z._default(absPath, "/usr/bin/rsync") }), { path: "/usr/bin/rsync" }),
+  encryption: z._default(EncryptionSchema, () => EncryptionSchema.parse({})),
+  housekeeping: z._default(HousekeepingSchema, () => HousekeepingSchema.parse({})),
 });
 
 export type ConfigInput = z.input<typeof ConfigSchema>;
