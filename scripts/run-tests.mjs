@@ -63,12 +63,22 @@ function counts(out) {
   return c;
 }
 
-// The last run's durations, longest first: two long files left for the end would leave a core idle.
+// Longest first: a long file left for the end would leave a core idle. The order comes from the last
+// run's durations, or in a fresh clone from test/durations.json (seconds at the quick scale, CI's);
+// a stale figure only changes the order.
 const TIMES = "dist/.test-times.json";
-let last = {};
-try {
-  last = JSON.parse(fs.readFileSync(TIMES, "utf8"));
-} catch {}
+function lastDurations() {
+  try {
+    return JSON.parse(fs.readFileSync(TIMES, "utf8"));
+  } catch {}
+  try {
+    const seed = JSON.parse(fs.readFileSync("test/durations.json", "utf8"));
+    return Object.fromEntries(Object.entries(seed).map(([f, s]) => [path.join("dist/test", f), s * 1000]));
+  } catch {
+    return {};
+  }
+}
+const last = lastDurations();
 
 const opts = parseArgs(process.argv.slice(2));
 const files = (opts.files.length ? opts.files : testFiles("dist/test")).sort().sort((a, b) => (last[b] ?? 0) - (last[a] ?? 0));
