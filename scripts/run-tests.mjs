@@ -43,13 +43,17 @@ function runFile(file) {
     const env = { ...process.env, TAP_TIMEOUT: String(FILE_TIMEOUT_S) };
     delete env.NODE_OPTIONS;
     const child = spawn(process.execPath, ["--enable-source-maps", file], { env, stdio: ["ignore", "pipe", "pipe"] });
-    const chunks = [];
-    child.stdout.on("data", (d) => chunks.push(d));
-    child.stderr.on("data", (d) => chunks.push(d));
+    // Apart: a stderr chunk in the middle of a TAP line would hide that line from CI's count.
+    const out = [];
+    const err = [];
+    child.stdout.on("data", (d) => out.push(d));
+    child.stderr.on("data", (d) => err.push(d));
     const timer = setTimeout(() => child.kill("SIGKILL"), (FILE_TIMEOUT_S + 30) * 1000);
     child.on("close", (code, signal) => {
       clearTimeout(timer);
-      resolve({ file, code, signal, out: Buffer.concat(chunks).toString("utf8"), ms: Date.now() - started });
+      const stderr = Buffer.concat(err).toString("utf8").replace(/\n$/, "");
+      const asComments = stderr ? "\n" + stderr.split("\n").map((l) => `# stderr: ${l}`).join("\n") : "";
+      resolve({ file, code, signal, out: Buffer.concat(out).toString("utf8").replace(/\n$/, "") + asComments, ms: Date.now() - started });
     });
   });
 }
@@ -100,7 +104,7 @@ function report(r) {
   const line = `${ok ? "ok" : "not ok"} ${n} - ${r.file}${why} # time=${r.ms}ms`;
   if (opts.tap || !ok) {
     console.log(`# Subtest: ${r.file}`);
-    for (const l of r.out.replace(/\n$/, "").split("\n")) console.log(l ? `    ${l}` : "");
+    for (const l of r.out.split("\n")) console.log(l ? `    ${l}` : "");
   }
   console.log(line);
   results.push({ ...r, ok });
