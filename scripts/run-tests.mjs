@@ -2,7 +2,7 @@
 // Why not tap's runner: it starts every test file under an ESM loader hook of its own
 // (@tapjs/processinfo, there for coverage, which we do not collect) that cost each file 3 to 8 s of
 // CPU on a two-core machine, it spends ~15 s before the first file, and it rebuilds its plugins on
-// its first run after `npm ci` (~75 s): together a fifth of CI's 20-minute budget. The files are
+// its first run after `npm ci` (73 s here): together a fifth of CI's 20-minute budget. The files are
 // still tap tests (a tap file run by plain node prints its TAP); `npx tap FILE` still runs one.
 //
 // node scripts/run-tests.mjs [--tap] [--jobs N] [FILE...]
@@ -19,7 +19,7 @@ function parseArgs(argv) {
   const opts = { tap: false, jobs: Math.min(2, os.availableParallelism()), files: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === "--tap" || a === "--reporter=tap") opts.tap = true;
+    if (a === "--tap") opts.tap = true;
     else if (a === "--jobs" && /^[1-9][0-9]?$/.test(argv[i + 1] ?? "")) opts.jobs = Number(argv[++i]);
     else if (a.startsWith("-")) throw new Error(`unknown option ${a} (known: --tap, --jobs N)`);
     else opts.files.push(a);
@@ -41,7 +41,6 @@ function runFile(file) {
     const started = Date.now();
     // TAP_TIMEOUT: tap's own per-file limit, 30 s unless told; tap's runner would pass ours.
     const env = { ...process.env, TAP_TIMEOUT: String(FILE_TIMEOUT_S) };
-    delete env.NODE_OPTIONS;
     const child = spawn(process.execPath, ["--enable-source-maps", file], { env, stdio: ["ignore", "pipe", "pipe"] });
     // Apart: a stderr chunk in the middle of a TAP line would hide that line from CI's count.
     const out = [];
@@ -90,18 +89,16 @@ if (!files.length) throw new Error("no test files (run `node scripts/build-tests
 
 const queue = [...files];
 const results = [];
-let n = 0;
 const total = { total: 0, pass: 0, fail: 0, skip: 0, todo: 0 };
 if (opts.tap) console.log("TAP version 14");
 
 function report(r) {
-  n++;
   const c = counts(r.out);
   const ok = r.code === 0 && r.signal === null && c !== undefined && !c.fail;
   for (const k of Object.keys(total)) total[k] += c?.[k] ?? 0;
   if (!c) total.fail++; // died before its summary: count the file itself as a failure
   const why = ok ? "" : ` (exit ${r.signal ?? r.code}${c ? "" : ", no summary"})`;
-  const line = `${ok ? "ok" : "not ok"} ${n} - ${r.file}${why} # time=${r.ms}ms`;
+  const line = `${ok ? "ok" : "not ok"} ${results.length + 1} - ${r.file}${why} # time=${r.ms}ms`;
   if (opts.tap || !ok) {
     console.log(`# Subtest: ${r.file}`);
     for (const l of r.out.split("\n")) console.log(l ? `    ${l}` : "");
@@ -116,7 +113,7 @@ async function worker() {
 
 const t0 = Date.now();
 await Promise.all(Array.from({ length: opts.jobs }, worker));
-console.log(`1..${n}`);
+console.log(`1..${results.length}`);
 const failed = results.filter((r) => !r.ok);
 console.log(`# { ${Object.entries(total).map(([k, v]) => `${k}: ${v}`).join(", ")} }`);
 console.log(`# ${files.length} files, ${failed.length} failed${failed.length ? ": " + failed.map((r) => r.file).join(", ") : ""}, ${((Date.now() - t0) / 1000).toFixed(0)} s`);

@@ -6,7 +6,7 @@ import path from "node:path";
 import t from "tap";
 import { sandbox, snapshotAll, auditLines, run, FAKE_SSH, type Sandbox } from "./helpers/env.js";
 import { gpgHome } from "./helpers/pgp.js";
-import { QUICK } from "./helpers/scale.js";
+import { FULL_ONLY } from "./helpers/scale.js";
 
 type Send = (sb: Sandbox, local: string, name: string) => Promise<unknown>;
 const client = (argv: string[], sb: Sandbox) => run(argv, { env: sb.sshEnv }, { timeoutMs: 120_000 });
@@ -36,7 +36,7 @@ t.test("only the valid upload is stored, whatever the protocol", async (t) => {
   for (const [n, [b]] of Object.entries(files)) fs.writeFileSync(path.join(local, n), b, { mode: 0o644 });
   for (const [proto, send] of Object.entries(CLIENTS)) {
     // scp in its SFTP mode talks to the same server as sftp: the quick scale (CI) leaves it to the full run.
-    t.test(proto, { skip: QUICK && proto === "scp" && "quick scale: the sftp case covers the same server" }, async (t) => {
+    t.test(proto, proto === "scp" ? FULL_ONLY : {}, async (t) => {
       const sb = sandbox(t, { files: { "old.gpg": "old\n" }, config: { encryption: { required: true, recipients: [g.pub] } } });
       for (const [name, [bytes, refusal]] of Object.entries(files)) {
         const before = snapshotAll(sb);

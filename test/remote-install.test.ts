@@ -6,9 +6,10 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { snapshot, run, TOP, TEST_USER, gateIds } from "./helpers/env.js";
 import { account, clientKey, vb, succeeded, type Account } from "./helpers/sshd.js";
+import { FULL_ONLY } from "./helpers/scale.js";
+
 // Each case installs a whole account (useradd, a node start per install and check): CI's quick
 // scale keeps a fresh install, the cron schedule and the refusals.
-import { FULL_ONLY } from "./helpers/scale.js";
 
 const root = process.getuid?.() === 0;
 if (!root) t.plan(0, "install-remote needs root");
