@@ -17,6 +17,7 @@ const LAUNCHER = path.join(TOP, "bin/validate-backup");
 const OPENSSH_SERVER = "/usr/lib/openssh/sftp-server";
 const SFTP = "/usr/bin/sftp";
 const GNU_TIME = "/usr/bin/time";
+const SYNC = "/usr/bin/sync";
 const MB = 1e6;
 
 const num = (name: string, dflt: number) => {
@@ -119,6 +120,9 @@ function transfer(s: Server, op: Op, work: string, dl: string, round: number): R
   const batch = path.join(work, `batch-${s.name}-${op.name.replace(/\W+/g, "_")}-${round}`);
   const rss = `${batch}.rss`;
   fs.writeFileSync(batch, op.batch(work, dl));
+  // Start each transfer with no dirty pages: otherwise the kernel writes back the previous
+  // transfer's data (the other server's, as often as not) during this one.
+  spawnSync(SYNC, [], { stdio: "ignore" });
   const t0 = process.hrtime.bigint();
   const r = spawnSync(SFTP, ["-q", "-b", batch, "-D", s.wrapper], { env: { PATH: "/usr/bin:/bin", VB_BENCH_RSS: rss }, encoding: "utf8", maxBuffer: 64 << 20 });
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;

@@ -9,7 +9,8 @@ import fs from "node:fs";
 fs.rmSync("dist/app", { recursive: true, force: true });
 
 await build({
-  entryPoints: ["src/cli.ts"],
+  // The hashing worker is its own file: a Worker starts from a file, next to the chunk that starts it.
+  entryPoints: { cli: "src/cli.ts", "hash-worker": "src/vault/hash-worker.ts" },
   outdir: "dist/app",
   bundle: true,
   splitting: true,

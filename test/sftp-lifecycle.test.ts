@@ -1,7 +1,8 @@
 // The upload lifecycle over SFTP, at the packet level: a killed upload leaves nothing under its
 // name and can be sent again; two sessions racing for one new name cannot both win; a session may
 // rename or remove only regular files it published itself, never directories (attacks.md 37, 39);
-// an idle session is closed and its unfinished upload abandoned.
+// an idle session is closed and its unfinished upload abandoned; the audited SHA-256 of a big
+// upload is the stored file's whichever way it was hashed.
 import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
@@ -9,6 +10,7 @@ import crypto from "node:crypto";
 import { sandbox, snapshotAll, auditLines, type Sandbox } from "./helpers/env.js";
 import { SftpClient, PF, FX, describe, str, type Reply } from "./helpers/sftp-client.js";
 import { size } from "./helpers/scale.js";
+import { OFFLOAD_AT } from "../src/vault/hasher.js";
 
 t.setTimeout(10 * 60 * 1000);
 
@@ -75,6 +77,44 @@ t.test(`SIGKILL in the middle of a ${BIG_MIB} MiB upload: nothing under the name
   const lines = auditLines(sb);
   t.ok(lines.some((l) => l.event === "swept"), "the killed session's temporary file was swept");
   t.match(lines.find((l) => l.event === "publish"), { path: "big.bin", size: data.length, sha256: sha(data) });
+  t.same(fs.readdirSync(path.join(sb.state, "tmp")), [], "no temporary file is left in state");
+});
+
+// Past OFFLOAD_AT bytes written in order, a worker thread hashes the file (vault/hasher.ts); a
+// write out of order, a second big upload while the worker is busy, and an upload left unfinished
+// each take another way. Whichever way, the audited SHA-256 is that of the stored bytes.
+t.test("the audited SHA-256 is the stored file's, however a big upload's WRITEs arrive", async (t) => {
+  const sb = sandbox(t);
+  const n = OFFLOAD_AT + 4 * MiB;
+  const [inOrder, rewritten, second, left] = [crypto.randomBytes(n), crypto.randomBytes(n), crypto.randomBytes(n), crypto.randomBytes(n)];
+  const c = connect(t, sb);
+  await c.init();
+
+  const h1 = await c.openHandle("in-order.bin", PUT);
+  await writeAll(c, h1, inOrder);
+  await ok(t, c.close(h1), "in order: CLOSE publishes");
+
+  // Both open at once: the first has the worker, the second is hashed in the session.
+  const [h2, h3] = [await c.openHandle("rewritten.bin", PUT), await c.openHandle("second.bin", PUT)];
+  await writeAll(c, h2, rewritten);
+  await writeAll(c, h3, second);
+  const patch = crypto.randomBytes(1000);
+  await ok(t, c.write(h2, 0, patch), "a WRITE back at offset 0, after the worker started");
+  patch.copy(rewritten, 0);
+  await ok(t, c.close(h2), "rewritten: CLOSE publishes");
+  await ok(t, c.close(h3), "second: CLOSE publishes");
+
+  const h4 = await c.openHandle("left.bin", PUT);
+  await writeAll(c, h4, left);
+  t.equal((await c.end()).code, 0, "the session ends with left.bin still open");
+
+  const published = new Map(auditLines(sb).filter((l) => l.event === "publish").map((l) => [l.path, l]));
+  for (const [name, data] of [["in-order.bin", inOrder], ["rewritten.bin", rewritten], ["second.bin", second]] as const) {
+    t.equal(sha(fs.readFileSync(path.join(sb.root, name))), sha(data), `${name}: stored intact`);
+    t.match(published.get(name), { size: n, sha256: sha(data) }, `${name}: audited with the stored bytes' SHA-256`);
+  }
+  t.notOk(fs.existsSync(path.join(sb.root, "left.bin")), "the unfinished upload is not published");
+  t.ok(auditLines(sb).some((l) => l.event === "upload-abandoned" && l.path === "left.bin"), "its abandonment audited");
   t.same(fs.readdirSync(path.join(sb.state, "tmp")), [], "no temporary file is left in state");
 });
 

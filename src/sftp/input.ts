@@ -1,14 +1,19 @@
-// Reading stdin. On a pipe or socket (what sshd and every client give us) the kernel reads into
-// one buffer that is reused for the whole session: a stream allocating a fresh 64 KiB chunk per
-// read costs ten times the CPU of the transfer itself. Anything else (a file, /dev/null) falls
-// back to the ordinary stream.
+// Reading stdin. On a pipe or socket (what sshd and every client give us) the kernel reads
+// straight into the framer's buffer, where the packets are then handled in place: a stream
+// allocating a fresh chunk per read, and copying packets out of it, costs more CPU than the
+// transfer itself. Anything else (a file, /dev/null) falls back to the ordinary stream.
 import net from "node:net";
 
-const READ_BUFFER = 256 * 1024;
+/** Where the bytes go: the framer (wire.ts). */
+export interface Sink {
+  space(): Buffer;
+  filled(n: number): void;
+  push(chunk: Buffer): void;
+}
 
 export interface Input {
-  /** Each chunk is valid only during the call (the buffer is reused); return false to pause. */
-  start(onChunk: (chunk: Buffer) => boolean, onEnd: () => void): void;
+  /** onData runs after each read, once the bytes are in the sink; it returns false to pause. */
+  start(sink: Sink, onData: () => boolean, onEnd: () => void): void;
   resume(): void;
   close(): void;
 }
@@ -16,24 +21,30 @@ export interface Input {
 export function stdinInput(): Input {
   let active: Input | undefined;
   return {
-    // The socket is made here, so no chunk can arrive before there is someone to take it.
-    start(onChunk, onEnd) {
-      const buffer = Buffer.allocUnsafe(READ_BUFFER);
+    // The socket is made here, so no bytes can arrive before there is somewhere to put them.
+    start(sink, onData, onEnd) {
       let socket: net.Socket;
       try {
         // `onread` is accepted by the constructor since Node 12 but missing from @types/node's
-        // SocketConstructorOpts; the intersection keeps everything else type-checked.
+        // SocketConstructorOpts; the intersection keeps everything else type-checked. Node asks
+        // for a buffer before every read, so each read lands where the framer wants it.
         const options: net.SocketConstructorOpts & { onread: net.OnReadOpts } = {
           fd: 0,
           readable: true,
           writable: false,
           allowHalfOpen: true, // never shut the socket down: with `sftp -D`, stdout is the same socket
-          onread: { buffer, callback: (n: number) => onChunk(buffer.subarray(0, n)) },
+          onread: {
+            buffer: () => sink.space(),
+            callback: (n: number) => {
+              sink.filled(n);
+              return onData();
+            },
+          },
         };
         socket = new net.Socket(options);
       } catch {
         active = streamInput(process.stdin);
-        return active.start(onChunk, onEnd);
+        return active.start(sink, onData, onEnd);
       }
       socket.once("end", onEnd);
       socket.once("error", onEnd);
@@ -46,9 +57,10 @@ export function stdinInput(): Input {
 
 function streamInput(stream: NodeJS.ReadStream): Input {
   return {
-    start(onChunk, onEnd) {
+    start(sink, onData, onEnd) {
       stream.on("data", (chunk: Buffer) => {
-        if (!onChunk(chunk)) stream.pause();
+        sink.push(chunk);
+        if (!onData()) stream.pause();
       });
       stream.once("end", onEnd);
       stream.once("error", onEnd);

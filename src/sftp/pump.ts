@@ -1,22 +1,22 @@
 // The byte stream of one SFTP session: packets in, replies out, in order. Memory stays bounded
-// whatever the client does: replies are written in batches (one writev per batch), no further
-// packet is handled while more than OUT_HIGH bytes of replies wait to be written (a few pipelined
-// READs of 255 KiB fill that quickly), and reading pauses meanwhile, so the kernel's pipe and the
-// client's own flow control hold the rest.
+// whatever the client does: replies are written in batches (one writev per batch), and when the
+// client does not take a batch at once, no further packet is handled and reading pauses until
+// it has, so the kernel's buffers and the client's own flow control hold the rest.
 import type { Writable } from "node:stream";
 import { VbError } from "../errors.js";
 import { Framer } from "./wire.js";
+import { ReplyOutput } from "./output.js";
 import type { Input } from "./input.js";
 import type { Reply } from "./op.js";
 
 const BATCH = 256 * 1024;
-const OUT_HIGH = 2 * 1024 * 1024;
 
 export type End = { kind: "eof" } | { kind: "idle" } | { kind: "output-closed" } | { kind: "protocol"; error: VbError };
 
 export interface PumpOptions {
   input: Input;
-  output: Writable;
+  /** Where replies go: its descriptor is written directly, the stream holds what waits. */
+  output: { fd: number; stream: Writable };
   idleMs: number;
   /** One packet (from its type byte on) -> its replies; throws only for protocol errors. */
   handle(pkt: Buffer): Reply;
@@ -29,7 +29,7 @@ export function pump({ input, output, idleMs, handle, written }: PumpOptions): P
     const framer = new Framer();
     let batch: Buffer[] = [];
     let batchBytes = 0;
-    let draining = false;
+    let waiting = false; // a batch sits in the stream: handle nothing until it is out
     let inputDone = false;
     let ended = false;
 
@@ -41,30 +41,27 @@ export function pump({ input, output, idleMs, handle, written }: PumpOptions): P
     };
     const idle = setTimeout(() => finish({ kind: "idle" }), idleMs);
 
-    const flush = () => {
-      if (batch.length === 0) return;
-      output.cork();
-      for (const b of batch) output.write(b, written && (() => written(b)));
-      output.uncork();
-      batch = [];
-      batchBytes = 0;
+    const out = new ReplyOutput(output.fd, output.stream, written);
+    const flushed = () => {
+      waiting = false;
+      work();
+      if (!waiting && !inputDone && !ended) input.resume();
     };
 
-    // 'drain' is sure to come: with OUT_HIGH bytes queued, the last write() returned false.
-    const waitDrain = () => {
-      draining = true;
-      output.once("drain", () => {
-        draining = false;
-        work();
-        if (!draining && !inputDone && !ended) input.resume();
-      });
+    const flush = () => {
+      if (batch.length === 0) return;
+      const sent = out.send(batch, flushed);
+      batch = [];
+      batchBytes = 0;
+      if (sent === "queued") waiting = true;
+      else if (sent === "closed") finish({ kind: "output-closed" });
     };
 
     /** Handle what has arrived, as far as the output lets us. */
     const work = () => {
       if (ended) return;
       try {
-        while (!draining) {
+        while (!waiting && !ended) {
           const pkt = framer.next();
           if (!pkt) break;
           const reply = handle(pkt);
@@ -72,10 +69,7 @@ export function pump({ input, output, idleMs, handle, written }: PumpOptions): P
             batch.push(b);
             batchBytes += b.length;
           }
-          if (batchBytes >= BATCH) {
-            flush();
-            if (output.writableLength >= OUT_HIGH) waitDrain();
-          }
+          if (batchBytes >= BATCH) flush();
         }
       } catch (e) {
         flush();
@@ -83,26 +77,24 @@ export function pump({ input, output, idleMs, handle, written }: PumpOptions): P
         return;
       }
       flush();
-      if (!draining && output.writableLength >= OUT_HIGH) waitDrain();
-      if (inputDone && !draining) finish({ kind: "eof" });
+      // The session ends only once every reply is out: the process exits right after.
+      if (inputDone && !waiting) finish({ kind: "eof" });
     };
 
     input.start(
-      (chunk) => {
+      framer,
+      () => {
         if (ended) return false;
         idle.refresh();
-        framer.push(chunk);
         work();
-        if (!draining) return true;
-        framer.detach(); // the reader reuses its buffer: keep what we have not handled yet
-        return false;
+        return !waiting;
       },
       () => {
         inputDone = true;
         work();
       },
     );
-    output.once("error", () => finish({ kind: "output-closed" }));
-    output.once("close", () => finish({ kind: "output-closed" }));
+    output.stream.once("error", () => finish({ kind: "output-closed" }));
+    output.stream.once("close", () => finish({ kind: "output-closed" }));
   });
 }

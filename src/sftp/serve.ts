@@ -31,7 +31,7 @@ export async function serveSftp(_plan: Extract<Plan, { kind: "sftp" }>, ctx: Con
   try {
     const end = await pump({
       input,
-      output,
+      output: { fd: 1, stream: output },
       idleMs: ctx.session.policy.limits.idleSeconds * 1000,
       handle: (pkt) => sftp.handle(pkt),
       written: (b) => sftp.replies.release(b),

@@ -185,8 +185,14 @@ export function statusPacket(id: number, code: number, message: string): Buffer 
   return new Writer(FXP.STATUS, 32 + message.length * 3).u32(id).u32(code).str(message).str("en").finish();
 }
 
+// The commonest reply by far (every WRITE gets one): built once, copied with its id.
+const OK_REPLY = statusPacket(0, FX.OK, "");
+
 export function okPacket(id: number): Buffer {
-  return statusPacket(id, FX.OK, "");
+  const b = Buffer.allocUnsafe(OK_REPLY.length);
+  OK_REPLY.copy(b);
+  b.writeUInt32BE(id, 5);
+  return b;
 }
 
 export function handlePacket(id: number, handle: Buffer): Buffer {
@@ -211,99 +217,80 @@ export function dataPacket(buf: Buffer, id: number, n: number): Buffer {
   return buf.subarray(0, DATA_HEADER + n);
 }
 
-const EMPTY = Buffer.alloc(0);
+/** A read smaller than this is not worth a system call: the buffered bytes move to the front first. */
+const MIN_READ = 64 * 1024;
 
 /**
- * Splits the input stream into packets without allocating per packet. A packet that lies within
- * the current chunk is returned as a view of it; one that straddles chunks is assembled in a
- * buffer kept for the purpose. Either way a packet is valid only until the next call to next(),
- * push() or detach(): handlers work synchronously and copy whatever they keep. A length of 0 or
- * above the limit is a protocol error: nothing after it can be trusted to be a packet boundary.
+ * Splits the input stream into packets without copying them. The reader reads straight into this
+ * buffer, at space(), so a packet is returned as a view of where it landed; only the incomplete
+ * packet at the end moves to the front, when the room behind it gets short. A packet is valid
+ * until the next call to space() or push(): handlers work synchronously and copy whatever they
+ * keep. A length of 0 or above the limit is a protocol error: nothing after it can be trusted to
+ * be a packet boundary.
  */
 export class Framer {
-  private input: Buffer = EMPTY;
-  private pos = 0;
-  private pending: Buffer = EMPTY; // an incomplete packet, length field included
-  private pendingLen = 0;
-  private backlog: Buffer = EMPTY;
+  // Four packets' worth: a read never brings more than one packet's worth (space() caps it), so
+  // even with a read's packets held back (the output is full) there is room for the next one.
+  private buf: Buffer;
+  private start = 0; // first byte not yet returned as a packet
+  private end = 0; // end of the bytes received
 
-  constructor(private readonly max = MAX_PACKET) {}
-
-  /** The next chunk of the stream; what is left of the previous one stays in front of it. */
-  push(chunk: Buffer): void {
-    const rest = this.input.length - this.pos;
-    if (rest > 0) {
-      const both = Buffer.allocUnsafe(rest + chunk.length);
-      this.input.copy(both, 0, this.pos);
-      chunk.copy(both, rest);
-      this.input = both;
-    } else this.input = chunk;
-    this.pos = 0;
+  constructor(private readonly max = MAX_PACKET) {
+    this.buf = Buffer.allocUnsafe(4 * (max + 4));
   }
 
-  /** Bytes received and not yet returned as packets. */
-  get buffered(): number {
-    return this.pendingLen + this.input.length - this.pos;
+  /** Where the next read should put its bytes (never empty), at most one packet's worth. */
+  space(): Buffer {
+    const avail = this.end - this.start;
+    if (avail === 0) this.start = this.end = 0;
+    const room = this.buf.length - this.end;
+    if (this.start > 0 && (room < MIN_READ || room < this.stillNeeded(avail))) {
+      this.buf.copy(this.buf, 0, this.start, this.end);
+      this.start = 0;
+      this.end = avail;
+    }
+    return this.buf.subarray(this.end, this.end + Math.min(this.buf.length - this.end, this.max + 4));
+  }
+
+  /** n bytes were read into the buffer space() returned. */
+  filled(n: number): void {
+    this.end += n;
+  }
+
+  /** A chunk read elsewhere (a plain stream, a test): copied in. */
+  push(chunk: Buffer): void {
+    const avail = this.end - this.start;
+    if (this.buf.length - this.end < chunk.length) {
+      const into = this.buf.length < avail + chunk.length ? Buffer.allocUnsafe(avail + chunk.length + this.max + 4) : this.buf;
+      this.buf.copy(into, 0, this.start, this.end);
+      this.buf = into;
+      this.start = 0;
+      this.end = avail;
+    }
+    chunk.copy(this.buf, this.end);
+    this.end += chunk.length;
   }
 
   /** The next whole packet (from its type byte on), or null if it has not all arrived yet. */
   next(): Buffer | null {
-    if (this.pendingLen > 0) return this.completePending();
-    const avail = this.input.length - this.pos;
-    if (avail >= 4) {
-      const len = this.checked(this.input.readUInt32BE(this.pos));
-      if (avail >= 4 + len) {
-        const pkt = this.input.subarray(this.pos + 4, this.pos + 4 + len);
-        this.pos += 4 + len;
-        return pkt;
-      }
-    }
-    if (avail > 0) this.fill(avail);
-    return null;
+    const avail = this.end - this.start;
+    if (avail < 4) return null;
+    const len = this.checked(this.buf.readUInt32BE(this.start));
+    if (avail < 4 + len) return null;
+    const pkt = this.buf.subarray(this.start + 4, this.start + 4 + len);
+    this.start += 4 + len;
+    return pkt;
   }
 
-  /** The chunk pushed last is about to be reused by its reader: copy what is left of it. */
-  detach(): void {
-    const rest = this.input.length - this.pos;
-    if (rest === 0) {
-      this.input = EMPTY;
-      this.pos = 0;
-      return;
-    }
-    if (this.backlog.length < rest) {
-      const bigger = Buffer.allocUnsafe(rest);
-      this.input.copy(bigger, 0, this.pos);
-      this.backlog = bigger;
-    } else this.input.copy(this.backlog, 0, this.pos); // may overlap: Buffer.copy is memmove
-    this.input = this.backlog.subarray(0, rest);
-    this.pos = 0;
+  /** Bytes the packet at `start` still lacks (a bad length is next()'s to refuse). */
+  private stillNeeded(avail: number): number {
+    if (avail < 4) return 4 - avail;
+    return 4 + Math.min(this.buf.readUInt32BE(this.start), this.max) - avail;
   }
 
   private checked(len: number): number {
     if (len === 0) throw new VbError("BAD_REQUEST", "protocol error: a packet of length 0");
     if (len > this.max) throw new VbError("BAD_REQUEST", `protocol error: a packet of ${len} bytes is larger than the limit of ${this.max}`);
     return len;
-  }
-
-  /** Move up to n bytes of input into the pending packet; false if the input ran out first. */
-  private fill(n: number): boolean {
-    const k = Math.min(n, this.input.length - this.pos);
-    if (this.pending.length < this.pendingLen + k) {
-      const bigger = Buffer.allocUnsafe(Math.max(this.pendingLen + k, this.max + 4)); // once per session
-      this.pending.copy(bigger, 0, 0, this.pendingLen);
-      this.pending = bigger;
-    }
-    this.input.copy(this.pending, this.pendingLen, this.pos, this.pos + k);
-    this.pendingLen += k;
-    this.pos += k;
-    return k === n;
-  }
-
-  private completePending(): Buffer | null {
-    if (this.pendingLen < 4 && !this.fill(4 - this.pendingLen)) return null;
-    const len = this.checked(this.pending.readUInt32BE(0));
-    if (this.pendingLen < 4 + len && !this.fill(4 + len - this.pendingLen)) return null;
-    this.pendingLen = 0;
-    return this.pending.subarray(4, 4 + len);
   }
 }

@@ -7,6 +7,7 @@ import type { VPath } from "./paths.js";
 import type { Vault } from "./vault.js";
 import { closeQuietly } from "./fsat.js";
 import { guardUpload } from "../pgp/guard.js";
+import { TrailingHash, OFFLOAD_AT } from "./hasher.js";
 
 const HASH_CHUNK = 1024 * 1024;
 
@@ -18,8 +19,10 @@ export interface Published {
 
 export class Upload {
   private hash = crypto.createHash("sha256");
-  private hashed = 0; // bytes fed to the hash, valid while writes arrive in order
+  private hashed = 0; // bytes written in order from offset 0: all hashed, here or by the worker
   private inOrder = true;
+  /** Past OFFLOAD_AT bytes in order, a worker hashes the file instead (hasher.ts). */
+  private trail: TrailingHash | undefined;
   size = 0;
   private times: { atime: number; mtime: number } | undefined;
   private done = false;
@@ -50,9 +53,17 @@ export class Upload {
     while (written < data.length) written += fs.writeSync(this.fd, data, written, data.length - written, offset + written);
     counters.bytesIn += data.length;
     if (this.inOrder && offset === this.hashed) {
-      this.hash.update(data);
       this.hashed = end;
-    } else this.inOrder = false;
+      if (this.trail) this.trail.advance(end);
+      else {
+        this.hash.update(data);
+        if (end >= OFFLOAD_AT) this.trail = TrailingHash.start(this.fd);
+      }
+    } else if (this.inOrder) {
+      this.inOrder = false;
+      this.trail?.stop(); // hashed from the file at CLOSE instead
+      this.trail = undefined;
+    }
     if (end > this.size) this.size = end;
   }
 
@@ -74,7 +85,12 @@ export class Upload {
   }
 
   private digest(): string {
-    if (this.inOrder && this.hashed === this.size) return this.hash.digest("hex");
+    if (this.inOrder && this.hashed === this.size) {
+      if (!this.trail) return this.hash.digest("hex");
+      const hex = this.trail.finish(this.size);
+      this.trail = undefined;
+      if (hex) return hex;
+    }
     // Writes came out of order: hash what is on disk, streaming.
     const h = crypto.createHash("sha256");
     const buf = Buffer.allocUnsafe(HASH_CHUNK);
@@ -95,16 +111,12 @@ export class Upload {
     try {
       fs.fchmodSync(this.fd, this.mode);
       if (this.times) fs.futimesSync(this.fd, this.times.atime, this.times.mtime);
+      this.trail?.last(this.size); // the worker finishes hashing while the disk catches up
       fs.fsyncSync(this.fd);
       guardUpload(this.vault.session, this.fd, this.size, this.v.display);
       const sha256 = this.digest();
       this.vault.linkNew(this, this.parentFd, this.name, this.tmpPath);
       st = fs.fstatSync(this.fd);
-      try {
-        fs.fsyncSync(this.parentFd);
-      } catch {
-        /* some filesystems refuse fsync on directories */
-      }
       const pub = { path: this.v.display, size: this.size, sha256 };
       this.vault.session.counters.published++;
       this.vault.session.audit.event("publish", pub);
@@ -125,13 +137,17 @@ export class Upload {
   }
 
   private cleanup(st: fs.Stats | null): void {
+    this.trail?.stop(); // before the descriptor is closed: the worker may be reading it
     try {
       fs.unlinkSync(this.tmpPath);
     } catch {
       /* swept later */
     }
     closeQuietly(this.fd);
-    closeQuietly(this.parentFd);
+    // The new name reaches the disk with the directory's fsync at the end of the session (one per
+    // directory, not one per file: what made small uploads crawl); the bytes were fsynced before.
+    if (st) this.vault.syncDirLater(this.parentFd);
+    else closeQuietly(this.parentFd);
     this.vault.uploadDone(this, st);
   }
 }

@@ -18,6 +18,8 @@ const C = fs.constants;
 /** Stored files are readable by owner and group at most: never setuid, setgid, sticky or exec. */
 export const FILE_MODE_MASK = 0o640;
 export const DIR_MODE_MASK = 0o750;
+/** Directories kept open for their fsync at the end of the session; past this they are synced at once. */
+const MAX_UNSYNCED_DIRS = 64;
 
 export interface Entry {
   name: string;
@@ -31,6 +33,8 @@ export class Vault {
   private readonly ownFiles = new Set<string>();
   private readonly ownDirs = new Set<string>();
   private readonly uploads = new Set<Upload>();
+  /** Directories with new names not yet fsynced, by inode: see syncDirLater(). */
+  private readonly unsyncedDirs = new Map<string, number>();
   /** The profile's naming rules and the replace policy (src/vault/rules.ts). */
   readonly rules: NameRules;
   /** Uploads the replace policy allowed to replace an existing file: the inode they replace. */
@@ -356,9 +360,38 @@ export class Vault {
     });
   }
 
-  /** End of session: abandon unfinished uploads, remove our temporary area. */
+  /**
+   * A directory that got a new name: its fsync waits for the end of the session (or for more
+   * directories than we keep open). Takes over the descriptor.
+   */
+  syncDirLater(fd: number): void {
+    let key: string;
+    try {
+      key = inodeKey(fs.fstatSync(fd));
+    } catch {
+      return closeQuietly(fd);
+    }
+    if (this.unsyncedDirs.has(key)) return closeQuietly(fd);
+    if (this.unsyncedDirs.size >= MAX_UNSYNCED_DIRS) this.syncDirs();
+    this.unsyncedDirs.set(key, fd);
+  }
+
+  private syncDirs(): void {
+    for (const fd of this.unsyncedDirs.values()) {
+      try {
+        fs.fsyncSync(fd);
+      } catch {
+        /* some filesystems refuse fsync on directories */
+      }
+      closeQuietly(fd);
+    }
+    this.unsyncedDirs.clear();
+  }
+
+  /** End of session: abandon unfinished uploads, put new names on disk, remove our temporary area. */
   close(): void {
     for (const up of [...this.uploads]) up.abort();
+    this.syncDirs();
     this.rules.release();
     try {
       fs.rmSync(this.tmpDir, { recursive: true, force: true });
