@@ -97,9 +97,10 @@ export function tryLock(file: string, staleMs = Infinity): boolean {
   return false;
 }
 
-export function unlock(file: string): void {
+/** Remove our lock; `checkOwner` false skips reading the owner back (see withLock). */
+export function unlock(file: string, checkOwner = true): void {
   try {
-    if (ownerOf(file)?.pid === process.pid) fs.unlinkSync(file);
+    if (!checkOwner || ownerOf(file)?.pid === process.pid) fs.unlinkSync(file);
   } catch {
     /* already gone */
   }
@@ -125,15 +126,6 @@ export function withLock<T>(file: string, fn: () => T, waitMs = 3000): T {
     // Another process breaks a lock only when its owner is dead or it is older than waitMs (every
     // caller of a given lock uses the same wait): one held for less than half that is still ours,
     // and is removed without reading its owner back (three system calls per lock, per file).
-    if (held && Date.now() - since < waitMs / 2) removeOwn(file);
-    else if (held) unlock(file);
-  }
-}
-
-function removeOwn(file: string): void {
-  try {
-    fs.unlinkSync(file);
-  } catch {
-    /* already gone */
+    if (held) unlock(file, Date.now() - since >= waitMs / 2);
   }
 }

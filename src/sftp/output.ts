@@ -24,8 +24,9 @@ export class ReplyOutput {
   ) {}
 
   /**
-   * Write the replies in order. "queued": some wait in the stream, and `flushed` runs once they
-   * are out. "closed": the client is gone; nothing more will be written.
+   * Write the replies in order (`bufs` is the caller's to drop: a partly written entry is replaced
+   * by its rest). "queued": some wait in the stream, and `flushed` runs once they are out.
+   * "closed": the client is gone; nothing more will be written.
    */
   send(bufs: Buffer[], flushed: () => void): Sent {
     if (this.closed) return "closed";

@@ -50,34 +50,34 @@ export class TrailingHash {
   /** Bytes [0, size) are written. */
   advance(size: number): void {
     Atomics.store(this.view.written, 0, BigInt(size));
-    if (size - this.woken >= WAKE_EVERY) this.wake(size);
+    if (size - this.woken < WAKE_EVERY) return;
+    this.woken = size;
+    this.wake();
   }
 
-  private wake(size: number): void {
-    this.woken = size;
+  private wake(): void {
     Atomics.add(this.view.ctl, CTL.tick, 1);
     Atomics.notify(this.view.ctl, CTL.tick);
   }
 
   /** All size bytes are written: the worker may finish while the session does something else. */
   last(size: number): void {
-    this.advance(size);
+    Atomics.store(this.view.written, 0, BigInt(size));
     Atomics.store(this.view.ctl, CTL.state, STATE.last);
-    this.wake(size);
+    this.wake();
   }
 
-  /** The hex digest of [0, size), or undefined if the worker failed (the caller hashes itself). */
-  finish(size: number): string | undefined {
-    this.advance(size);
-    return this.end(STATE.last, size) === DONE.ok ? Buffer.from(this.view.digest).toString("hex") : undefined;
+  /** The hex digest of the size bytes last() announced, or undefined if the worker failed (the caller hashes itself). */
+  finish(): string | undefined {
+    return this.end(STATE.last) === DONE.ok ? Buffer.from(this.view.digest).toString("hex") : undefined;
   }
 
   /** The upload is abandoned, or will be hashed another way: the worker lets go of the descriptor. */
   stop(): void {
-    this.end(STATE.stop, this.woken);
+    this.end(STATE.stop);
   }
 
-  private end(state: number, size: number): number {
+  private end(state: number): number {
     if (!this.open) return DONE.failed;
     this.open = false;
     const { ctl } = this.view;
@@ -85,7 +85,7 @@ export class TrailingHash {
     // A worker that has not started on the job (still booting, or dead) never will.
     if (Atomics.compareExchange(ctl, CTL.claim, CLAIM.none, CLAIM.session) === CLAIM.none) return DONE.failed;
     Atomics.store(ctl, CTL.state, state);
-    this.wake(size);
+    this.wake();
     const deadline = Date.now() + WAIT_MS;
     let done: number;
     while ((done = Atomics.load(ctl, CTL.done)) === DONE.no && Date.now() < deadline) Atomics.wait(ctl, CTL.done, DONE.no, 100);

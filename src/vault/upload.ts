@@ -87,7 +87,7 @@ export class Upload {
   private digest(): string {
     if (this.inOrder && this.hashed === this.size) {
       if (!this.trail) return this.hash.digest("hex");
-      const hex = this.trail.finish(this.size);
+      const hex = this.trail.finish(); // commit() called last(size) before its fsync
       this.trail = undefined;
       if (hex) return hex;
     }
