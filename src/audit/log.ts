@@ -19,6 +19,8 @@ class LockedAppend {
   private fd: number;
   /** The file's size after our last line and that line's hash: no need to read the tail again. */
   private last: { size: number; hash: string } | undefined;
+  /** The lock's directory was there once: only root could take it away again. */
+  private lockDirSeen = false;
   constructor(
     file: string,
     private lockFile: string | undefined,
@@ -58,7 +60,7 @@ class LockedAppend {
     };
     // The lock lives in the state directory; when that is missing (the config names a state that
     // is not there, and the session is about to be refused for it) the line is still written.
-    if (this.lockFile && fs.existsSync(path.dirname(this.lockFile))) withLock(this.lockFile, append);
+    if (this.lockFile && (this.lockDirSeen ||= fs.existsSync(path.dirname(this.lockFile)))) withLock(this.lockFile, append);
     else append();
   }
 }

@@ -23,12 +23,9 @@ export function lstatAt(dirFd: number, name: string): fs.Stats {
 }
 
 export function lstatAtOrNull(dirFd: number, name: string): fs.Stats | null {
-  try {
-    return lstatAt(dirFd, name);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-    throw e;
-  }
+  // Without an exception for ENOENT: building one (with its stack) cost more than the lstat, and
+  // "not there" is the common answer (every new upload asks it).
+  return fs.lstatSync(at(dirFd, name), { throwIfNoEntry: false }) ?? null;
 }
 
 export function closeQuietly(fd: number | undefined): void {

@@ -89,6 +89,14 @@ export class NameRules {
    * then `src` is renamed over it in one step, so the name never shows a partial file.
    */
   publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string): void {
+    // No rule of the profile reads the directory for this name and nothing is replaced: link(2)
+    // is the whole check, atomic by itself (EEXIST), so the directory's lock would add nothing.
+    if (replaces === undefined && !this.profile.judges(name)) link();
+    else this.publishLocked(dirFd, name, v, replaces, link, src);
+    this.arrived(dirFd, name, v);
+  }
+
+  private publishLocked(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string): void {
     withLock(this.lockFile("dir", inodeKey(fs.fstatSync(dirFd))), () => {
       const cur = lstatAtOrNull(dirFd, name);
       if (!cur) {
@@ -103,7 +111,6 @@ export class NameRules {
       this.replacements.add(inodeKey(lstatAt(dirFd, name)));
       this.session.audit.event("replace", { anomaly: true, path: v.display, version, oldSize: cur.size, policy: "resume" });
     });
-    this.arrived(dirFd, name, v);
   }
 
   private arrived(dirFd: number, name: string, v: VPath): void {
