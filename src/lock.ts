@@ -1,9 +1,15 @@
-// Lock files made with O_EXCL. Node has no flock(2); a lock file naming its owner, broken when
-// that owner is gone, does the same job for the places that need one: the audit log's append (its
-// hash chain must stay linear), the per-key session slots and the vault's per-set locks.
+// Lock files. Node has no flock(2); a lock naming its owner, broken when that owner is gone, does
+// the same job for the places that need one: the audit log's append (its hash chain must stay
+// linear), the arrivals record, the per-key session slots and the vault's per-set locks.
+//
+// A lock is a symbolic link whose target is the owner ("pid start"): symlink(2) creates it with its
+// content in one step, readlink(2) reads it back, and none of them ever follows it (root's
+// housekeeping takes locks in a directory the backup user owns). An O_EXCL file with the owner
+// written into it, as older versions made, took three calls instead of one and could be seen
+// empty; such a file is still understood, so sessions of both versions exclude each other.
 import fs from "node:fs";
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_RDONLY } = fs.constants;
+const { O_NOFOLLOW, O_RDONLY } = fs.constants;
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 function sleepMs(ms: number): void {
@@ -33,21 +39,31 @@ function startTime(pid: number | "self"): string | undefined {
 
 // A pid alone is not an identity: a killed session's pid may belong to another process by the time
 // the lock is looked at, which would hold a session slot forever. The start time tells them apart.
-const SELF = `${process.pid} ${startTime("self") ?? "?"}\n`;
+const SELF = `${process.pid} ${startTime("self") ?? "?"}`;
 
 interface Owner {
   pid: number;
   start: string | undefined;
 }
 
+function parseOwner(text: string): Owner {
+  const [pid, start] = text.trim().split(" ");
+  return { pid: Number.parseInt(pid ?? "", 10), start: start === "?" ? undefined : start };
+}
+
 function ownerOf(file: string): Owner | undefined {
+  try {
+    return parseOwner(fs.readlinkSync(file, "latin1"));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EINVAL") return undefined;
+  }
+  // EINVAL: not a link, a lock file of an older version.
   try {
     const fd = fs.openSync(file, O_RDONLY | O_NOFOLLOW);
     try {
       const buf = Buffer.alloc(64);
       const n = fs.readSync(fd, buf, 0, buf.length, 0);
-      const [pid, start] = buf.subarray(0, n).toString("ascii").trim().split(" ");
-      return { pid: Number.parseInt(pid ?? "", 10), start: start === "?" ? undefined : start };
+      return parseOwner(buf.subarray(0, n).toString("latin1"));
     } finally {
       fs.closeSync(fd);
     }
@@ -66,12 +82,7 @@ function ownerAlive(o: Owner): boolean {
 export function tryLock(file: string, staleMs = Infinity): boolean {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
-      const fd = fs.openSync(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
-      try {
-        fs.writeSync(fd, SELF);
-      } finally {
-        fs.closeSync(fd);
-      }
+      fs.symlinkSync(SELF, file);
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
@@ -83,8 +94,8 @@ export function tryLock(file: string, staleMs = Infinity): boolean {
     } catch {
       continue; // released meanwhile: try again
     }
-    // An empty file is a lock being written right now (NaN pid), an unreadable one may be held:
-    // only age breaks those. Two sessions breaking the same dead lock at once can, in a window of
+    // An empty lock file (an older version's, being written right now: NaN pid) or an unreadable
+    // one may be held: only age breaks those. Two sessions breaking the same dead lock at once can, in a window of
     // a few system calls, both end up holding it; a dead holder is rare enough to accept that.
     const held = !owner || Number.isNaN(owner.pid) || ownerAlive(owner);
     if (held && !old) return false;
@@ -125,7 +136,7 @@ export function withLock<T>(file: string, fn: () => T, waitMs = 3000): T {
   } finally {
     // Another process breaks a lock only when its owner is dead or it is older than waitMs (every
     // caller of a given lock uses the same wait): one held for less than half that is still ours,
-    // and is removed without reading its owner back (three system calls per lock, per file).
+    // and is removed without reading its owner back (one system call less per lock, per file).
     if (held) unlock(file, Date.now() - since >= waitMs / 2);
   }
 }

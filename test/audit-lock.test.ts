@@ -20,7 +20,8 @@ function dir(t: Test): string {
 t.test("take, refuse while held, release", async (t) => {
   const f = path.join(dir(t), "a.lock");
   t.ok(tryLock(f), "free: taken");
-  t.match(fs.readFileSync(f, "ascii"), new RegExp(`^${process.pid} ${startOf(process.pid)}\n$`), "names pid and start time");
+  t.ok(fs.lstatSync(f).isSymbolicLink(), "a symbolic link, made in one step");
+  t.equal(fs.readlinkSync(f), `${process.pid} ${startOf(process.pid)}`, "its target names pid and start time");
   t.notOk(tryLock(f), "held by a live owner (us): not taken again");
   unlock(f);
   t.notOk(fs.existsSync(f), "released");
@@ -30,6 +31,12 @@ t.test("take, refuse while held, release", async (t) => {
 
 t.test("a dead or replaced owner's lock is broken; a live one's is not", async (t) => {
   const d = dir(t);
+  const dead0 = spawnSync("/bin/true").pid!;
+  fs.symlinkSync(`${dead0} 1`, path.join(d, "dead-link"));
+  t.ok(tryLock(path.join(d, "dead-link")), "a link lock whose owner exited: broken and taken");
+  fs.symlinkSync(`${process.ppid} ${startOf(process.ppid)}`, path.join(d, "live-link"));
+  t.notOk(tryLock(path.join(d, "live-link")), "a link lock of a live owner: held");
+  // The regular files below are locks as older versions made them: still understood.
   const dead = spawnSync("/bin/true").pid!;
   fs.writeFileSync(path.join(d, "dead"), `${dead} 1\n`);
   t.ok(tryLock(path.join(d, "dead")), "owner exited: broken and taken");
@@ -56,7 +63,7 @@ t.test("withLock runs under the lock and waits a bounded time", async (t) => {
   const d = dir(t);
   const f = path.join(d, "w.lock");
   t.equal(
-    withLock(f, () => fs.readFileSync(f, "ascii").split(" ")[0]),
+    withLock(f, () => fs.readlinkSync(f).split(" ")[0]),
     String(process.pid),
     "fn runs while we hold it",
   );

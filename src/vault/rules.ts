@@ -84,16 +84,16 @@ export class NameRules {
   }
 
   /**
-   * Make a finished file appear under (dirFd, name). A new name: `link()` (which never replaces).
+   * Make a finished file (`src`, whose stat is `file`) appear under (dirFd, name). A new name: `link()` (which never replaces).
    * A replacement (`replaces` is the inode the checks allowed): the old file is kept as a version,
    * then `src` is renamed over it in one step, so the name never shows a partial file.
    */
-  publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string): void {
+  publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string, file: fs.Stats): void {
     // No rule of the profile reads the directory for this name and nothing is replaced: link(2)
     // is the whole check, atomic by itself (EEXIST), so the directory's lock would add nothing.
     if (replaces === undefined && !this.profile.judges(name)) link();
     else this.publishLocked(dirFd, name, v, replaces, link, src);
-    this.arrived(dirFd, name, v);
+    this.arrived(v, file);
   }
 
   private publishLocked(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string): void {
@@ -113,9 +113,10 @@ export class NameRules {
     });
   }
 
-  private arrived(dirFd: number, name: string, v: VPath): void {
+  /** `file`: what was published (link and rename keep the inode, so no need to look again). */
+  private arrived(v: VPath, file: fs.Stats): void {
     try {
-      recordArrival(this.state, v.display, lstatAt(dirFd, name));
+      recordArrival(this.state, v.display, file);
     } catch (e) {
       // The file is stored; without a record prune will simply never remove it.
       this.session.audit.event("arrival-not-recorded", { anomaly: true, path: v.display, reason: (e as Error).message });

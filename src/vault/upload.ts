@@ -115,8 +115,9 @@ export class Upload {
       fs.fsyncSync(this.fd);
       guardUpload(this.vault.session, this.fd, this.size, this.v.display);
       const sha256 = this.digest();
-      this.vault.linkNew(this, this.parentFd, this.name, this.tmpPath);
-      st = fs.fstatSync(this.fd);
+      const file = fs.fstatSync(this.fd);
+      this.vault.linkNew(this, this.parentFd, this.name, this.tmpPath, file);
+      st = file; // the same inode under its final name
       const pub = { path: this.v.display, size: this.size, sha256 };
       this.vault.session.counters.published++;
       this.vault.session.audit.event("publish", pub);

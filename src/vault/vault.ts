@@ -249,9 +249,9 @@ export class Vault {
   }
 
   /** Called by Upload: the final step, link(2) that cannot replace (or a replacement the policy allowed). */
-  linkNew(up: Upload, parentFd: number, name: string, tmpPath: string): void {
+  linkNew(up: Upload, parentFd: number, name: string, tmpPath: string, file: fs.Stats): void {
     try {
-      this.rules.publish(parentFd, name, up.v, this.replacing.get(up), () => fs.linkSync(tmpPath, at(parentFd, name)), tmpPath);
+      this.rules.publish(parentFd, name, up.v, this.replacing.get(up), () => fs.linkSync(tmpPath, at(parentFd, name)), tmpPath, file);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "EEXIST")
         throw new VbError("EXISTS", `append-only: '${up.v.display}' already exists and cannot be overwritten`);
@@ -272,7 +272,7 @@ export class Vault {
       if (old) this.rules.checkReplace(dirFd, name, v, old);
       try {
         const src = at(srcDirFd, srcName);
-        this.rules.publish(dirFd, name, v, old ? inodeKey(old) : undefined, () => fs.linkSync(src, at(dirFd, name)), src);
+        this.rules.publish(dirFd, name, v, old ? inodeKey(old) : undefined, () => fs.linkSync(src, at(dirFd, name)), src, expect);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
         throw e;
@@ -306,7 +306,7 @@ export class Vault {
         if (old) this.rules.checkReplace(toDir, toName, to, old);
         const src = at(fromDir, fromName);
         try {
-          this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, () => fs.linkSync(src, at(toDir, toName)), src);
+          this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, () => fs.linkSync(src, at(toDir, toName)), src, st);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to);
           throw e;
