@@ -95,8 +95,9 @@ export function tryLock(file: string, staleMs = Infinity): boolean {
       continue; // released meanwhile: try again
     }
     // An empty lock file (an older version's, being written right now: NaN pid) or an unreadable
-    // one may be held: only age breaks those. Two sessions breaking the same dead lock at once can, in a window of
-    // a few system calls, both end up holding it; a dead holder is rare enough to accept that.
+    // one may be held: only age breaks those. Two sessions breaking the same dead lock at once
+    // can, in a window of a few system calls, both end up holding it; a dead holder is rare
+    // enough to accept that.
     const held = !owner || Number.isNaN(owner.pid) || ownerAlive(owner);
     if (held && !old) return false;
     try {

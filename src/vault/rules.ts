@@ -84,9 +84,10 @@ export class NameRules {
   }
 
   /**
-   * Make a finished file (`src`, whose stat is `file`) appear under (dirFd, name). A new name: `link()` (which never replaces).
-   * A replacement (`replaces` is the inode the checks allowed): the old file is kept as a version,
-   * then `src` is renamed over it in one step, so the name never shows a partial file.
+   * Make a finished file (`src`, whose stat is `file`) appear under (dirFd, name). A new name:
+   * `link()` (which never replaces). A replacement (`replaces` is the inode the checks allowed):
+   * the old file is kept as a version, then `src` is renamed over it in one step, so the name
+   * never shows a partial file.
    */
   publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string, file: fs.Stats): void {
     // No rule of the profile reads the directory for this name and nothing is replaced: link(2)
