@@ -3,8 +3,25 @@
 // holds), so CLOSE waits only for the last few chunks instead of the session hashing every
 // WRITE on the one thread that also serves the client. One upload at a time: others hash inline.
 // The descriptor stays the session's: it is closed only after the worker has let go of it.
+import fs from "node:fs";
+import crypto from "node:crypto";
 import { Worker } from "node:worker_threads";
 import { CTL, CLAIM, STATE, DONE, SHARED_BYTES, layout, type Job } from "./hash-shared.js";
+
+const HASH_CHUNK = 1024 * 1024;
+
+/** SHA-256 (hex) of the first `size` bytes of the open file, read in chunks: memory stays flat. */
+export function sha256OfFd(fd: number, size: number): string {
+  const h = crypto.createHash("sha256");
+  const buf = Buffer.allocUnsafe(Math.min(HASH_CHUNK, Math.max(size, 1)));
+  for (let pos = 0; pos < size; ) {
+    const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+    if (n <= 0) break;
+    h.update(buf.subarray(0, n));
+    pos += n;
+  }
+  return h.digest("hex");
+}
 
 /** Below this the worker's start-up costs more than it saves. */
 export const OFFLOAD_AT = 16 * 1024 * 1024;

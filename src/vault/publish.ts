@@ -2,7 +2,6 @@
 // new regular file there is linked into the live tree at the same relative path by the vault, which
 // never replaces. The walk never follows a link: directories are opened fd by fd with O_NOFOLLOW.
 import fs from "node:fs";
-import crypto from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { VbError } from "../errors.js";
 import { cleanBytes } from "../audit/sanitize.js";
@@ -10,8 +9,8 @@ import { guardUpload } from "../pgp/guard.js";
 import { FILE_MODE_MASK, type Vault } from "./vault.js";
 import { vpath, MAX_DEPTH, type VPath } from "./paths.js";
 import { at, openDirAt, closeQuietly, DIR_FLAGS, READ_FLAGS } from "./fsat.js";
+import { sha256OfFd } from "./hasher.js";
 
-const HASH_CHUNK = 1024 * 1024;
 const SYNC = "/usr/bin/sync";
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -34,18 +33,6 @@ const NOT_PUBLISHED: [(st: fs.Stats) => boolean, string][] = [
 
 function whyNot(st: fs.Stats): string | undefined {
   return NOT_PUBLISHED.find(([test]) => test(st))?.[1];
-}
-
-function sha256Of(fd: number, size: number): string {
-  const h = crypto.createHash("sha256");
-  const buf = Buffer.allocUnsafe(Math.min(HASH_CHUNK, Math.max(size, 1)));
-  for (let pos = 0; pos < size; ) {
-    const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
-    if (n <= 0) break;
-    h.update(buf.subarray(0, n));
-    pos += n;
-  }
-  return h.digest("hex");
 }
 
 class Publisher {
@@ -142,7 +129,7 @@ class Publisher {
       fs.fchmodSync(fd, (st.mode & FILE_MODE_MASK) | 0o400);
       if (!this.synced) fs.fsyncSync(fd);
       guardUpload(this.session, fd, st.size, v.display);
-      const sha256 = sha256Of(fd, st.size);
+      const sha256 = sha256OfFd(fd, st.size);
       if (!this.vault.linkStaged(dirFd, name, v, st)) return this.skip(v.display, "exists");
       this.result.published++;
       this.session.counters.published++;

@@ -85,11 +85,12 @@ export class NameRules {
 
   /**
    * Make a finished file (`src`, whose stat is `file`) appear under (dirFd, name). A new name:
-   * `link()` (which never replaces). A replacement (`replaces` is the inode the checks allowed):
+   * link(2) (which never replaces). A replacement (`replaces` is the inode the checks allowed):
    * the old file is kept as a version, then `src` is renamed over it in one step, so the name
    * never shows a partial file.
    */
-  publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string, file: fs.Stats): void {
+  publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, src: string, file: fs.Stats): void {
+    const link = () => fs.linkSync(src, at(dirFd, name));
     // No rule of the profile reads the directory for this name and nothing is replaced: link(2)
     // is the whole check, atomic by itself (EEXIST), so the directory's lock would add nothing.
     if (replaces === undefined && !this.profile.judges(name)) link();

@@ -7,9 +7,7 @@ import type { VPath } from "./paths.js";
 import type { Vault } from "./vault.js";
 import { closeQuietly } from "./fsat.js";
 import { guardUpload } from "../pgp/guard.js";
-import { TrailingHash, OFFLOAD_AT } from "./hasher.js";
-
-const HASH_CHUNK = 1024 * 1024;
+import { TrailingHash, OFFLOAD_AT, sha256OfFd } from "./hasher.js";
 
 export interface Published {
   path: string;
@@ -91,16 +89,8 @@ export class Upload {
       this.trail = undefined;
       if (hex) return hex;
     }
-    // Writes came out of order: hash what is on disk, streaming.
-    const h = crypto.createHash("sha256");
-    const buf = Buffer.allocUnsafe(HASH_CHUNK);
-    for (let pos = 0; pos < this.size; ) {
-      const n = fs.readSync(this.fd, buf, 0, Math.min(HASH_CHUNK, this.size - pos), pos);
-      if (n <= 0) break;
-      h.update(buf.subarray(0, n));
-      pos += n;
-    }
-    return h.digest("hex");
+    // Writes came out of order (or the worker failed): hash what is on disk.
+    return sha256OfFd(this.fd, this.size);
   }
 
   /** fsync, link under the final name (never replacing), remove the temporary name. */

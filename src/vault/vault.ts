@@ -251,7 +251,7 @@ export class Vault {
   /** Called by Upload: the final step, link(2) that cannot replace (or a replacement the policy allowed). */
   linkNew(up: Upload, parentFd: number, name: string, tmpPath: string, file: fs.Stats): void {
     try {
-      this.rules.publish(parentFd, name, up.v, this.replacing.get(up), () => fs.linkSync(tmpPath, at(parentFd, name)), tmpPath, file);
+      this.rules.publish(parentFd, name, up.v, this.replacing.get(up), tmpPath, file);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "EEXIST")
         throw new VbError("EXISTS", `append-only: '${up.v.display}' already exists and cannot be overwritten`);
@@ -271,8 +271,7 @@ export class Vault {
       if (old && !this.rules.mayReplace(name)) return false;
       if (old) this.rules.checkReplace(dirFd, name, v, old);
       try {
-        const src = at(srcDirFd, srcName);
-        this.rules.publish(dirFd, name, v, old ? inodeKey(old) : undefined, () => fs.linkSync(src, at(dirFd, name)), src, expect);
+        this.rules.publish(dirFd, name, v, old ? inodeKey(old) : undefined, at(srcDirFd, srcName), expect);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
         throw e;
@@ -304,9 +303,8 @@ export class Vault {
         if (inodeKey(lstatAt(fromDir, fromName)) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${from.display}' changed meanwhile`);
         const old = lstatAtOrNull(toDir, toName);
         if (old) this.rules.checkReplace(toDir, toName, to, old);
-        const src = at(fromDir, fromName);
         try {
-          this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, () => fs.linkSync(src, at(toDir, toName)), src, st);
+          this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, at(fromDir, fromName), st);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to);
           throw e;
