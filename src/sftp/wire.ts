@@ -243,12 +243,13 @@ export class Framer {
   space(): Buffer {
     const avail = this.end - this.start;
     if (avail === 0) this.start = this.end = 0;
+    const want = Math.max(1, this.stillNeeded(avail));
     const room = this.buf.length - this.end;
-    if (this.start > 0 && (room < MIN_READ || room < this.stillNeeded(avail))) {
-      this.buf.copy(this.buf, 0, this.start, this.end);
-      this.start = 0;
-      this.end = avail;
-    }
+    if (this.start > 0 && (room < MIN_READ || room < want)) this.moveTo(this.buf);
+    // Only a caller that reads again while holding back a read's packets gets here (the pump
+    // stops reading then): grown rather than handing out an empty buffer, which a socket would
+    // take for the end of input.
+    if (this.buf.length - this.end < want) this.moveTo(Buffer.allocUnsafe(avail + this.max + 4));
     return this.buf.subarray(this.end, this.end + Math.min(this.buf.length - this.end, this.max + 4));
   }
 
@@ -261,14 +262,19 @@ export class Framer {
   push(chunk: Buffer): void {
     const avail = this.end - this.start;
     if (this.buf.length - this.end < chunk.length) {
-      const into = this.buf.length < avail + chunk.length ? Buffer.allocUnsafe(avail + chunk.length + this.max + 4) : this.buf;
-      this.buf.copy(into, 0, this.start, this.end);
-      this.buf = into;
-      this.start = 0;
-      this.end = avail;
+      this.moveTo(this.buf.length < avail + chunk.length ? Buffer.allocUnsafe(avail + chunk.length + this.max + 4) : this.buf);
     }
     chunk.copy(this.buf, this.end);
     this.end += chunk.length;
+  }
+
+  /** The bytes not yet returned, moved to the start of `into` (the same buffer or a bigger one). */
+  private moveTo(into: Buffer): void {
+    const avail = this.end - this.start;
+    this.buf.copy(into, 0, this.start, this.end);
+    this.buf = into;
+    this.start = 0;
+    this.end = avail;
   }
 
   /** The next whole packet (from its type byte on), or null if it has not all arrived yet. */
