@@ -10,6 +10,7 @@ import { decide, type Plan } from "../src/gate/decide.js";
 import { parseConfig } from "../src/config/load.js";
 import { VbError } from "../src/errors.js";
 import { Confiner } from "../src/vault/paths.js";
+import { Rng } from "./helpers/rng.js";
 import { LONG_OPTIONS, SHORT_OPTIONS, CAPABILITIES, type OptionClass } from "../src/rsync/options.js";
 import type { Policy } from "../src/config/schema.js";
 
@@ -17,17 +18,8 @@ const SEED = Number(process.env.VB_FUZZ_SEED ?? 20240607) >>> 0;
 const N = Number(process.env.VB_FUZZ_N ?? 12_000);
 const ROOT = "/srv/vb/root";
 
-// mulberry32: small, fast, and the same sequence on every machine.
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = prng(SEED);
+const rng = new Rng(SEED);
+const rand = () => rng.u32() / 4294967296;
 const chance = (p: number) => rand() < p;
 const int = (n: number) => Math.floor(rand() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;

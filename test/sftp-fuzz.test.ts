@@ -14,6 +14,7 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { snapshot, auditLines, type Sandbox, type Snap } from "./helpers/env.js";
 import { size } from "./helpers/scale.js";
+import { Rng } from "./helpers/rng.js";
 import { SftpClient, hostileWorld, FX, PF, T, Reader, packet, u8, u32, u64, str, attrs, crashSigns, type Attrs, type Reply } from "./helpers/sftp-client.js";
 
 const SEED = Number(process.env.SFTP_FUZZ_SEED ?? crypto.randomBytes(4).readUInt32BE(0));
@@ -22,32 +23,6 @@ const PER_PROCESS = 5_000;
 const WINDOW = 128; // requests in flight
 const MAX_FILE = 16 * 1024 * 1024; // the sandbox's limit, so the content model stays small
 const PEAK_RSS_LIMIT_MIB = 200;
-
-/** mulberry32: small, fast and good enough to drive a fuzzer reproducibly. */
-class Rng {
-  constructor(private s: number) {}
-  u32(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let z = this.s;
-    z = Math.imul(z ^ (z >>> 15), z | 1);
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-    return (z ^ (z >>> 14)) >>> 0;
-  }
-  int(n: number): number {
-    return n <= 0 ? 0 : this.u32() % n;
-  }
-  chance(p: number): boolean {
-    return this.u32() / 0x100000000 < p;
-  }
-  pick<X>(xs: readonly X[]): X {
-    return xs[this.int(xs.length)]!;
-  }
-  bytes(n: number): Buffer {
-    const b = Buffer.allocUnsafe(n);
-    for (let i = 0; i < n; i++) b[i] = this.u32() & 0xff;
-    return b;
-  }
-}
 
 // ---- what the fuzzer sends ------------------------------------------------------------------
 

@@ -17,16 +17,17 @@ export const TEST_USER = "vbtest";
 
 export const isRoot = process.getuid?.() === 0;
 
-let ids: { uid: number; gid: number; name: string | undefined } | undefined;
+type GateIds = { uid: number; gid: number; name: string | undefined };
+let ids: GateIds | undefined;
 
 /** uid/gid the gate runs as: the test user when we are root (created on first use), else us. */
-export function gateIds(): { uid: number; gid: number; name: string | undefined } {
+export function gateIds(): GateIds {
   // Asked once per process: every sandbox asks, and two `id` processes each time added up.
   ids ??= lookUpIds();
   return ids;
 }
 
-function lookUpIds(): { uid: number; gid: number; name: string | undefined } {
+function lookUpIds(): GateIds {
   if (!isRoot) return { uid: process.getuid!(), gid: process.getgid!(), name: undefined };
   let r = spawnSync("id", ["-u", TEST_USER], { encoding: "utf8" });
   if (r.status !== 0) {
