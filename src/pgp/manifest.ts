@@ -25,7 +25,8 @@ export class ManifestParser {
   private done = false;
   private partial = "";
   private readonly decoder = new TextDecoder("utf-8");
-  problems: string[] = [];
+  /** Volumes listed more than once (a resumed backup). */
+  readonly repeated = new Set<number>();
 
   push(chunk: Uint8Array): void {
     if (this.done) return;
@@ -52,7 +53,10 @@ export class ManifestParser {
     const vol = /^Volume (\d+):\s*$/.exec(line);
     if (vol) {
       this.current = Number(vol[1]);
-      if (this.volumes.has(this.current)) this.problems.push(`volume ${this.current} is listed twice`);
+      // A resumed backup lists the volume it sent again a second time; the later entry describes
+      // the stored file, as duplicity itself reads it (the last one wins).
+      if (this.volumes.has(this.current)) this.repeated.add(this.current);
+      this.volumes.delete(this.current);
       this.volumes.set(this.current, null);
       return;
     }
