@@ -1,6 +1,7 @@
 // The upload guardrail. With `encryption.required`, a finished upload is published only if its
-// first packets make it an OpenPGP encrypted message or a detached signature; with `recipients`,
-// only if one of its public-key session key packets names a key or subkey of those certificates.
+// first packets make it an OpenPGP encrypted message or a detached signature (packets.ts says how
+// closely each is read); with `recipients`, only if one of its public-key session key packets names
+// a key or subkey of those certificates.
 //
 // It catches a misconfigured SOURCE (duplicity --no-encryption, a symmetric passphrase, the wrong
 // --encrypt-key, a forgotten gpg step); it is not a proof of encryption: whoever holds the key can

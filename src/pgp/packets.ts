@@ -5,6 +5,8 @@
 
 /** How much of a file the guard looks at: room for dozens of recipients, armored. */
 export const HEAD_BYTES = 64 * 1024;
+/** A file of detached signatures only is read whole: a few hundred bytes per signer. */
+export const MAX_SIGNATURE_BYTES = 64 * 1024;
 
 export interface KeyRef {
   /** 16 lower-case hex digits; null for a session-key packet version we cannot read. */
@@ -44,8 +46,8 @@ const TAG_NAMES: Record<number, string> = {
 
 // What each packet means at the top level of a file. Anything absent carries readable content
 // (literal or compressed data, keys, one-pass signatures) or is unknown: the file is not encrypted.
-type Role = "pkesk" | "skesk" | "data" | "skip" | "signature";
-const ROLE: Record<number, Role> = { 1: "pkesk", 3: "skesk", 9: "data", 18: "data", 20: "data", 10: "skip", 21: "skip", 2: "signature" };
+type Role = "pkesk" | "skesk" | "data" | "marker" | "padding" | "signature";
+const ROLE: Record<number, Role> = { 1: "pkesk", 3: "skesk", 9: "data", 18: "data", 20: "data", 10: "marker", 21: "padding", 2: "signature" };
 
 function tagName(tag: number): string {
   return TAG_NAMES[tag] ?? `unknown (tag ${tag})`;
@@ -117,17 +119,95 @@ export function pkeskRecipient(body: Uint8Array): KeyRef {
   return { keyId: null, anonymous: false };
 }
 
+// What a detached signature's packet must hold (RFC 9580 5.2.3): a document signature (binary or
+// text), its subpacket areas (lengths of 2 octets in v4, 4 in v6), 2 octets of the hash, in v6 a
+// salt of the size the hash algorithm fixes, then exactly the algorithm's signature material.
+const AREA_LENGTH_OCTETS: Record<number, number> = { 4: 2, 6: 4 };
+const DOCUMENT_SIGNATURES = new Set([0x00, 0x01]);
+const SIG_MATERIAL: Record<number, { mpis: number } | { octets: number }> = {
+  1: { mpis: 1 }, // RSA
+  3: { mpis: 1 }, // RSA sign-only (old keys)
+  17: { mpis: 2 }, // DSA
+  19: { mpis: 2 }, // ECDSA
+  22: { mpis: 2 }, // EdDSALegacy: what gpg 2.2 writes for ed25519 keys
+  27: { octets: 64 }, // Ed25519
+  28: { octets: 114 }, // Ed448
+};
+const V6_SALT_OCTETS: Record<number, number> = { 8: 16, 9: 24, 10: 32, 11: 16, 12: 16, 14: 32 };
+
+/** Why a subpacket area `b[start, end)` does not parse (RFC 9580 5.2.3.7), or null. */
+function subpacketProblem(b: Uint8Array, start: number, end: number): string | null {
+  for (let pos = start; pos < end; ) {
+    const o1 = b[pos]!;
+    const size = o1 < 192 ? 1 : o1 < 255 ? 2 : 5;
+    if (pos + size > end) return `the length of the subpacket at ${pos - start} runs past the area`;
+    const length = size === 1 ? o1 : size === 2 ? ((o1 - 192) << 8) + b[pos + 1]! + 192 : bigEndian(b, pos + 1, 4);
+    if (length === 0) return `the subpacket at ${pos - start} has length 0 (not even a type octet)`;
+    if (pos + size + length > end) return `the subpacket at ${pos - start} (${length} bytes) runs past the area`;
+    pos += size + length;
+  }
+  return null;
+}
+
+/** Why a signature packet's body is not a v4 or v6 document signature, or null. */
+export function signatureProblem(b: Uint8Array): string | null {
+  if (b.length === 0) return "an empty packet";
+  const version = b[0]!;
+  const areaOctets = AREA_LENGTH_OCTETS[version];
+  if (areaOctets === undefined) return `version ${version}; only v4 and v6 signatures are accepted`;
+  if (b.length < 4) return "the packet ends inside its first fields";
+  const [type, algorithm, hash] = [b[1]!, b[2]!, b[3]!];
+  if (!DOCUMENT_SIGNATURES.has(type)) return `signature type 0x${type.toString(16).padStart(2, "0")}; a detached signature is of type 0x00 (binary) or 0x01 (text)`;
+  const material = SIG_MATERIAL[algorithm];
+  if (!material) return `public-key algorithm ${algorithm} is not one the guard knows`;
+  let pos = 4;
+  for (const area of ["hashed", "unhashed"]) {
+    if (pos + areaOctets > b.length) return `the packet ends inside the ${area} subpacket area's length`;
+    const n = bigEndian(b, pos, areaOctets);
+    pos += areaOctets;
+    if (pos + n > b.length) return `the ${area} subpacket area (${n} bytes) runs past the packet`;
+    const bad = subpacketProblem(b, pos, pos + n);
+    if (bad) return `${area} subpackets: ${bad}`;
+    pos += n;
+  }
+  pos += 2; // the hash's left 16 bits
+  if (version === 6) {
+    const salt = V6_SALT_OCTETS[hash];
+    if (salt === undefined) return `hash algorithm ${hash} has no salt size for a v6 signature`;
+    if (b[pos] !== salt) return `a salt of ${b[pos] ?? "no"} bytes where hash algorithm ${hash} takes ${salt}`;
+    pos += 1 + salt;
+  }
+  if ("octets" in material) pos += material.octets;
+  else {
+    for (let i = 1; i <= material.mpis; i++) {
+      if (pos + 2 > b.length) return `the packet ends inside the length of MPI ${i}`;
+      pos += 2 + Math.ceil(bigEndian(b, pos, 2) / 8);
+      if (pos > b.length) return `MPI ${i} runs past the packet`;
+    }
+  }
+  if (pos > b.length) return "the packet ends inside its signature material";
+  if (pos < b.length) return `${b.length - pos} byte${b.length - pos > 1 ? "s" : ""} after the signature material`;
+  return null;
+}
+
+const signatureTooBig = (size?: number) => `a detached signature larger than ${MAX_SIGNATURE_BYTES / 1024} KiB${size === undefined ? "" : ` (${size} bytes)`}`;
+
 /** Walk top-level packets of `buf`; `complete` says whether `buf` is the whole file. */
 export function walkPackets(buf: Uint8Array, complete: boolean, armored = false): Shape {
   const other = (why: string): Shape => ({ kind: "other", armored, why });
   const recipients: KeyRef[] = [];
   let passwords = 0;
   let signatures = 0;
-  const limit = () => (complete ? "the file ends" : `nothing decisive in the first ${HEAD_BYTES / 1024} KiB`);
+  let paddingAt = -1;
+  const limit = () => (complete ? "the file ends" : signatures ? signatureTooBig() : `nothing decisive in the first ${HEAD_BYTES / 1024} KiB`);
   for (let pos = 0; ; ) {
     if (pos >= buf.length) {
       if (!complete) return other(limit());
-      if (signatures > 0 && recipients.length + passwords === 0) return { kind: "signature", armored, count: signatures };
+      if (signatures > 0 && recipients.length + passwords === 0) {
+        // Padding may hold anything, and a detached signature has no use for it.
+        if (paddingAt >= 0) return other(`a padding packet in a detached signature at offset ${paddingAt}`);
+        return { kind: "signature", armored, count: signatures };
+      }
       return other(pos === 0 ? "the file is empty" : "the file ends before any encrypted data");
     }
     const h = readHeader(buf, pos);
@@ -148,7 +228,14 @@ export function walkPackets(buf: Uint8Array, complete: boolean, armored = false)
     if (end > buf.length) return other(complete ? `the file ends inside a ${tagName(h.tag)} packet` : limit());
     if (role === "signature") {
       if (esks) return other(`a signature among session key packets at offset ${pos}`);
+      const bad = signatureProblem(buf.subarray(start, end));
+      if (bad) return other(`a signature packet at offset ${pos} that is not a detached signature: ${bad}`);
       signatures++;
+    } else if (role === "marker" && Buffer.from(buf.subarray(start, end)).toString("latin1") !== "PGP") {
+      // RFC 9580 5.8: the body of a marker is exactly these three octets.
+      return other(`a marker packet at offset ${pos} that does not hold "PGP"`);
+    } else if (role === "padding" && paddingAt < 0) {
+      paddingAt = pos;
     } else if (role === "pkesk" || role === "skesk") {
       if (signatures) return other(`a session key packet after a signature at offset ${pos}`);
       if (role === "pkesk") recipients.push(pkeskRecipient(buf.subarray(start, end)));
@@ -195,8 +282,9 @@ function walkArmored(head: Buffer, complete: boolean): Shape {
 export function classify(head: Buffer, size: number): Shape {
   const complete = head.length >= size;
   const text = head.subarray(0, 64).toString("latin1").trimStart();
-  if (text.startsWith("-----")) return walkArmored(head, complete);
-  return walkPackets(head, complete);
+  const shape = text.startsWith("-----") ? walkArmored(head, complete) : walkPackets(head, complete);
+  if (shape.kind === "signature" && size > MAX_SIGNATURE_BYTES) return { kind: "other", armored: shape.armored, why: signatureTooBig(size) };
+  return shape;
 }
 
 /** One line for people and the audit log. */

@@ -22,10 +22,11 @@ export interface Gpg {
   gpg(args: string[], input?: Buffer | string): Buffer;
 }
 
-function keyOf(g: Omit<Gpg, "fpr" | "otherFpr">, uid: string): string {
-  g.gpg(["--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"]);
+/** A new signing key (with a cv25519 encryption subkey unless `sign` says otherwise); its fingerprint. */
+export function keyOf(g: Pick<Gpg, "gpg">, uid: string, sign = "ed25519", encrypt: string | null = "cv25519"): string {
+  g.gpg(["--passphrase", "", "--quick-gen-key", uid, sign, "sign", "never"]);
   const fpr = /^fpr:+([0-9A-F]{40}):/m.exec(g.gpg(["--with-colons", "--list-keys", uid]).toString())![1]!;
-  g.gpg(["--passphrase", "", "--quick-add-key", fpr, "cv25519", "encr", "never"]);
+  if (encrypt) g.gpg(["--passphrase", "", "--quick-add-key", fpr, encrypt, "encr", "never"]);
   return fpr;
 }
 
@@ -60,5 +61,28 @@ export function gpgHome(t: Teardownable): Gpg {
     sec: file("source-secret.asc", gpg(["--armor", "--passphrase", "", "--export-secret-keys", fpr])),
     otherPub: file("stranger.gpg", gpg(["--export", otherFpr])),
     otherSec: file("stranger-secret.asc", gpg(["--armor", "--passphrase", "", "--export-secret-keys", otherFpr])),
+  };
+}
+
+/** A new-format packet with a five-octet length. */
+export function packet(tag: number, body: Buffer): Buffer {
+  const head = Buffer.from([0xc0 | tag, 0xff, 0, 0, 0, 0]);
+  head.writeUInt32BE(body.length, 2);
+  return Buffer.concat([head, body]);
+}
+
+/**
+ * Files that carried `plain` past the guard before issue 14 (item 4), each with what the guard now
+ * says about it: plaintext as a signature packet, or beside a signature, and a signature file over
+ * 64 KiB.
+ */
+export function guardAttacks(g: Gpg, plain: Buffer): Record<string, [Buffer, RegExp]> {
+  const sig = g.gpg(["-u", g.fpr, "--detach-sign"], plain);
+  // The first byte of the plaintext is where a version byte would be.
+  const version = `version ${plain[0]}`;
+  return {
+    "in-signature.sig": [packet(2, plain), new RegExp(`signature packet at offset 0 .*${version}`)],
+    "beside-signature.sig": [Buffer.concat([sig, packet(21, plain)]), /padding packet in a detached signature/],
+    "big-signature.asc": [Buffer.concat([g.gpg(["-u", g.fpr, "--armor", "--detach-sign"], plain), Buffer.alloc(65 * 1024, "\n")]), /detached signature larger than 64 KiB/],
   };
 }
