@@ -81,7 +81,7 @@ t.test("hand-made edge cases", async (t) => {
   const seipd = Buffer.from([0xd2, 0xe0, 1]); // partial length: streamed
   t.equal(shape(Buffer.concat([pkesk, seipd])).kind, "encrypted", "new-format headers");
   const oldPkesk = Buffer.concat([Buffer.from([0x84, 10]), pkesk.subarray(2)]);
-  t.equal(shape(Buffer.concat([oldPkesk, Buffer.from([0xa4, 0, 0])])).kind, "encrypted", "old-format headers");
+  t.equal(shape(Buffer.concat([oldPkesk, seipd])).kind, "encrypted", "an old-format header (tag 18 has none: tags above 15 do not fit)");
   const marker = Buffer.from([0xca, 3, 0x50, 0x47, 0x50]);
   t.equal(shape(Buffer.concat([marker, pkesk, seipd])).kind, "encrypted", "a marker packet is skipped");
   t.match(shape(seipd), { kind: "other", why: /without any session key/ });
@@ -171,4 +171,22 @@ t.test("detached signatures: the packet must parse", async (t) => {
   t.match(shape(Buffer.concat([good, good])), { kind: "signature", count: 2 });
   t.match(shape(Buffer.concat([Buffer.from([0xca, 3]), Buffer.from("PGP"), good])), { kind: "signature" }, "a marker packet");
   t.match(shape(Buffer.concat([Buffer.from([0xca, 3]), Buffer.from("ABC"), good])), { kind: "other", why: /marker/ }, "a marker that is not one");
+});
+
+t.test("encrypted data: the version byte", async (t) => {
+  const pkesk = Buffer.concat([Buffer.from([0xc1, 10, 3]), Buffer.from("0123456789abcdef", "hex"), Buffer.from([1])]);
+  const data = (head: number[]) => shape(Buffer.concat([pkesk, Buffer.from(head)]));
+  t.match(data([0xd2, 5, 1]), { kind: "encrypted", data: "integrity-protected encrypted data" }, "SEIPD v1");
+  t.match(data([0xd2, 5, 2]), { kind: "encrypted" }, "SEIPD v2");
+  t.match(data([0xd2, 0xe9, 2]), { kind: "encrypted" }, "SEIPD v2, partial length: the first chunk holds the version");
+  t.match(data([0xd4, 5, 1]), { kind: "encrypted", data: "AEAD encrypted data" }, "AEAD v1");
+  t.match(data([0xd2, 5, 3]), { kind: "other", why: /of version 3/ });
+  t.match(data([0xd4, 5, 2]), { kind: "other", why: /of version 2/ });
+  t.match(data([0xd2, 0]), { kind: "other", why: /no version/ }, "an empty body");
+  t.match(data([0xd2, 5]), { kind: "other", why: /ends inside/ }, "the file ends before the version");
+  t.match(classify(Buffer.concat([pkesk, Buffer.from([0xd2, 0xe9])]), 1 << 20), { kind: "other", why: /nothing decisive/ }, "the head ends before it");
+  t.match(data([0xc9, 5, 1]), { kind: "other", why: /without integrity protection/ }, "SED (tag 9)");
+  t.match(data([0xa4, 5, 1]), { kind: "other", why: /without integrity protection/ }, "SED, old format");
+  const g = gpgHome(t);
+  t.match(shape(g.gpg(["--passphrase", "pw", "--rfc2440", "-c"], "x")), { kind: "other", why: /tag 9/ }, "what gpg --rfc2440 writes");
 });

@@ -49,6 +49,14 @@ const TAG_NAMES: Record<number, string> = {
 type Role = "pkesk" | "skesk" | "data" | "marker" | "padding" | "signature";
 const ROLE: Record<number, Role> = { 1: "pkesk", 3: "skesk", 9: "data", 18: "data", 20: "data", 10: "marker", 21: "padding", 2: "signature" };
 
+// Encrypted-data packets, by tag, and the versions of their first body octet (RFC 9580 5.13.1; tag 20
+// is LibrePGP's OCB packet, which gpg 2.3+ writes for keys that ask for AEAD). Symmetrically
+// encrypted data (tag 9) is absent on purpose: it has no version octet to check, carries no
+// integrity protection (gpg 2.2.8+ fails its decryption unless told --ignore-mdc-error, so a
+// restore would fail), and only gpg --rfc2440 still writes it: gpg 2.2 and duplicity write tag 18
+// version 1.
+const DATA_VERSIONS: Record<number, readonly number[]> = { 18: [1, 2], 20: [1] };
+
 function tagName(tag: number): string {
   return TAG_NAMES[tag] ?? `unknown (tag ${tag})`;
 }
@@ -190,6 +198,18 @@ export function signatureProblem(b: Uint8Array): string | null {
   return null;
 }
 
+/** Why an encrypted-data packet whose body starts at `start` is refused, null if not, "cut" if `buf` ends first. */
+function dataProblem(tag: number, h: Header, buf: Uint8Array, start: number): string | null | "cut" {
+  const versions = DATA_VERSIONS[tag];
+  if (!versions) return `${tagName(tag)} (tag ${tag}): the legacy form without integrity protection, whose decryption gpg fails`;
+  // A partial or indeterminate length has at least one octet in its first chunk.
+  if (h.length === 0) return `${tagName(tag)} with no version octet`;
+  const version = buf[start];
+  if (version === undefined) return "cut";
+  if (!versions.includes(version)) return `${tagName(tag)} of version ${version} (accepted: ${versions.join(", ")})`;
+  return null;
+}
+
 const signatureTooBig = (size?: number) => `a detached signature larger than ${MAX_SIGNATURE_BYTES / 1024} KiB${size === undefined ? "" : ` (${size} bytes)`}`;
 
 /** Walk top-level packets of `buf`; `complete` says whether `buf` is the whole file. */
@@ -219,6 +239,9 @@ export function walkPackets(buf: Uint8Array, complete: boolean, armored = false)
     if (role === "data") {
       if (signatures) return other(`encrypted data after a signature at offset ${pos}`);
       if (!esks) return other(`${tagName(h.tag)} without any session key packet`);
+      const bad = dataProblem(h.tag, h, buf, pos + h.size);
+      if (bad === "cut") return other(complete ? `the file ends inside a ${tagName(h.tag)} packet` : limit());
+      if (bad) return other(bad);
       return { kind: "encrypted", armored, recipients, passwords, data: tagName(h.tag) };
     }
     // Session keys, signatures, markers and padding are whole packets of a definite length.

@@ -5,6 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import type { Teardownable } from "./env.js";
+import { readHeader } from "../../src/pgp/packets.js";
 
 export interface Gpg {
   dir: string;
@@ -64,6 +65,13 @@ export function gpgHome(t: Teardownable): Gpg {
   };
 }
 
+/** The first packet of `bytes` (header and body), e.g. a real session-key packet. */
+function firstPacket(bytes: Buffer): Buffer {
+  const h = readHeader(bytes, 0);
+  if (!h || typeof h === "string" || typeof h.length !== "number") throw new Error("no first packet of a definite length");
+  return bytes.subarray(0, h.size + h.length);
+}
+
 /** A new-format packet with a five-octet length. */
 export function packet(tag: number, body: Buffer): Buffer {
   const head = Buffer.from([0xc0 | tag, 0xff, 0, 0, 0, 0]);
@@ -73,16 +81,20 @@ export function packet(tag: number, body: Buffer): Buffer {
 
 /**
  * Files that carried `plain` past the guard before issue 14 (item 4), each with what the guard now
- * says about it: plaintext as a signature packet, or beside a signature, and a signature file over
- * 64 KiB.
+ * says about it: plaintext as a signature packet, or beside a signature, behind a session key
+ * packet for SOURCE as "encrypted data" of no known version or of the legacy kind, and a signature
+ * file over 64 KiB.
  */
 export function guardAttacks(g: Gpg, plain: Buffer): Record<string, [Buffer, RegExp]> {
   const sig = g.gpg(["-u", g.fpr, "--detach-sign"], plain);
+  const pkesk = firstPacket(g.gpg(["-r", g.fpr, "-e"], plain));
   // The first byte of the plaintext is where a version byte would be.
   const version = `version ${plain[0]}`;
   return {
     "in-signature.sig": [packet(2, plain), new RegExp(`signature packet at offset 0 .*${version}`)],
     "beside-signature.sig": [Buffer.concat([sig, packet(21, plain)]), /padding packet in a detached signature/],
+    "seipd-version.gpg": [Buffer.concat([pkesk, packet(18, plain)]), new RegExp(`integrity-protected encrypted data of ${version}`)],
+    "sed.gpg": [Buffer.concat([pkesk, packet(9, plain)]), /symmetrically encrypted data .*without integrity protection/],
     "big-signature.asc": [Buffer.concat([g.gpg(["-u", g.fpr, "--armor", "--detach-sign"], plain), Buffer.alloc(65 * 1024, "\n")]), /detached signature larger than 64 KiB/],
   };
 }
