@@ -3,13 +3,14 @@
 import t from "tap";
 import * as openpgp from "openpgp";
 import { gpgHome, guardAttacks, keyOf, packet } from "./helpers/pgp.js";
-import { classify, describe, readHeader, HEAD_BYTES, MAX_SIGNATURE_BYTES, type Shape } from "../src/pgp/packets.js";
+import crypto from "node:crypto";
+import { classify, describe, readHeader, HEAD_BYTES, MAX_SIGNATURE_BYTES, TAIL_BYTES, type Shape } from "../src/pgp/packets.js";
 import { judge, loadRecipients, PLAINTEXT, WRONG_RECIPIENT } from "../src/pgp/guard.js";
 import { EncryptionSchema } from "../src/config/schema.js";
 
 const shape = (b: Buffer | Uint8Array) => {
   const file = Buffer.from(b);
-  return classify(file.subarray(0, HEAD_BYTES), file.length);
+  return classify(file.subarray(0, HEAD_BYTES), file.length, (pos, n) => file.subarray(pos, pos + n));
 };
 
 t.test("what gpg writes", async (t) => {
@@ -189,4 +190,38 @@ t.test("encrypted data: the version byte", async (t) => {
   t.match(data([0xa4, 5, 1]), { kind: "other", why: /without integrity protection/ }, "SED, old format");
   const g = gpgHome(t);
   t.match(shape(g.gpg(["--passphrase", "pw", "--rfc2440", "-c"], "x")), { kind: "other", why: /tag 9/ }, "what gpg --rfc2440 writes");
+});
+
+t.test("armor: nothing but whitespace after the END line", async (t) => {
+  const g = gpgHome(t);
+  const small = g.gpg(["-r", g.fpr, "-e", "--armor"], "x");
+  const big = g.gpg(["-r", g.fpr, "-z", "0", "-e", "--armor"], crypto.randomBytes(200 * 1024));
+  const sig = g.gpg(["-u", g.fpr, "--armor", "--detach-sign"], "x");
+  t.ok(big.length > 2 * HEAD_BYTES, "the END line is far beyond the head");
+  const crlf = (b: Buffer) => Buffer.from(b.toString("latin1").replace(/\n/g, "\r\n"), "latin1");
+  for (const [name, file, kind] of [
+    ["small", small, "encrypted"],
+    ["big", big, "encrypted"],
+    ["signature", sig, "signature"],
+  ] as const) {
+    t.match(shape(file), { kind, armored: true }, name);
+    t.match(shape(Buffer.concat([file, Buffer.from(" \n\t\r\n\n")])), { kind }, `${name}, whitespace after END`);
+    t.match(shape(crlf(file)), { kind }, `${name}, CRLF lines`);
+    t.match(shape(Buffer.concat([file, Buffer.from("x")])), { kind: "other", why: /after the armor's END line/ }, `${name}, a byte after END`);
+    // (Twice a big one passes: its first END line is in the middle, which is not read; see walkArmored.)
+    if (file.length < HEAD_BYTES) t.match(shape(Buffer.concat([file, Buffer.from("\n"), file])), { kind: "other", why: /after the armor's END line/ }, `${name}, twice`);
+    const noEnd = file.subarray(0, file.lastIndexOf("-----END"));
+    t.match(shape(noEnd), { kind: "other", why: /END line/ }, `${name}, without its END line`);
+    const otherEnd = Buffer.from(file.toString("latin1").replace(/END PGP (MESSAGE|SIGNATURE)/, "END PGP PUBLIC KEY BLOCK"), "latin1");
+    t.match(shape(otherEnd), { kind: "other", why: /END line/ }, `${name}, the END of another block`);
+  }
+  // Past the head, only the last KiBs are read: a line that is not base64 there is refused.
+  const end = big.lastIndexOf("-----END");
+  const planted = Buffer.concat([big.subarray(0, end - 200), Buffer.from("root:x:0:0:root:/root:/bin/bash\n"), big.subarray(end - 200)]);
+  t.match(shape(planted), { kind: "other", why: /not base64/ }, "text among the last lines");
+  const blanks = Buffer.alloc(3 * HEAD_BYTES, " \r\n");
+  t.match(shape(Buffer.concat([small, blanks])), { kind: "encrypted" }, "a message with 192 KiB of blanks after it");
+  const hidden = Buffer.concat([small, blanks, Buffer.from("root:x:0:0"), Buffer.alloc(TAIL_BYTES, "\n")]);
+  t.match(shape(hidden), { kind: "other", why: /after the armor's END line/ }, "...and text among them, past the head and before the tail");
+  t.match(shape(Buffer.concat([sig, blanks])), { kind: "other", why: /larger than 64 KiB/ }, "a signature with 192 KiB of blanks after it");
 });

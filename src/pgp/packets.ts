@@ -1,5 +1,5 @@
 // A small OpenPGP packet-header reader of our own (RFC 9580 section 4), enough to tell from the
-// first KiBs of a file what it is: an encrypted message (session-key packets, then encrypted
+// first KiBs of a file (and the last, for a big armored one) what it is: an encrypted message (session-key packets, then encrypted
 // data), a detached signature, or anything else. It never decrypts and never loads openpgp, so the
 // upload guard costs a few microseconds per file. Binary and ASCII-armored input are both read.
 
@@ -7,6 +7,11 @@
 export const HEAD_BYTES = 64 * 1024;
 /** A file of detached signatures only is read whole: a few hundred bytes per signer. */
 export const MAX_SIGNATURE_BYTES = 64 * 1024;
+/** How much of the end of a big armored file is read (see walkArmored). */
+export const TAIL_BYTES = 4 * 1024;
+
+/** `n` bytes of the file being classified from offset `pos` (fewer at its end). */
+export type Reader = (pos: number, n: number) => Buffer;
 
 export interface KeyRef {
   /** 16 lower-case hex digits; null for a session-key packet version we cannot read. */
@@ -272,40 +277,87 @@ export function walkPackets(buf: Uint8Array, complete: boolean, armored = false)
 const ARMOR_BEGIN = /^-----BEGIN PGP (MESSAGE|SIGNATURE)-----[ \t]*$/;
 const ARMOR_ANY = /^-----BEGIN PGP ([A-Z ,/0-9]+)-----/;
 const BASE64_LINE = /^[A-Za-z0-9+/]*={0,2}$/;
+const CHECKSUM_LINE = /^=[A-Za-z0-9+/]{4}$/;
+const BLANK = /^[ \t\r\n]*$/;
+const AFTER_END = "text after the armor's END line";
 
-/** Decode the armored block at the start of `head` (as far as it goes) and walk its packets. */
-function walkArmored(head: Buffer, complete: boolean): Shape {
+/** Whether bytes [pos, size) of the file are all blank, read a head's worth at a time. */
+function blankFrom(read: Reader, pos: number, size: number): boolean {
+  for (; pos < size; pos += HEAD_BYTES) {
+    const chunk = read(pos, Math.min(HEAD_BYTES, size - pos));
+    if (chunk.length === 0 || !BLANK.test(chunk.toString("latin1"))) return false;
+  }
+  return true;
+}
+
+/** Why the last lines of a big armored file are not the end of its base64 body and its END line, or null. */
+function armorTailProblem(tail: Buffer, endLine: string): string | null {
+  const lines = tail.toString("latin1").replace(/[ \t\r\n]+$/, "").split(/\r?\n/);
+  const last = lines.pop()!;
+  if (last !== endLine) return lines.some((l) => l.trimEnd() === endLine) ? AFTER_END : `the file does not end with the armor's END line (${endLine})`;
+  lines.shift(); // read from the middle of a line
+  if (CHECKSUM_LINE.test(lines.at(-1)?.trimEnd() ?? "")) lines.pop();
+  return lines.every((l) => BASE64_LINE.test(l.trimEnd())) ? null : `a line among the last ${TAIL_BYTES / 1024} KiB of the armor is not base64`;
+}
+
+/**
+ * Decode the armored block at the start of `head` (as far as it goes) and walk its packets.
+ *
+ * Nothing but whitespace may follow the END line (gpg would ignore it on restore, and it could be
+ * anything). Where the END line is in the head, everything after it is read: a newline in what
+ * gpg writes; more blanks cost their sender the same upload they cost us to read. Where it is not
+ * (a message of more than 64 KiB), only the last TAIL_BYTES are: they must end with the END line
+ * and hold only base64 lines (and the checksum) before it, so no BEGIN, END or text line is there
+ * either. The middle of a big file is not read: a file built to hide text there passes, as a
+ * binary message carries whatever follows its encrypted-data header. What this catches is text
+ * appended to a message, at the cost of one read of 4 KiB.
+ */
+function walkArmored(head: Buffer, size: number, read: Reader | undefined): Shape {
+  const complete = head.length >= size;
   const other = (why: string): Shape => ({ kind: "other", armored: true, why });
-  const lines = head.toString("latin1").replace(/^[\s]+/, "").split(/\r?\n/);
+  const all = head.toString("latin1").replace(/^\s+/, "").split(/\r?\n/);
   // The last line may be cut in the middle, unless the head is the whole file.
-  if (!complete) lines.pop();
+  const lines = complete ? all : all.slice(0, -1);
   const begin = lines[0] ?? "";
-  if (!ARMOR_BEGIN.test(begin)) return other(`armored '${ARMOR_ANY.exec(begin)?.[1] ?? begin.slice(0, 40)}' block, not an encrypted message`);
+  const kind = ARMOR_BEGIN.exec(begin)?.[1];
+  if (!kind) return other(`armored '${ARMOR_ANY.exec(begin)?.[1] ?? begin.slice(0, 40)}' block, not an encrypted message`);
+  const endLine = `-----END PGP ${kind}-----`;
   let i = 1;
   for (; i < lines.length && lines[i]!.trim() !== ""; i++) {
     if (!/^[\x21-\x39\x3b-\x7e]+: /.test(lines[i]!)) return other(`malformed armor header line ${i + 1}`);
   }
   if (i >= lines.length) return other(complete ? "armor without a body" : `nothing decisive in the first ${HEAD_BYTES / 1024} KiB`);
   let b64 = "";
-  let ended = false;
-  for (i++; i < lines.length; i++) {
+  let end = -1;
+  for (i++; i < lines.length && end < 0; i++) {
     const line = lines[i]!.trimEnd();
-    if (line.startsWith("-----END PGP ") || (line.startsWith("=") && line.length === 5)) {
-      ended = true;
-      break;
-    }
-    if (!BASE64_LINE.test(line)) return other(`armor line ${i + 1} is not base64`);
-    b64 += line;
+    if (line === endLine) end = i;
+    else if (CHECKSUM_LINE.test(line)) {
+      if (i + 1 < lines.length && lines[i + 1]!.trimEnd() !== endLine) return other(`armor line ${i + 2}: only the END line may follow the checksum`);
+    } else if (line.startsWith("-----")) return other(`armor line ${i + 1} is not the END line of the PGP ${kind}`);
+    else if (!BASE64_LINE.test(line)) return other(`armor line ${i + 1} is not base64`);
+    else b64 += line;
+  }
+  if (end >= 0) {
+    if (!BLANK.test(all.slice(end + 1).join("\n"))) return other(AFTER_END);
+    if (!complete && !(read && blankFrom(read, head.length, size))) return other(AFTER_END);
+  } else {
+    if (complete) return other(`the armor has no END line (${endLine})`);
+    const n = Math.min(TAIL_BYTES, size);
+    const bad = read ? armorTailProblem(read(size - n, n), endLine) : "the end of the file was not read";
+    if (bad) return other(bad);
   }
   const whole = b64.length - (b64.length % 4);
-  return walkPackets(Buffer.from(b64.slice(0, whole), "base64"), ended, true);
+  return walkPackets(Buffer.from(b64.slice(0, whole), "base64"), end >= 0, true);
 }
 
-/** What the file starting with `head` is; `size` is the file's full size. */
-export function classify(head: Buffer, size: number): Shape {
-  const complete = head.length >= size;
+/**
+ * What the file starting with `head` is; `size` is the file's full size. `read` reads more of the
+ * file, which only an armored file longer than its head needs.
+ */
+export function classify(head: Buffer, size: number, read?: Reader): Shape {
   const text = head.subarray(0, 64).toString("latin1").trimStart();
-  const shape = text.startsWith("-----") ? walkArmored(head, complete) : walkPackets(head, complete);
+  const shape = text.startsWith("-----") ? walkArmored(head, size, read) : walkPackets(head, head.length >= size);
   if (shape.kind === "signature" && size > MAX_SIGNATURE_BYTES) return { kind: "other", armored: shape.armored, why: signatureTooBig(size) };
   return shape;
 }

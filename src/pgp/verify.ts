@@ -9,8 +9,8 @@ import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
 import type * as OpenPGP from "openpgp";
-import { classify, describe, type Shape } from "./packets.js";
-import { readHead, readCert, loadRecipients, type RecipientSet } from "./guard.js";
+import { describe, type Shape } from "./packets.js";
+import { classifyFd, readCert, loadRecipients, type RecipientSet } from "./guard.js";
 import { ManifestParser } from "./manifest.js";
 import { parseName, formatTime, type DupName } from "../profile/duplicity.js";
 
@@ -236,7 +236,7 @@ class Verifier {
     }
     try {
       const { size } = await fh.stat();
-      const shape = classify(readHead(fh.fd, size), size);
+      const shape = classifyFd(fh.fd, size);
       const src = new FileSource(fh, want.hash);
       if (shape.kind === "other") {
         this.problem(rel, "NOT ENCRYPTED", describe(shape));
@@ -466,7 +466,7 @@ function classifyFile(file: string): Shape["kind"] {
   const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   try {
     const size = fs.fstatSync(fd).size;
-    return classify(readHead(fd, size), size).kind;
+    return classifyFd(fd, size).kind;
   } finally {
     fs.closeSync(fd);
   }

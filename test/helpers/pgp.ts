@@ -82,8 +82,8 @@ export function packet(tag: number, body: Buffer): Buffer {
 /**
  * Files that carried `plain` past the guard before issue 14 (item 4), each with what the guard now
  * says about it: plaintext as a signature packet, or beside a signature, behind a session key
- * packet for SOURCE as "encrypted data" of no known version or of the legacy kind, and a signature
- * file over 64 KiB.
+ * packet for SOURCE as "encrypted data" of no known version or of the legacy kind, after an armored
+ * message's END line, and a signature file over 64 KiB.
  */
 export function guardAttacks(g: Gpg, plain: Buffer): Record<string, [Buffer, RegExp]> {
   const sig = g.gpg(["-u", g.fpr, "--detach-sign"], plain);
@@ -95,6 +95,7 @@ export function guardAttacks(g: Gpg, plain: Buffer): Record<string, [Buffer, Reg
     "beside-signature.sig": [Buffer.concat([sig, packet(21, plain)]), /padding packet in a detached signature/],
     "seipd-version.gpg": [Buffer.concat([pkesk, packet(18, plain)]), new RegExp(`integrity-protected encrypted data of ${version}`)],
     "sed.gpg": [Buffer.concat([pkesk, packet(9, plain)]), /symmetrically encrypted data .*without integrity protection/],
+    "after-armor.asc": [Buffer.concat([g.gpg(["-r", g.fpr, "-e", "--armor"], plain), fs.readFileSync("/etc/passwd")]), /after the armor's END line/],
     "big-signature.asc": [Buffer.concat([g.gpg(["-u", g.fpr, "--armor", "--detach-sign"], plain), Buffer.alloc(65 * 1024, "\n")]), /detached signature larger than 64 KiB/],
   };
 }
