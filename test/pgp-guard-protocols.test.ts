@@ -2,12 +2,13 @@
 // a passphrase, one encrypted to another key, the attacks of issue 14 (item 4) and valid files (a
 // message to SOURCE, detached signatures from gpg: ed25519 and RSA, binary and armored), sent with
 // sftp, scp (SFTP mode and legacy -O) and rsync. Only the valid ones are stored; each refusal is
-// audited; nothing else changes.
+// audited; nothing else changes. And what duplicity writes (volumes, signatures, manifest) is stored.
 import fs from "node:fs";
+import crypto from "node:crypto";
 import path from "node:path";
 import t from "tap";
 import { sandbox, snapshotAll, auditLines, run, FAKE_SSH, type Sandbox } from "./helpers/env.js";
-import { gpgHome, guardAttacks, keyOf } from "./helpers/pgp.js";
+import { gpgHome, guardAttacks, keyOf, duplicity } from "./helpers/pgp.js";
 import { FULL_ONLY } from "./helpers/scale.js";
 
 type Send = (sb: Sandbox, local: string, name: string) => Promise<unknown>;
@@ -66,4 +67,23 @@ t.test("only the valid uploads are stored, whatever the protocol", async (t) => 
       t.same(fs.readdirSync(sb.root).sort(), ["old.gpg", ...stored].sort());
     });
   }
+});
+
+t.test("what duplicity writes is stored", async (t) => {
+  const g = gpgHome(t);
+  const src = path.join(g.dir, "src");
+  fs.mkdirSync(src);
+  fs.writeFileSync(path.join(src, "random.bin"), crypto.randomBytes(1_500_000));
+  const target = path.join(g.dir, "target");
+  duplicity(g, ["full", src, `file://${target}`]);
+  // In the order duplicity sends them: the manifest, which finishes the set, last.
+  const names = fs.readdirSync(target).sort((a, b) => Number(a.includes(".manifest")) - Number(b.includes(".manifest")) || a.localeCompare(b));
+  t.ok(names.length >= 4, `two volumes, signatures and manifest: ${names.join(" ")}`);
+  const sb = sandbox(t, { config: { encryption: { required: true, recipients: [g.pub] } } });
+  for (const name of names) {
+    const r = (await CLIENTS.sftp!(sb, path.join(target, name), name)) as { code: number; stderr: string };
+    t.equal(r.code, 0, `${name}: ${r.stderr}`);
+    t.same(fs.readFileSync(path.join(sb.root, name)), fs.readFileSync(path.join(target, name)), `${name}: stored byte for byte`);
+  }
+  t.notOk(auditLines(sb).some((l) => l.event === "upload-refused"), "nothing refused");
 });

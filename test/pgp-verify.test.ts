@@ -8,17 +8,9 @@ import { spawnSync } from "node:child_process";
 import t from "tap";
 import * as openpgp from "openpgp";
 import { BIN, run } from "./helpers/env.js";
-import { gpgHome, type Gpg } from "./helpers/pgp.js";
+import { gpgHome, duplicity, type Gpg } from "./helpers/pgp.js";
 import { FULL_ONLY } from "./helpers/scale.js";
 import { verifyDir, statusOf, type Row } from "../src/pgp/verify.js";
-
-function duplicity(g: Gpg, args: string[]): void {
-  const r = spawnSync("duplicity", [...args, "--encrypt-key", g.fpr, "--sign-key", g.fpr, "--archive-dir", path.join(g.dir, "cache"), "--name", "t", "--volsize", "1"], {
-    env: { ...g.env, PASSPHRASE: "", HOME: g.dir },
-    encoding: "utf8",
-  });
-  if (r.status !== 0) throw new Error(`duplicity ${args.join(" ")}: ${r.stderr}`);
-}
 
 /** A full set of 3 volumes and one incremental, made once; each case works on a copy. */
 function backup(g: Gpg): string {

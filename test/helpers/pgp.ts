@@ -65,6 +65,15 @@ export function gpgHome(t: Teardownable): Gpg {
   };
 }
 
+/** Run duplicity with SOURCE's keys (encrypt and sign), volumes of 1 MiB, its cache in the home. */
+export function duplicity(g: Gpg, args: string[]): void {
+  const r = spawnSync("duplicity", [...args, "--encrypt-key", g.fpr, "--sign-key", g.fpr, "--archive-dir", path.join(g.dir, "cache"), "--name", "t", "--volsize", "1"], {
+    env: { ...g.env, PASSPHRASE: "", HOME: g.dir },
+    encoding: "utf8",
+  });
+  if (r.status !== 0) throw new Error(`duplicity ${args.join(" ")}: ${r.stderr}`);
+}
+
 /** The first packet of `bytes` (header and body), e.g. a real session-key packet. */
 function firstPacket(bytes: Buffer): Buffer {
   const h = readHeader(bytes, 0);
