@@ -10,19 +10,11 @@ import t from "tap";
 import * as openpgp from "openpgp";
 import { BIN, TOP, run } from "./helpers/env.js";
 import { Rng } from "./helpers/rng.js";
-import { gpgHome, type Gpg } from "./helpers/pgp.js";
+import { gpgHome, duplicity, type Gpg } from "./helpers/pgp.js";
 import { FULL_ONLY, QUICK } from "./helpers/scale.js";
 import { verifyDir, openVerify, statusOf, type Row } from "../src/pgp/verify.js";
 
 const problemsOf = (r: Row | undefined) => (r ? r.problems.map((p) => `${p.status}: ${p.detail}`).join("; ") : "(no row)");
-
-function duplicity(g: Gpg, args: string[]): void {
-  const r = spawnSync("duplicity", [...args, "--encrypt-key", g.fpr, "--sign-key", g.fpr, "--archive-dir", path.join(g.dir, "cache"), "--name", "t", "--volsize", "1"], {
-    env: { ...g.env, PASSPHRASE: "", HOME: g.dir },
-    encoding: "utf8",
-  });
-  if (r.status !== 0) throw new Error(`duplicity ${args.join(" ")}: ${r.stderr}`);
-}
 
 /** A full set of 3 volumes and one incremental, made once; each case works on a copy. */
 function backup(g: Gpg): string {

@@ -1,6 +1,7 @@
 // The upload guardrail. With `encryption.required`, a finished upload is published only if its
-// first packets make it an OpenPGP encrypted message or a detached signature; with `recipients`,
-// only if one of its public-key session key packets names a key or subkey of those certificates.
+// first packets make it an OpenPGP encrypted message or a detached signature (packets.ts says how
+// closely each is read); with `recipients`, only if one of its public-key session key packets names
+// a key or subkey of those certificates.
 //
 // It catches a misconfigured SOURCE (duplicity --no-encryption, a symmetric passphrase, the wrong
 // --encrypt-key, a forgotten gpg step); it is not a proof of encryption: whoever holds the key can
@@ -85,16 +86,21 @@ export function judge(shape: Shape, enc: Encryption, want: RecipientSet | undefi
   return WRONG_RECIPIENT;
 }
 
-/** The first bytes of an open file (a finished upload or a staged file), read without moving it. */
-export function readHead(fd: number, size: number): Buffer {
-  const buf = Buffer.allocUnsafe(Math.min(HEAD_BYTES, size));
-  let n = 0;
-  while (n < buf.length) {
-    const got = fs.readSync(fd, buf, n, buf.length - n, n);
-    if (got <= 0) break;
-    n += got;
+/** `n` bytes of an open file from `pos` (fewer at its end), read without moving it. */
+function readAt(fd: number, pos: number, n: number): Buffer {
+  const buf = Buffer.allocUnsafe(n);
+  let got = 0;
+  while (got < n) {
+    const r = fs.readSync(fd, buf, got, n - got, pos + got);
+    if (r <= 0) break;
+    got += r;
   }
-  return buf.subarray(0, n);
+  return buf.subarray(0, got);
+}
+
+/** What an open file (a finished upload, a staged or a stored file) of `size` bytes is. */
+export function classifyFd(fd: number, size: number): Shape {
+  return classify(readAt(fd, 0, Math.min(HEAD_BYTES, size)), size, (pos, n) => readAt(fd, pos, n));
 }
 
 function expected(enc: Encryption, want: RecipientSet | undefined, shape: Shape): string {
@@ -113,7 +119,7 @@ export function guardUpload(session: Session, fd: number, size: number, display:
   if (!enc.required) return;
   const want = prepared.get(enc);
   if (enc.recipients.length && !want) throw new VbError("IO", "the encryption guard's recipient certificates were not loaded; refusing to publish");
-  const shape = classify(readHead(fd, size), size);
+  const shape = classifyFd(fd, size);
   const refusal = judge(shape, enc, want);
   if (refusal === null) return;
   const detail = expected(enc, want, shape);

@@ -11,8 +11,8 @@
 // non-zero and names what was not judged.
 import fs from "node:fs";
 import path from "node:path";
-import { classify, describe, type Shape } from "./packets.js";
-import { readHead } from "./guard.js";
+import { describe, type Shape } from "./packets.js";
+import { classifyFd } from "./guard.js";
 import { ManifestParser } from "./manifest.js";
 import { Gpg, GpgMissing, type KeyInfo } from "./gpg.js";
 import { judgeDecryption, judgeDetached, STATUSES, type Status, type Problem, type Verdict } from "./verdict.js";
@@ -108,18 +108,6 @@ interface FileCheck {
   onPlain?: (c: Uint8Array) => void;
 }
 
-/** Armored input: gpg reads the block and ignores what follows its END line; we do not. */
-function armorTail(fd: number, size: number): string | null {
-  const n = Math.min(size, 4096);
-  const buf = Buffer.alloc(n);
-  fs.readSync(fd, buf, 0, n, size - n);
-  const text = buf.toString("latin1");
-  const end = text.lastIndexOf("-----END PGP ");
-  if (end < 0) return "the armor has no END line at its end";
-  const after = text.slice(text.indexOf("\n", end) + 1 || text.length);
-  return text.indexOf("\n", end) < 0 || /^\s*$/.test(after) ? null : `${after.replace(/\s+$/, "").length} bytes follow the armor's END line`;
-}
-
 class Verifier implements Judge {
   readonly rows = new Map<string, Row>();
   private readonly digests = new Map<string, string>();
@@ -178,7 +166,7 @@ class Verifier implements Judge {
       fd = openRead(path.join(this.top, rel));
       const st = fs.fstatSync(fd);
       if (!st.isFile()) throw new Error("not a regular file");
-      const shape = classify(readHead(fd, st.size), st.size);
+      const shape = classifyFd(fd, st.size);
       if (shape.kind === "other") this.problem(rel, "NOT ENCRYPTED", describe(shape));
       else if (shape.kind === "signature") await this.detached(rel, fd, st.size, shape);
       else await this.encrypted(rel, fd, st.size, shape, want);
@@ -212,10 +200,6 @@ class Verifier implements Judge {
         this.problem(rel, "NOT ENCRYPTED", `not to an expected recipient: ${describe(shape)}; expected one of ${expect.names.join(", ")}`);
     }
     if (!this.keys.secret) return this.problem(rel, "UNVERIFIED", `${describe(shape)}; contents and signature not checked (no --secret-key)`);
-    if (shape.armored) {
-      const tail = armorTail(fd, size);
-      if (tail) this.problem(rel, "DAMAGED", tail);
-    }
     const r = await this.keys.gpg.run(["--decrypt"], { fd, size, hash: want.hash, onOutput: want.onPlain ? (c) => want.onPlain!(c) : undefined });
     if (r.digest) this.digests.set(rel, r.digest);
     this.verdict(rel, judgeDecryption(r, this.keys.signers, size), `decrypted by gpg, integrity-protected, signed by ${this.keys.signers.primaries.join(", ")}`);
