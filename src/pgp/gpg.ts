@@ -75,6 +75,14 @@ function findGpg(): string {
   throw new GpgMissing(`GnuPG (gpg) is not installed (looked in ${CANDIDATES.join(", ")}): install the package 'gnupg' (apt-get install gnupg)`);
 }
 
+/** null when `gpg --version` printed a GnuPG verify can use, else a line that says what to install. */
+export function versionProblem(bin: string, versionText: string): string | null {
+  const m = /^gpg \(GnuPG\) (\d+)\.(\d+)/m.exec(versionText);
+  const [major, minor] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+  if (m && (major > MIN_VERSION[0]! || (major === MIN_VERSION[0] && minor >= MIN_VERSION[1]!))) return null;
+  return `${bin} is ${m ? `GnuPG ${major}.${minor}` : "not a GnuPG verify understands"}; verify needs GnuPG ${MIN_VERSION.join(".")} or newer (the package 'gnupg')`;
+}
+
 export function parseStatus(text: string): Status {
   const lines = new Map<string, string[][]>();
   const order: Status["order"] = [];
@@ -102,10 +110,8 @@ export class Gpg {
   static async open(passphrase?: string): Promise<Gpg> {
     const bin = findGpg();
     const v = spawnSync(bin, ["--version"], { env: { LC_ALL: "C", PATH: "/usr/bin:/bin" }, encoding: "utf8", timeout: 30_000 });
-    const m = /^gpg \(GnuPG\) (\d+)\.(\d+)/m.exec(v.stdout ?? "");
-    const have = m ? [Number(m[1]), Number(m[2])] : undefined;
-    if (!have || have[0]! < MIN_VERSION[0]! || (have[0] === MIN_VERSION[0] && have[1]! < MIN_VERSION[1]!))
-      throw new GpgMissing(`${bin} is ${m ? `GnuPG ${have!.join(".")}` : "not a GnuPG this verify understands"}; verify needs GnuPG ${MIN_VERSION.join(".")} or newer (the package 'gnupg')`);
+    const old = versionProblem(bin, v.stdout ?? "");
+    if (old) throw new GpgMissing(old);
     // Short: gpg-agent's socket lives here when /run/user/UID does not exist (sun_path is 108 bytes).
     const home = fs.mkdtempSync(path.join(os.tmpdir(), "vb-gpg-"));
     fs.chmodSync(home, 0o700);

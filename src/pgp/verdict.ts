@@ -60,7 +60,12 @@ function common(r: RunResult, v: Verdict, size: number): void {
   for (const [key, why] of Object.entries(AGAINST)) for (const a of r.status.lines.get(key) ?? []) v.problems.push(why(a));
   if (!r.complete) v.problems.push({ status: "DAMAGED", detail: `gpg stopped reading before the end of the file (${size} bytes): trailing data, or a damaged packet` });
   if (r.signal) v.problems.push({ status: "UNREADABLE", detail: `gpg was killed by ${r.signal}` });
-  else if (r.exit !== 0 && !v.problems.length) v.problems.push({ status: "DAMAGED", detail: `gpg exited ${r.exit}: ${lastLine(r.stderr) || "no reason given"}` });
+}
+
+/** gpg's exit status, last: it only adds a problem when no status line explained the failure. */
+function exitStatus(r: RunResult, v: Verdict): Verdict {
+  if (r.exit !== 0 && !r.signal && !v.problems.length) v.problems.push({ status: "DAMAGED", detail: `gpg exited ${r.exit}: ${lastLine(r.stderr) || "no reason given"}` });
+  return dedupe(v);
 }
 
 /** A signed and encrypted file, decrypted with the given secret key. */
@@ -79,7 +84,7 @@ export function judgeDecryption(r: RunResult, signers: KeyInfo, size: number): V
   const aead = (r.status.lines.get("DECRYPTION_INFO") ?? []).some((a) => a[2] !== undefined && a[2] !== "0");
   if (okay && !has(r, "GOODMDC") && !aead) v.problems.push({ status: "DAMAGED", detail: "not integrity-protected (no MDC, no AEAD): a modification could not be detected" });
   signatures(r, signers, v, okay);
-  return dedupe(v);
+  return exitStatus(r, v);
 }
 
 /** A detached signature checked over the file it names. */
@@ -87,7 +92,7 @@ export function judgeDetached(r: RunResult, signers: KeyInfo, size: number): Ver
   const v: Verdict = { problems: [], notes: [], signedAt: [] };
   common(r, v, size);
   signatures(r, signers, v, true);
-  return dedupe(v);
+  return exitStatus(r, v);
 }
 
 function dedupe(v: Verdict): Verdict {

@@ -10,6 +10,7 @@
 // ends any other way (an exception, a promise that never settles, a file left unjudged) exits
 // non-zero and names what was not judged.
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { describe, type Shape } from "./packets.js";
 import { classifyFd } from "./guard.js";
@@ -29,6 +30,7 @@ export interface Row {
   judged: boolean;
 }
 
+const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 const MAX_SIGNATURE_BYTES = 64 * 1024;
 /** Files checked at once: gpg works on one core each. */
 const PARALLEL = 2;
@@ -362,19 +364,25 @@ export async function verifyMain(args: string[]): Promise<number> {
   // that stops early (a promise that never settles leaves an empty event loop) says where.
   let finished = false;
   const progress: { current?: string } = {};
+  const at = () => (progress.current ? ` (at ${cleanString(progress.current)})` : "");
   process.exitCode = 3;
   process.once("beforeExit", () => {
     if (finished) return;
-    process.stderr.write(`validate-backup verify: the run stopped before every file was judged${progress.current ? ` (at ${cleanString(progress.current)})` : ""}: NOT verified\n`);
+    process.stderr.write(`validate-backup verify: the run stopped before every file was judged${at()}: NOT verified\n`);
     process.exitCode = 3;
   });
+  for (const sig of STOP_SIGNALS)
+    process.once(sig, () => {
+      process.stderr.write(`validate-backup verify: interrupted by ${sig}${at()}: NOT verified\n`);
+      process.exit(128 + os.constants.signals[sig]);
+    });
   try {
     const { problems } = await verifyDir(o as Options & { dir: string }, (s) => process.stdout.write(s + "\n"), progress);
     finished = true;
     return problems ? 1 : 0;
   } catch (e) {
     finished = true;
-    process.stderr.write(`validate-backup verify: ${e instanceof GpgMissing ? e.message : message(e)}: NOT verified\n`);
+    process.stderr.write(`validate-backup verify: ${e instanceof GpgMissing ? e.message : `${message(e)}${at()}`}: NOT verified\n`);
     return e instanceof GpgMissing ? 2 : 3;
   }
 }
