@@ -201,7 +201,7 @@ async function feed(input: RunInput, stdin: NodeJS.WritableStream): Promise<{ by
   const hash = input.hash ? crypto.createHash(input.hash) : undefined;
   let closed = false;
   stdin.on("error", () => (closed = true));
-  const buf = Buffer.allocUnsafe(CHUNK);
+  let buf = Buffer.allocUnsafe(CHUNK);
   let bytes = 0;
   try {
     for (;;) {
@@ -213,10 +213,12 @@ async function feed(input: RunInput, stdin: NodeJS.WritableStream): Promise<{ by
         hash.update(buf.subarray(0, n));
         continue;
       }
-      // A copy: the pipe may still hold the chunk when the buffer is read into again.
-      const chunk = Buffer.from(buf.subarray(0, n));
+      const chunk = buf.subarray(0, n);
       hash?.update(chunk);
-      if (!stdin.write(chunk)) await drained(stdin);
+      // A chunk the stream took without asking us to wait may still be queued: the next read needs
+      // a buffer of its own. One it made us wait for is written out by then, and the buffer is free.
+      if (stdin.write(chunk)) buf = Buffer.allocUnsafe(CHUNK);
+      else await drained(stdin);
     }
   } finally {
     stdin.end();
