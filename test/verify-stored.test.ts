@@ -259,3 +259,21 @@ t.test("a session that publishes or removes while the check runs: judged next ti
   t.equal(r.found, r.judged);
   clean(t, await verify(sb), "the next run", 2);
 });
+
+t.test("names the log cannot tell apart, and names that are not UTF-8: reported, never guessed", async (t) => {
+  const sb = sandbox(t, { config: { profile: "plain" } });
+  await sftp(sb, (c) => put(t, c, "tab\there.gpg", "tab\n"));
+  clean(t, await verify(sb), "the upload alone", 1);
+  // The log writes the tab as \x09: a file named with those four characters reads the same.
+  fs.writeFileSync(path.join(sb.root, "tab\\x09here.gpg"), "look-alike\n");
+  // A name that is not UTF-8 (the gate refuses or skips such names).
+  fs.writeFileSync(Buffer.from("/" + path.relative("/", sb.root) + "/bad-\xff.gpg", "latin1"), "x");
+  const r = await verify(sb);
+  t.equal(r.code, 1);
+  const got = rows(r);
+  t.ok(got.some(([k, p]) => k === "UNRECORDED" && p === "bad-\\xff.gpg"), "the non-UTF-8 name, shown with its byte escaped");
+  // The first of the two the walk meets is judged against the recorded hash; the second is reported.
+  t.ok(got.filter(([, p]) => p === "tab\\x09here.gpg").length >= 1, "the look-alike is reported");
+  t.match(r.stdout.toString(), /tab\\x09here\.gpg +its name reads the same in the audit log as another file's/);
+  t.match(r.stdout.toString(), /verify --stored: 3 entries found and judged/);
+});

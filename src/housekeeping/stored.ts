@@ -17,7 +17,7 @@ import { sha256OfFd } from "../vault/hasher.js";
 import { closeQuietly } from "../vault/fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
 import { Ledger, splitKey } from "./ledger.js";
-import { walkDirs, lstatIn, openSubdir, openPlainFile, type Dir, type WalkOptions } from "./walk.js";
+import { walkDirs, lstatIn, openSubdir, openPlainFile, NOT_UTF8, type Dir, type WalkOptions } from "./walk.js";
 import { open, parseArgs, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
 
 const USAGE = "usage: validate-backup verify --stored --config FILE";
@@ -104,7 +104,7 @@ class Judge {
     this.report.found++;
     const raw = Buffer.concat([Buffer.from([...comps, ""].join("/")), Buffer.from(name, "latin1")]);
     const shown = `${top}${cleanBytes(raw)}`;
-    if (why === "name is not valid UTF-8") this.add("unrecorded", shown, shown, `${why}: the gate never stores such a name`);
+    if (why === NOT_UTF8) this.add("unrecorded", shown, shown, `${why}: the gate never stores such a name`);
     else this.add("unreadable", shown, shown, `not entered: ${why}`);
   }
 

@@ -12,6 +12,8 @@ const C = fs.constants;
 // O_NOCTTY: a terminal swapped in must never become ours.
 const FILE_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** What onSkip is told about a name that is not UTF-8 (never one the gate stored). */
+export const NOT_UTF8 = "name is not valid UTF-8";
 
 /** Test hook: called just before a directory or file is opened, to swap things under our feet. */
 export type BeforeOpen = (comps: readonly string[], name: string) => void;
@@ -52,7 +54,7 @@ function listNames(fd: number, comps: readonly string[], opts: WalkOptions): str
     try {
       out.push(utf8.decode(raw));
     } catch {
-      opts.onSkip?.(comps, raw.toString("latin1"), "name is not valid UTF-8");
+      opts.onSkip?.(comps, raw.toString("latin1"), NOT_UTF8);
     }
   }
   return out;
