@@ -23,8 +23,8 @@ const SUBCOMMANDS: Record<string, Sub> = {
     run: async () => serveMain,
   },
   verify: {
-    summary: "DIR --signer CERT [--recipient CERT]… [--secret-key KEY [--passphrase-file F]]   check a backup copy: encrypted, signed, complete",
-    run: async () => (await import("./pgp/verify.js")).verifyMain,
+    summary: "DIR --signer CERT [--recipient CERT]… [--secret-key KEY [--passphrase-file F]]   check a backup copy: encrypted, signed, complete | --stored --config F   every stored file against the audit log's hashes (root)",
+    run: async () => async (args) => (args.includes("--stored") ? (await import("./housekeeping/stored.js")).storedMain(args) : (await import("./pgp/verify.js")).verifyMain(args)),
   },
   audit: {
     summary: "[--file LOG | --config F] [--since T] [--denied] [--json] | --verify | --record-head   review the audit log (root)",

@@ -123,6 +123,15 @@ const FAULTS: [string, () => () => void, RegExp][] = [
     /create \S+\/cron\.d\/validate-backup-vbt-\w+ root:root 0644 \(.*housekeeping: seal, prune/,
   ],
   [
+    "the weekly verify --stored taken out of the schedule",
+    () => {
+      const old = fs.readFileSync(cron, "utf8");
+      fs.writeFileSync(cron, old.replace(/^\d.* verify --stored .*\n/m, ""));
+      return () => fs.writeFileSync(cron, old);
+    },
+    /rewrite \S+\/validate-backup-vbt-\w+ root:root 0644: line \d+ is .*, expected '.* verify --stored --config .*' \(.*verify --stored/,
+  ],
+  [
     "~/.ssh/rc exists",
     () => {
       const p = path.join(a.home, ".ssh/rc");

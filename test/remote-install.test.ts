@@ -102,6 +102,9 @@ t.test("a second key: its own root, config and log; the same key again is replac
   t.equal(ak().length, 2);
   t.match(ak()[1], /--config \S+\/second\.json",restrict ssh-ed25519 /);
   t.match(JSON.parse(fs.readFileSync(path.join(a.configDir, "second.json"), "utf8")), { root: root2, access: "read-only", audit: { file: path.join(a.logDir, "second.log") } });
+  // A read-only key publishes nothing: its log records no hash, so no weekly verify --stored.
+  t.match(fs.readFileSync(path.join(a.scheduleDir, `validate-backup-${a.user}`), "utf8"), / verify --stored --config /m);
+  t.notMatch(fs.readFileSync(path.join(a.scheduleDir, "validate-backup-second"), "utf8"), /verify/);
   t.equal(mode(root2), "3770 root:group");
   // The first key again, now from one address: its line changes in place.
   const again = (await vb(["install-remote", ...a.args, "--key", `${k1}.pub`, "--from", "10.0.0.1"])).stdout.toString();
@@ -140,7 +143,7 @@ t.test("a careless existing account is repaired: owned home, dotfiles, shell, pa
 
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
-t.test("the housekeeping schedule from cron: root's file runs seal, prune and record-head; check sees an edit", async (t) => {
+t.test("the housekeeping schedule from cron: root's file runs seal, prune, record-head and the weekly verify --stored; check sees an edit", async (t) => {
   const a = account(t);
   const key = clientKey(a.dir);
   // '.' and '@' are not allowed in a cron.d file name: the label's become '-'.
@@ -157,9 +160,12 @@ t.test("the housekeeping schedule from cron: root's file runs seal, prune and re
   t.match(text, /^SHELL=\/bin\/sh\nPATH=\/usr\/sbin:\/usr\/bin:\/sbin:\/bin\n/m);
   const hourly = text.match(new RegExp(`^\\d{1,2} \\* \\* \\* \\* root (${esc(bin)} seal --config ${esc(config)} >/dev/null; ${esc(bin)} audit --record-head --file ${esc(log)} >/dev/null)$`, "m"));
   const daily = text.match(new RegExp(`^\\d{1,2} 4 \\* \\* \\* root (${esc(bin)} prune --config ${esc(config)} --keep-full 3 >/dev/null)$`, "m"));
+  const weekly = text.match(new RegExp(`^(\\d{1,2}) 5 \\* \\* ([0-6]) root (${esc(bin)} verify --stored --config ${esc(config)} >/dev/null)$`, "m"));
   t.ok(hourly, "hourly: seal, then record the audit head");
   t.ok(daily, "daily: prune, keeping 3 full chains");
-  t.equal(text.split("\n").filter((l) => /^\d/.test(l)).length, 2, "and no other line runs anything");
+  t.ok(weekly, "weekly: verify --stored");
+  t.equal(weekly?.[1], text.match(/^(\d{1,2}) \* \* \* \* /m)?.[1], "at the key's minute, on a weekday from its label");
+  t.equal(text.split("\n").filter((l) => /^\d/.test(l)).length, 3, "and no other line runs anything");
   const before = layoutSnap(a);
   const again = await install(t, a, ["--key", `${key}.pub`, "--label", label]);
   t.match(again, /^0 change\(s\) made/m, "a second install changes nothing (the config keeps --keep-full 3)");
@@ -183,12 +189,15 @@ t.test("the housekeeping schedule from cron: root's file runs seal, prune and re
   t.match(h.stdout, /recorded: line \d+/);
   const p = sh(daily![1]!);
   t.ok(p.status === 0 || p.status === 5, `the daily line runs (5: nothing arrived yet): ${p.stderr}`);
+  const w = sh(weekly![3]!);
+  t.equal(w.status, 0, `the weekly line runs: ${w.stderr}`);
+  t.match(w.stdout, /verify --stored: 0 entries found and judged .*: OK/);
   const after = await vb(["check", "--user", a.user, ...a.schedule]);
   // seal keeps the root's setgid bit (3770 from install-remote), so nothing for check to report.
   t.equal(after.code, 0, "check still passes after a scheduled run");
 });
 
-t.test("--schedule systemd: a oneshot service and an hourly timer; not enabled here, and it says so", FULL_ONLY, async (t) => {
+t.test("--schedule systemd: a oneshot service and an hourly timer, a weekly pair for verify --stored; not enabled here, and it says so", FULL_ONLY, async (t) => {
   const a = account(t);
   const key = clientKey(a.dir);
   const units = path.join(a.dir, "units");
@@ -216,6 +225,15 @@ t.test("--schedule systemd: a oneshot service and an hourly timer; not enabled h
   t.match(timer, /^RandomizedDelaySec=\S+$/m);
   t.match(timer, /^Persistent=true$/m);
   t.match(timer, /^\[Install\]\nWantedBy=timers\.target$/m);
+  const vservice = fs.readFileSync(path.join(units, `validate-backup-${a.user}-verify.service`), "utf8");
+  const vtimer = fs.readFileSync(path.join(units, `validate-backup-${a.user}-verify.timer`), "utf8");
+  t.equal(mode(path.join(units, `validate-backup-${a.user}-verify.timer`)), "0644 root:root");
+  t.same(vservice.split("\n").filter((l) => l.startsWith("ExecStart=")), [`ExecStart=${bin} verify --stored --config ${config}`], "the weekly service runs verify --stored alone");
+  t.notMatch(vservice, /^SuccessExitStatus=/m, "a problem (exit 1) fails the unit");
+  t.match(vservice, /^ProtectSystem=full$/m);
+  t.match(vtimer, /^\[Timer\]\nOnCalendar=weekly\n/m);
+  t.match(vtimer, /^Persistent=true$/m);
+  t.match(r.stdout.toString(), new RegExp(`! validate-backup-${a.user}-verify\\.timer is in ${esc(units)}, where systemd does not look for units: not enabled`), "the weekly timer's skipped enable too");
   const check = await vb(["check", "--user", a.user, ...sys]);
   succeeded(t, check, "check --schedule systemd");
   t.match(check.stdout.toString(), /warning: validate-backup-vbt-\w+\.timer is in .*: not enabled/);

@@ -70,8 +70,11 @@ export interface Line {
   end: number;
 }
 
-/** Read a file line by line with flat memory, hashing every line's exact bytes. */
-export async function* readLines(file: string): AsyncGenerator<Line> {
+/**
+ * Read a file line by line with flat memory, hashing every line's exact bytes. From byte `start`
+ * on, when given (the lines appended since an earlier read; `no` then counts from there).
+ */
+export async function* readLines(file: string, start = 0): AsyncGenerator<Line> {
   const fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   try {
     const buf = Buffer.allocUnsafe(READ_CHUNK);
@@ -79,7 +82,7 @@ export async function* readLines(file: string): AsyncGenerator<Line> {
     let kept = 0;
     let h = crypto.createHash("sha256");
     let no = 0;
-    let offset = 0;
+    let offset = start;
     const finish = (): Line => {
       const bytes = kept <= MAX_LINE ? Buffer.concat(parts) : null;
       const line = { no: ++no, bytes, hash: h.digest("hex"), end: offset };
@@ -89,7 +92,7 @@ export async function* readLines(file: string): AsyncGenerator<Line> {
       return line;
     };
     for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
       if (bytesRead === 0) break;
       let from = 0;
       while (from < bytesRead) {

@@ -258,7 +258,8 @@ function chainSummary(r: VerifyResult): string {
   return `intact${r.heads ? `, ${r.heads} recorded head(s) present` : ", no recorded head"}`;
 }
 
-function columns(rows: string[][]): string[] {
+/** Rows as aligned columns (each at most 60 wide, the last as long as it is). */
+export function columns(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, i) => Math.min(60, Math.max(...rows.map((r) => (r[i] ?? "").length))));
   return rows.map((r) => "  " + r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  "));
 }

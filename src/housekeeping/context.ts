@@ -53,8 +53,8 @@ export function parseDuration(s: string): number {
   return ms;
 }
 
-export function requireRoot(what: string): void {
-  if (process.getuid?.() !== 0) throw new VbError("NOT_ALLOWED", `${what} must run as root (it changes owners and removes files the backup user cannot)`);
+export function requireRoot(what: string, why = "it changes owners and removes files the backup user cannot"): void {
+  if (process.getuid?.() !== 0) throw new VbError("NOT_ALLOWED", `${what} must run as root (${why})`);
 }
 
 export function open(configPath: string, command: string, beforeOpen?: BeforeOpen): Housekeeping {

@@ -12,6 +12,8 @@ const C = fs.constants;
 // O_NOCTTY: a terminal swapped in must never become ours.
 const FILE_FLAGS = C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK | C.O_NOCTTY;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** What onSkip is told about a name that is not UTF-8 (never one the gate stored). */
+export const NOT_UTF8 = "name is not valid UTF-8";
 
 /** Test hook: called just before a directory or file is opened, to swap things under our feet. */
 export type BeforeOpen = (comps: readonly string[], name: string) => void;
@@ -52,7 +54,7 @@ function listNames(fd: number, comps: readonly string[], opts: WalkOptions): str
     try {
       out.push(utf8.decode(raw));
     } catch {
-      opts.onSkip?.(comps, raw.toString("latin1"), "name is not valid UTF-8");
+      opts.onSkip?.(comps, raw.toString("latin1"), NOT_UTF8);
     }
   }
   return out;
@@ -114,9 +116,12 @@ function* visit(fd: number, comps: readonly string[], st: fs.Stats, opts: WalkOp
 /**
  * Open a plain file for changing its owner or mode: a regular file with one link on our
  * filesystem, checked on what was opened. `expect` is the lstat the decision was based on.
+ * `links: "any"` is for reading only (verify --stored): a file rsync just published still has
+ * its staging name, and reading through a second link changes nothing.
  */
-export function openPlainFile(dir: Dir, name: string, expect: fs.Stats, opts: WalkOptions): { fd: number; st: fs.Stats } | { why: string } {
-  const before = notPlain(expect, opts.dev) ?? (expect.isFile() ? undefined : "not a regular file");
+export function openPlainFile(dir: Dir, name: string, expect: fs.Stats, opts: WalkOptions, links: "one" | "any" = "one"): { fd: number; st: fs.Stats } | { why: string } {
+  const odd = (st: fs.Stats) => (links === "any" && st.isFile() ? (st.dev !== opts.dev ? "on another filesystem" : undefined) : notPlain(st, opts.dev));
+  const before = odd(expect) ?? (expect.isFile() ? undefined : "not a regular file");
   if (before) return { why: before };
   opts.beforeOpen?.(dir.comps, name);
   let fd: number;
@@ -126,7 +131,7 @@ export function openPlainFile(dir: Dir, name: string, expect: fs.Stats, opts: Wa
     return { why: `not opened (${(e as NodeJS.ErrnoException).code})` };
   }
   const st = fs.fstatSync(fd);
-  const why = notPlain(st, opts.dev) ?? (!st.isFile() ? "not a regular file" : inodeKey(st) !== inodeKey(expect) ? "changed while being looked at" : undefined);
+  const why = odd(st) ?? (!st.isFile() ? "not a regular file" : inodeKey(st) !== inodeKey(expect) ? "changed while being looked at" : undefined);
   if (why) {
     closeQuietly(fd);
     return { why };

@@ -80,7 +80,7 @@ function keyFindings(akPath: string, out: Change[]): { sources: SourceLayout[]; 
     launchers.add(gate.bin);
     try {
       const p = loadConfig(gate.config);
-      sources.push({ label: p.label, config: gate.config, root: p.root, state: p.state, audit: p.audit.file, launcher: gate.bin, keepFull: p.housekeeping.keepFull });
+      sources.push({ label: p.label, config: gate.config, root: p.root, state: p.state, audit: p.audit.file, launcher: gate.bin, keepFull: p.housekeeping.keepFull, access: p.access });
     } catch (e) {
       out.push({ what: `${where}: ${(e as Error).message}`, fix: "run validate-backup install-remote again" });
     }

@@ -107,7 +107,7 @@ function parse(args: string[]) {
  * The key's policy: the fields install-remote owns are set, any other setting an admin made is kept.
  * --keep-full lands in housekeeping.keepFull, so that check rebuilds the schedule from the config.
  */
-function configContent(o: Options, s: Omit<SourceLayout, "keepFull">): { text: string; keepFull: number } {
+function configContent(o: Options, s: Omit<SourceLayout, "keepFull" | "access">): { text: string; keepFull: number; access: SourceLayout["access"] } {
   let json: Record<string, unknown> = {};
   const old = readText(s.config);
   if (old !== null) {
@@ -121,7 +121,7 @@ function configContent(o: Options, s: Omit<SourceLayout, "keepFull">): { text: s
   if (o.keepFull !== undefined) json.housekeeping = { ...(json.housekeeping as object), keepFull: o.keepFull };
   const text = JSON.stringify(json, null, 2) + "\n";
   const policy = parseConfig(text, s.config); // the gate must accept what we write
-  return { text, keepFull: policy.housekeeping.keepFull };
+  return { text, keepFull: policy.housekeeping.keepFull, access: policy.access };
 }
 
 export function layoutFor(o: Options): Layout {
@@ -133,8 +133,8 @@ export function layoutFor(o: Options): Layout {
     audit: path.join(o.logDir, `${o.label}.log`),
     launcher: LAUNCHER,
   };
-  const { text, keepFull } = configContent(o, base);
-  const src: SourceLayout = { ...base, configContent: text, keepFull };
+  const { text, keepFull, access } = configContent(o, base);
+  const src: SourceLayout = { ...base, configContent: text, keepFull, access };
   const key = readPublicKey(fs.readFileSync(o.keyFile, "utf8"), o.keyFile);
   const akPath = path.join(o.home, ".ssh", "authorized_keys");
   let existing = "";

@@ -2,7 +2,7 @@
 // path, who owns it, its mode and (for files) its content. install-remote applies the list; check
 // builds the same list from what is installed and reports every difference.
 import path from "node:path";
-import { scheduleName, cronContent, serviceContent, timerContent, type ScheduleKind } from "./schedule.js";
+import { scheduleName, verifyName, verifies, cronContent, serviceContent, timerContent, verifyServiceContent, verifyTimerContent, type ScheduleKind } from "./schedule.js";
 import { VbError } from "../errors.js";
 
 export type Owner = "root" | { user: true } | { group: true };
@@ -82,6 +82,8 @@ export interface SourceLayout {
   launcher: string;
   /** Full chains prune keeps (housekeeping.keepFull). */
   keepFull: number;
+  /** The config's access (a read-only key gets no weekly verify --stored). */
+  access: "append-only" | "read-only";
 }
 
 export interface Layout {
@@ -179,20 +181,31 @@ function scheduleSteps(sch: { kind: ScheduleKind; dir: string }, sources: Source
   const named = new Map<string, string>();
   for (const s of sources) {
     const name = scheduleName(s.label);
-    // Labels differing only in '.', '@' and '-' would share one file and overwrite each other.
-    const other = named.get(name);
-    if (other !== undefined && other !== s.label) throw new VbError("BAD_REQUEST", `the keys '${other}' and '${s.label}' would share the schedule ${name}: give one of them another --label`);
-    named.set(name, s.label);
-    const why = `[${s.label}] housekeeping: seal, prune (keeping ${s.keepFull} full chains), record the audit head`;
+    // Labels differing only in '.', '@' and '-' would share one file and overwrite each other; so
+    // would a label ending in '-verify' and the weekly units of the label before it.
+    for (const n of [name, verifyName(s.label)]) {
+      const other = named.get(n);
+      if (other !== undefined && other !== s.label) throw new VbError("BAD_REQUEST", `the keys '${other}' and '${s.label}' would share the schedule ${n}: give one of them another --label`);
+      named.set(n, s.label);
+    }
+    const why = `[${s.label}] housekeeping: seal, prune (keeping ${s.keepFull} full chains), record the audit head${verifies(s) ? ", verify --stored" : ""}`;
     if (sch.kind === "cron") {
-      steps.push({ kind: "file", path: path.join(sch.dir, name), owner: "root", group: "root", mode: 0o644, content: cronContent(s), why: `${why}; from cron, prune daily, the rest hourly` });
+      steps.push({ kind: "file", path: path.join(sch.dir, name), owner: "root", group: "root", mode: 0o644, content: cronContent(s), why: `${why}; from cron, prune daily, verify --stored weekly, the rest hourly` });
       continue;
     }
-    const service = path.join(sch.dir, `${name}.service`);
-    const timer = path.join(sch.dir, `${name}.timer`);
-    steps.push({ kind: "file", path: service, owner: "root", group: "root", mode: 0o644, content: serviceContent(s), why: `${why}: the service` });
-    steps.push({ kind: "file", path: timer, owner: "root", group: "root", mode: 0o644, content: timerContent(s), why: `${why}: its timer, hourly` });
-    steps.push({ kind: "timer-enable", path: timer, unit: `${name}.timer`, service, why: `[${s.label}] the timer enabled and started` });
+    steps.push(...units(sch.dir, name, serviceContent(s), timerContent(s), `${why}`, "hourly", s.label));
+    if (verifies(s)) steps.push(...units(sch.dir, verifyName(s.label), verifyServiceContent(s), verifyTimerContent(s), `[${s.label}] verify --stored`, "weekly", s.label));
   }
   return steps;
+}
+
+/** A systemd service and its timer, and the step that enables the timer. */
+function units(dir: string, name: string, serviceText: string, timerText: string, why: string, when: string, label: string): Step[] {
+  const service = path.join(dir, `${name}.service`);
+  const timer = path.join(dir, `${name}.timer`);
+  return [
+    { kind: "file", path: service, owner: "root", group: "root", mode: 0o644, content: serviceText, why: `${why}: the service` },
+    { kind: "file", path: timer, owner: "root", group: "root", mode: 0o644, content: timerText, why: `${why}: its timer, ${when}` },
+    { kind: "timer-enable", path: timer, unit: `${name}.timer`, service, why: `[${label}] the timer enabled and started` },
+  ];
 }

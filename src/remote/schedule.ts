@@ -1,6 +1,7 @@
-// When root's housekeeping runs for each key: seal, prune and audit --record-head, from a systemd
-// timer where systemd runs, else from a cron.d file. The files' contents are built here from the
-// installed config alone, so install-remote writes them and check rebuilds and compares them.
+// When root's housekeeping runs for each key: seal, prune and audit --record-head hourly, and
+// verify --stored weekly, from systemd timers where systemd runs, else from a cron.d file. The
+// files' contents are built here from the installed config alone, so install-remote writes them
+// and check rebuilds and compares them.
 import fs from "node:fs";
 import crypto from "node:crypto";
 import path from "node:path";
@@ -65,15 +66,31 @@ export interface ScheduledSource {
   root: string;
   state: string;
   keepFull: number;
+  /** The key's access: a read-only key publishes nothing, so it has no weekly verify --stored. */
+  access: "append-only" | "read-only";
 }
 
-/** The three commands, in order: settle the uploads, drop old chains, then pin the log's head (after both logged). */
-export function commands(s: ScheduledSource): { seal: string; prune: string; head: string } {
+/** Does this key get the weekly verify --stored? Only keys that publish: the log has no hash otherwise. */
+export function verifies(s: ScheduledSource): boolean {
+  return s.access === "append-only";
+}
+
+/** The weekly check's unit names beside the hourly ones (plan.ts makes sure no label's names collide). */
+export function verifyName(label: string): string {
+  return `${scheduleName(label)}-verify`;
+}
+
+/**
+ * The hourly commands, in order: settle the uploads, drop old chains, then pin the log's head
+ * (after both logged); and the weekly check of every stored file against the log.
+ */
+export function commands(s: ScheduledSource): { seal: string; prune: string; head: string; verify: string } {
   const bin = plain(s.launcher);
   return {
     seal: `${bin} seal --config ${plain(s.config)}`,
     prune: `${bin} prune --config ${plain(s.config)} --keep-full ${s.keepFull}`,
     head: `${bin} audit --record-head --file ${plain(s.audit)}`,
+    verify: `${bin} verify --stored --config ${plain(s.config)}`,
   };
 }
 
@@ -106,6 +123,8 @@ export function cronContent(s: ScheduledSource): string {
     `${m} * * * * root ${c.seal} >/dev/null; ${c.head} >/dev/null`,
     `# daily: remove whole chains older than the newest ${s.keepFull} full ones`,
     `${(m + 30) % 60} 4 * * * root ${c.prune} >/dev/null`,
+    // A weekday from the label as well: many keys do not all read their whole trees on one day.
+    ...(verifies(s) ? ["# weekly: every stored file against the hash the audit log recorded (differences reach root's mail)", `${m} 5 * * ${m % 7} root ${c.verify} >/dev/null`] : []),
     "",
   ].join("\n");
 }
@@ -114,21 +133,18 @@ export function cronContent(s: ScheduledSource): string {
 // seal, prune or record-head writes (root, state, the log and its .head file) lies below them.
 const READ_ONLY_UNDER_FULL = ["/usr", "/boot", "/efi", "/etc"];
 
-export function serviceContent(s: ScheduledSource): string {
-  const c = commands(s);
+/** A oneshot service run as root; `run` are its ExecStart lines with their comments. */
+function service(s: ScheduledSource, unit: string, what: string, run: string[]): string {
   const written = [s.root, s.state, s.audit];
   const protect = written.every((p) => !READ_ONLY_UNDER_FULL.some((d) => p === d || p.startsWith(d + "/")));
   return [
-    ...HEADER(s, `started by ${scheduleName(s.label)}.timer`),
+    ...HEADER(s, `started by ${unit}.timer`),
     "[Unit]",
-    `Description=validate-backup housekeeping of ${s.label}: seal, prune, record the audit log's head`,
+    `Description=validate-backup housekeeping of ${s.label}: ${what}`,
     "",
     "[Service]",
     "Type=oneshot",
-    "# Runs as root: seal and prune change owners in the backup account's tree.",
-    ...[c.seal, c.prune, c.head].map((x) => `ExecStart=${x}`),
-    "# prune exits 5 when nothing arrived for too long: a warning it has logged, not a failed run.",
-    "SuccessExitStatus=5",
+    ...run,
     "Nice=10",
     "IOSchedulingClass=idle",
     "PrivateTmp=yes",
@@ -138,16 +154,34 @@ export function serviceContent(s: ScheduledSource): string {
   ].join("\n");
 }
 
-export function timerContent(s: ScheduledSource): string {
+export function serviceContent(s: ScheduledSource): string {
+  const c = commands(s);
+  return service(s, scheduleName(s.label), "seal, prune, record the audit log's head", [
+    "# Runs as root: seal and prune change owners in the backup account's tree.",
+    ...[c.seal, c.prune, c.head].map((x) => `ExecStart=${x}`),
+    "# prune exits 5 when nothing arrived for too long: a warning it has logged, not a failed run.",
+    "SuccessExitStatus=5",
+  ]);
+}
+
+export function verifyServiceContent(s: ScheduledSource): string {
+  return service(s, verifyName(s.label), "every stored file against the hashes in the audit log", [
+    "# Runs as root: it reads every stored file and the state directory. Exit 1 (a file changed,",
+    "# missing or unrecorded) fails the unit: systemctl --failed and the journal show it.",
+    `ExecStart=${commands(s).verify}`,
+  ]);
+}
+
+function timer(s: ScheduledSource, unit: string, when: string, calendar: string, delay: string): string {
   return [
-    ...HEADER(s, `starts ${scheduleName(s.label)}.service`),
+    ...HEADER(s, `starts ${unit}.service`),
     "[Unit]",
-    `Description=validate-backup housekeeping of ${s.label}, hourly`,
+    `Description=validate-backup housekeeping of ${s.label}, ${when}`,
     "",
     "[Timer]",
-    "OnCalendar=hourly",
+    `OnCalendar=${calendar}`,
     "# Keys on one host do not all walk their trees at the same moment.",
-    "RandomizedDelaySec=20min",
+    `RandomizedDelaySec=${delay}`,
     "# A run missed while the host was down happens at the next boot.",
     "Persistent=true",
     "",
@@ -155,4 +189,12 @@ export function timerContent(s: ScheduledSource): string {
     "WantedBy=timers.target",
     "",
   ].join("\n");
+}
+
+export function timerContent(s: ScheduledSource): string {
+  return timer(s, scheduleName(s.label), "hourly", "hourly", "20min");
+}
+
+export function verifyTimerContent(s: ScheduledSource): string {
+  return timer(s, verifyName(s.label), "weekly: verify --stored", "weekly", "6h");
 }

@@ -10,10 +10,12 @@ import { CTL, CLAIM, STATE, DONE, SHARED_BYTES, layout, type Job } from "./hash-
 
 const HASH_CHUNK = 1024 * 1024;
 
-/** SHA-256 (hex) of the first `size` bytes of the open file, read in chunks: memory stays flat. */
-export function sha256OfFd(fd: number, size: number): string {
+/**
+ * SHA-256 (hex) of the first `size` bytes of the open file, read in chunks: memory stays flat. A
+ * caller hashing many files passes its own `buf`, used again for each.
+ */
+export function sha256OfFd(fd: number, size: number, buf = Buffer.allocUnsafe(Math.min(HASH_CHUNK, Math.max(size, 1)))): string {
   const h = crypto.createHash("sha256");
-  const buf = Buffer.allocUnsafe(Math.min(HASH_CHUNK, Math.max(size, 1)));
   for (let pos = 0; pos < size; ) {
     const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
     if (n <= 0) break;
