@@ -8,7 +8,7 @@ import { SftpClient, FX, PF, describe } from "./helpers/sftp-client.js";
 import { rsyncClient, localTree } from "./helpers/rsync-client.js";
 import { fullSet, incSet, plant, runRoot, exists } from "./helpers/duplicity.js";
 import { versionKey } from "../src/vault/versions.js";
-import { ARRIVALS_FILE } from "../src/housekeeping/arrivals.js";
+import { ARRIVALS_FILE } from "../src/vault/arrivals.js";
 import { FULL_ONLY } from "./helpers/scale.js";
 
 const T0 = "20250101T000000Z";

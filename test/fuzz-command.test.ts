@@ -11,7 +11,7 @@ import { parseConfig } from "../src/config/load.js";
 import { VbError } from "../src/errors.js";
 import { Confiner } from "../src/vault/paths.js";
 import { Rng } from "./helpers/rng.js";
-import { LONG_OPTIONS, SHORT_OPTIONS, CAPABILITIES, type OptionClass } from "../src/rsync/options.js";
+import { LONG_OPTIONS, SHORT_OPTIONS, CAPABILITIES, type OptionClass } from "../src/gate/rsync-args.js";
 import type { Policy } from "../src/config/schema.js";
 
 const SEED = Number(process.env.VB_FUZZ_SEED ?? 20240607) >>> 0;
@@ -228,9 +228,6 @@ function violations(plan: Plan, policy: Policy, raw: string): string[] {
       break;
     case "ls":
       out.push(inside(plan.ls.path));
-      break;
-    case "rm":
-      out.push("rm allowed");
       break;
   }
   return out.filter((x): x is string => x !== undefined);

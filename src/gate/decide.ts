@@ -2,10 +2,9 @@
 import { VbError } from "../errors.js";
 import type { Policy, Protocol } from "../config/schema.js";
 import type { Request, RequestKind } from "./command.js";
-import { parseRsyncArgs, type RsyncRequest } from "../rsync/options.js";
-import { parseScpArgs, type ScpRequest } from "../scp/args.js";
-import { parseMkdirArgs, parseLsArgs, type MkdirRequest, type LsRequest } from "../emulate/args.js";
-import { refuseRm } from "../emulate/rm.js";
+import { parseRsyncArgs, type RsyncRequest } from "./rsync-args.js";
+import { parseScpArgs, type ScpRequest } from "./scp-args.js";
+import { parseMkdirArgs, parseLsArgs, type MkdirRequest, type LsRequest } from "./emulate-args.js";
 
 export type Plan =
   | { kind: "true" }
@@ -13,8 +12,7 @@ export type Plan =
   | { kind: "rsync"; rsync: RsyncRequest }
   | { kind: "scp"; scp: ScpRequest }
   | { kind: "mkdir"; mkdir: MkdirRequest }
-  | { kind: "ls"; ls: LsRequest }
-  | { kind: "rm"; args: string[] };
+  | { kind: "ls"; ls: LsRequest };
 
 const PROTOCOL_OF: Record<RequestKind, Protocol | null> = {
   true: null,
@@ -74,7 +72,8 @@ export function decide(req: Request, policy: Policy): Plan {
     }
     case "ls":
       return { kind: "ls", ls: parseLsArgs(req.args, policy.root) };
-    case "rm":
-      refuseRm(policy);
+    case "rm": // duplicity's remove-older-than and cleanup: nothing stored can be removed through this key
+      if (policy.access === "read-only") throw new VbError("READ_ONLY", "read-only: files cannot be removed (rm refused)");
+      throw new VbError("IMMUTABLE", "append-only: files cannot be removed (rm refused)");
   }
 }

@@ -1,7 +1,7 @@
 // The plain profile, for data that is not duplicity's (restic repositories, plain trees): no
 // naming rules, nothing is ever replaced, and no file is "metadata" a restricted pull may read.
 import { VbError } from "../errors.js";
-import type { Profile } from "./profile.js";
+import type { Profile } from "./types.js";
 
 export const plain: Profile = {
   name: "plain",

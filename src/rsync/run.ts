@@ -8,12 +8,12 @@ import os from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
 import { VbError } from "../errors.js";
-import type { Context } from "../serve.js";
+import type { Context } from "../handler.js";
 import type { Vault } from "../vault/vault.js";
 import { vpath, type VPath } from "../vault/paths.js";
 import { publishStaging } from "../vault/publish.js";
 import { removeTree } from "../vault/state.js";
-import type { RsyncRequest, RsyncTarget } from "./options.js";
+import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
 
 const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
 const UMASK = 0o027;

@@ -9,7 +9,7 @@ import { release, handleReply, handleOnly, handleSubject, type Handle } from "./
 import { inside } from "./place.js";
 import { setUploadAttrs, setPathAttrs } from "./setstat.js";
 import { op, type Access } from "./op.js";
-import type { Sftp } from "./server.js";
+import type { SftpContext } from "./context.js";
 
 const WRITE_FLAGS = PF.WRITE | PF.APPEND | PF.CREAT | PF.TRUNC | PF.EXCL;
 const KNOWN_FLAGS = PF.READ | WRITE_FLAGS;
@@ -18,7 +18,7 @@ const KNOWN_FLAGS = PF.READ | WRITE_FLAGS;
 // an empty file (CVE-2017-15906 was exactly that in OpenSSH's read-only mode).
 const openAccess = (pflags: number): Access => (pflags & WRITE_FLAGS ? "write" : "pull");
 
-function openWrite(s: Sftp, path: string, pflags: number, attrs: Attrs): Handle {
+function openWrite(s: SftpContext, path: string, pflags: number, attrs: Attrs): Handle {
   const v = inside(s.vault, path);
   if (!(pflags & PF.CREAT)) {
     // Without CREAT the client wants an existing file, and nothing existing is ever written to.
@@ -29,7 +29,7 @@ function openWrite(s: Sftp, path: string, pflags: number, attrs: Attrs): Handle 
   return { kind: "upload", v, up, append: (pflags & PF.APPEND) !== 0 };
 }
 
-function openRead(s: Sftp, path: string): Handle {
+function openRead(s: SftpContext, path: string): Handle {
   const v = inside(s.vault, path);
   const { fd } = s.vault.openRead(v);
   return { kind: "file", v, fd, bytes: 0 };

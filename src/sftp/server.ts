@@ -13,6 +13,7 @@ import { NAME_OPS } from "./names.js";
 import { DIR_OPS } from "./dirs.js";
 import { EXTENSIONS, advertised } from "./extensions.js";
 import type { Access, AnyOp, Reply } from "./op.js";
+import type { SftpContext } from "./context.js";
 
 const REQUESTS: Readonly<Partial<Record<number, AnyOp>>> = {
   [FXP.OPEN]: FILE_OPS.open,
@@ -71,7 +72,7 @@ export function protocolError(message: string): VbError {
   return new VbError("BAD_REQUEST", `sftp protocol error: ${message}`);
 }
 
-export class Sftp {
+export class Sftp implements SftpContext {
   readonly handles: Handles;
   /** Buffers of DATA replies, back in the pool once written: a few, as the output queue is bounded. */
   readonly replies = new BufferPool(DATA_HEADER + MAX_DATA, 16);

@@ -8,7 +8,7 @@ import { cleanBytes } from "../audit/sanitize.js";
 import { guardUpload } from "../pgp/guard.js";
 import { FILE_MODE_MASK, type Vault } from "./vault.js";
 import { vpath, MAX_DEPTH, type VPath } from "./paths.js";
-import { at, openDirAt, closeQuietly, DIR_FLAGS, READ_FLAGS } from "./fsat.js";
+import { at, openDirAt, closeQuietly, DIR_FLAGS, READ_FLAGS } from "../fsat.js";
 import { sha256OfFd } from "./hasher.js";
 
 const SYNC = "/usr/bin/sync";

@@ -7,11 +7,12 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { VbError } from "../errors.js";
 import type { Session } from "../session.js";
-import { profileFor, type Profile } from "../profile/profile.js";
+import { profileFor } from "../profile/profile.js";
+import type { Profile } from "../profile/types.js";
 import { DirIndex } from "../profile/duplicity.js";
-import { recordArrival } from "../housekeeping/arrivals.js";
+import { recordArrival } from "../vault/arrivals.js";
 import { tryLock, unlock, withLock } from "../lock.js";
-import { at, inodeKey, lstatAt, lstatAtOrNull } from "./fsat.js";
+import { at, inodeKey, lstatAt, lstatAtOrNull } from "../fsat.js";
 import { keepVersion } from "./versions.js";
 import type { VPath } from "./paths.js";
 

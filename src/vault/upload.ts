@@ -5,7 +5,7 @@ import crypto from "node:crypto";
 import { VbError } from "../errors.js";
 import type { VPath } from "./paths.js";
 import type { Vault } from "./vault.js";
-import { closeQuietly } from "./fsat.js";
+import { closeQuietly } from "../fsat.js";
 import { guardUpload } from "../pgp/guard.js";
 import { TrailingHash, OFFLOAD_AT, sha256OfFd } from "./hasher.js";
 

@@ -9,7 +9,7 @@ import path from "node:path";
 import { VbError, fromErrno } from "../errors.js";
 import type { Session } from "../session.js";
 import { Confiner, vpath, checkName, type VPath } from "./paths.js";
-import { at, openDirAt, lstatAt, lstatAtOrNull, closeQuietly, inodeKey, DIR_FLAGS, READ_FLAGS } from "./fsat.js";
+import { at, openDirAt, lstatAt, lstatAtOrNull, closeQuietly, inodeKey, DIR_FLAGS, READ_FLAGS } from "../fsat.js";
 import { Upload } from "./upload.js";
 import { sweepStale } from "./state.js";
 import { NameRules, existsError } from "./rules.js";
