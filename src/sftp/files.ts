@@ -8,7 +8,8 @@ import { readAttrs, fromStats, attrsPacket, type Attrs } from "./attrs.js";
 import { release, handleReply, handleOnly, handleSubject, type Handle } from "./handles.js";
 import { inside } from "./place.js";
 import { setUploadAttrs, setPathAttrs } from "./setstat.js";
-import { op, type Access } from "./op.js";
+import { op } from "./op.js";
+import type { Access } from "../gate/access.js";
 import type { SftpContext } from "./context.js";
 
 const WRITE_FLAGS = PF.WRITE | PF.APPEND | PF.CREAT | PF.TRUNC | PF.EXCL;

@@ -1,9 +1,8 @@
 // The shape of one entry of the request table (server.ts), shared by the handler families.
 import type { Reader } from "./wire.js";
+import type { Access } from "../gate/access.js";
 import type { SftpContext } from "./context.js";
 
-/** look: stat, list, realpath. pull: read a file's contents. write: create or change anything. */
-export type Access = "look" | "pull" | "write";
 export type Reply = Buffer | Buffer[];
 
 export interface Op<A> {

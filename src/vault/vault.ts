@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { VbError, fromErrno } from "../errors.js";
 import type { Session } from "../session.js";
+import { permits, demand } from "../gate/access.js";
 import { Confiner, vpath, checkName, type VPath } from "./paths.js";
 import { at, openDirAt, lstatAt, lstatAtOrNull, closeQuietly, inodeKey, DIR_FLAGS, READ_FLAGS } from "../fsat.js";
 import { Upload } from "./upload.js";
@@ -46,7 +47,7 @@ export class Vault {
 
   constructor(readonly session: Session) {
     const { policy, rootReal } = session;
-    this.readOnly = policy.access === "read-only";
+    this.readOnly = permits(policy, "write") === "no";
     this.confiner = new Confiner([policy.root, rootReal]);
     this.rootFd = fs.openSync(rootReal, DIR_FLAGS);
     this.tmpDir = path.join(policy.state, "tmp", session.sid);
@@ -61,7 +62,7 @@ export class Vault {
   }
 
   private assertWritable(v: VPath, what: string): void {
-    if (this.readOnly) throw new VbError("READ_ONLY", `read-only: '${v.display}' cannot be ${what}`);
+    demand(this.session.policy, "write", `'${v.display}' cannot be ${what}`);
   }
 
   /** Open the directory at `comps` by walking from the root fd, never following a link. */
@@ -213,9 +214,9 @@ export class Vault {
    * hand a path to a child process (rsync --sender) must ask before; openRead asks itself.
    */
   canRead(v: VPath): boolean {
-    const { pull } = this.session.policy;
-    if (this.readOnly || pull === true) return true;
-    if (pull === false || v.comps.length === 0) return false;
+    const verdict = permits(this.session.policy, "pull");
+    if (verdict !== "metadata") return verdict === "yes";
+    if (v.comps.length === 0) return false;
     return this.rules.canReadMetadata(v.comps[v.comps.length - 1]!, () =>
       this.withParent(v, (dirFd) => fs.readdirSync(at(dirFd))),
     );
