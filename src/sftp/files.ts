@@ -2,7 +2,7 @@
 // vault upload (a temporary file in `state`, published by link(2) at CLOSE), so a name never
 // shows a partial file and an existing name is never opened for writing.
 import fs from "node:fs";
-import { VbError } from "../errors.js";
+import { VbError, existsError } from "../errors.js";
 import { PF, FX, DATA_HEADER, MAX_DATA, dataPacket, statusPacket, malformed, okPacket as ok } from "./wire.js";
 import { readAttrs, fromStats, attrsPacket, type Attrs } from "./attrs.js";
 import { release, handleReply, handleOnly, handleSubject, type Handle } from "./handles.js";
@@ -23,7 +23,7 @@ function openWrite(s: SftpContext, path: string, pflags: number, attrs: Attrs): 
   const v = inside(s.vault, path);
   if (!(pflags & PF.CREAT)) {
     // Without CREAT the client wants an existing file, and nothing existing is ever written to.
-    if (s.vault.exists(v)) throw new VbError("EXISTS", `append-only: '${v.display}' already exists and cannot be overwritten`);
+    if (s.vault.exists(v)) throw existsError(v.display);
     throw new VbError("NOT_FOUND", `'${v.display}': no such file`);
   }
   const up = s.vault.create(v, attrs.perm);

@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
-import { VbError } from "../errors.js";
+import { VbError, existsError } from "../errors.js";
 import type { Session } from "../session.js";
 import { profileFor } from "../profile/profile.js";
 import type { Profile } from "../profile/types.js";
@@ -15,10 +15,6 @@ import { tryLock, unlock, withLock } from "../lock.js";
 import { at, inodeKey, lstatAt, lstatAtOrNull } from "../fsat.js";
 import { keepVersion } from "./versions.js";
 import type { VPath } from "./paths.js";
-
-export function existsError(v: VPath): VbError {
-  return new VbError("EXISTS", `append-only: '${v.display}' already exists and cannot be overwritten`);
-}
 
 export class NameRules {
   readonly profile: Profile;
@@ -61,7 +57,7 @@ export class NameRules {
 
   /** May the stored `st` at (dirFd, name) be replaced? Throws EXISTS unless the replace policy allows it. */
   checkReplace(dirFd: number, name: string, v: VPath, st: fs.Stats): void {
-    if (!st.isFile() || !this.mayReplace(name)) throw existsError(v);
+    if (!st.isFile() || !this.mayReplace(name)) throw existsError(v.display);
     const key = this.profile.checkReplace(this.index(dirFd), name, v.display);
     this.holdSet(dirFd, key, v);
   }
@@ -106,7 +102,7 @@ export class NameRules {
         this.checkNew(dirFd, name, v);
         return link();
       }
-      if (replaces === undefined) throw existsError(v);
+      if (replaces === undefined) throw existsError(v.display);
       if (inodeKey(cur) !== replaces) throw new VbError("EXISTS", `append-only: '${v.display}' changed meanwhile and was not replaced`);
       this.checkReplace(dirFd, name, v, cur);
       const version = keepVersion(this.state, v.display, dirFd, name, cur);

@@ -6,7 +6,7 @@
 // are of regular files this very session published (tracked by device and inode).
 import fs from "node:fs";
 import path from "node:path";
-import { VbError, fromErrno } from "../errors.js";
+import { VbError, fromErrno, existsError } from "../errors.js";
 import type { Session } from "../session.js";
 import { permits, demand } from "../gate/access.js";
 import { Confiner, vpath, checkName, type VPath } from "./paths.js";
@@ -16,7 +16,7 @@ import { fileMode, dirMode, type Arrival, type Published } from "./admission.js"
 import { guardUpload } from "../pgp/guard.js";
 import { sha256OfFd } from "./hasher.js";
 import { sweepStale } from "./state.js";
-import { NameRules, existsError } from "./rules.js";
+import { NameRules } from "./rules.js";
 
 const C = fs.constants;
 /** Directories kept open for their fsync at the end of the session; past this they are synced at once. */
@@ -281,7 +281,7 @@ export class Vault {
       try {
         this.rules.publish(dirFd, name, a.v, replaces, a.src, file);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(a.v);
+        if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(a.v.display);
         throw e;
       }
       // A staged name was written by rsync, not by us: make sure what appeared is what we checked.
@@ -312,7 +312,7 @@ export class Vault {
     const st = this.lstat(from);
     if (!this.isOwnFile(st))
       throw new VbError("IMMUTABLE", `append-only: '${from.display}' existed before this session (or is not a regular file) and cannot be renamed`);
-    if (to.comps.length === 0) throw new VbError("EXISTS", `append-only: '.' already exists and cannot be overwritten`);
+    if (to.comps.length === 0) throw existsError(".");
     // Onto an existing name only as the replace policy allows (pexpect+sftp resuming duplicity).
     let replaced = false;
     this.withParent(from, (fromDir, fromName) =>
@@ -324,7 +324,7 @@ export class Vault {
         try {
           this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, at(fromDir, fromName), st);
         } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to);
+          if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to.display);
           throw e;
         }
         replaced = old !== null;
