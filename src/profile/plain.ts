@@ -6,6 +6,7 @@ import type { Profile } from "./types.js";
 export const plain: Profile = {
   name: "plain",
   judges: () => false,
+  index: () => undefined,
   checkNew: () => undefined,
   checkReplace: (_ix, _name, display) => {
     throw existsError(display);

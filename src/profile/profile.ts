@@ -1,11 +1,12 @@
 // The profiles by name (config key `profile`).
-import { checkNew, checkReplace, isMetadataRead, classify } from "./duplicity.js";
+import { DirIndex, checkNew, checkReplace, isMetadataRead, classify } from "./duplicity.js";
 import { plain } from "./plain.js";
 import type { Profile } from "./types.js";
 
-const duplicity: Profile = {
+const duplicity: Profile<DirIndex> = {
   name: "duplicity",
   judges: (name) => classify(name).kind !== "other",
+  index: (names) => new DirIndex(names),
   checkNew: (ix, name, now, display) => checkNew(ix, name, now, display)?.setKey,
   checkReplace: (ix, name, display) => checkReplace(ix, name, display).setKey,
   isMetadataRead,

@@ -9,7 +9,6 @@ import { VbError, existsError } from "../errors.js";
 import type { Session } from "../session.js";
 import { profileFor } from "../profile/profile.js";
 import type { Profile } from "../profile/types.js";
-import { DirIndex } from "../profile/duplicity.js";
 import { recordArrival } from "../vault/arrivals.js";
 import { tryLock, unlock, withLock } from "../lock.js";
 import { at, inodeKey, lstatAt, lstatAtOrNull } from "../fsat.js";
@@ -35,8 +34,8 @@ export class NameRules {
     return path.join(this.state, "locks", `${kind}-${crypto.createHash("sha256").update(id).digest("hex").slice(0, 24)}.lock`);
   }
 
-  private index(dirFd: number): DirIndex {
-    return new DirIndex(fs.readdirSync(at(dirFd)));
+  private index(dirFd: number): unknown {
+    return this.profile.index(fs.readdirSync(at(dirFd)));
   }
 
   /** May `name` be added to the directory dirFd? Throws NOT_ALLOWED if the profile says no. */
@@ -124,7 +123,7 @@ export class NameRules {
 
   /** With `pull: "metadata"`: may the file `name` be read? `names` lists its directory, if needed. */
   canReadMetadata(name: string, names: () => string[]): boolean {
-    return this.profile.isMetadataRead(this.profile.readNeedsIndex(name) ? new DirIndex(names()) : undefined, name);
+    return this.profile.isMetadataRead(this.profile.readNeedsIndex(name) ? this.profile.index(names()) : undefined, name);
   }
 
   /** End of session. */
