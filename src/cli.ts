@@ -52,10 +52,6 @@ const SUBCOMMANDS: Record<string, Sub> = {
   },
 };
 
-export function register(name: string, sub: Sub): void {
-  SUBCOMMANDS[name] = sub;
-}
-
 function version(): string {
   const pkg = JSON.parse(fs.readFileSync(path.join(TOP, "package.json"), "utf8")) as { version: string };
   return pkg.version;

@@ -24,6 +24,11 @@ export class VbError extends Error {
   }
 }
 
+/** The one refusal of append-only: a name that exists is never written again. */
+export function existsError(display: string, why?: string): VbError {
+  return new VbError("EXISTS", `append-only: '${display}' already exists and cannot be overwritten${why ? ` (${why})` : ""}`);
+}
+
 export function refuse(code: Code, message: string): never {
   throw new VbError(code, message);
 }

@@ -3,6 +3,7 @@
 import path from "node:path";
 import fs from "node:fs";
 import { VbError } from "./errors.js";
+import { EXIT, toVbError, exitFor, type Context, type Handler } from "./handler.js";
 import { loadConfig, checkPlaces } from "./config/load.js";
 import type { Policy } from "./config/schema.js";
 import { openAudit, type Audit } from "./audit/log.js";
@@ -14,24 +15,19 @@ import { Vault } from "./vault/vault.js";
 import { prepareGuard } from "./pgp/guard.js";
 import { tryLock, unlock } from "./lock.js";
 
-export interface Context {
-  session: Session;
-  vault: Vault;
-}
-type Handler = (plan: never, ctx: Context) => Promise<number>;
-
 // Protocol code is loaded only for the session that needs it: start-up time is paid per session.
-const HANDLERS: Record<Plan["kind"], () => Promise<Handler>> = {
-  true: async () => async () => 0,
-  sftp: async () => (await import("./sftp/serve.js")).serveSftp as Handler,
-  rsync: async () => (await import("./rsync/run.js")).runRsync as Handler,
-  scp: async () => (await import("./scp/run.js")).runScp as Handler,
-  mkdir: async () => (await import("./emulate/mkdir.js")).runMkdir as Handler,
-  ls: async () => (await import("./emulate/ls.js")).runLs as Handler,
-  rm: async () => (await import("./emulate/rm.js")).runRm as Handler,
+const HANDLERS: { [K in Plan["kind"]]: () => Promise<Handler<K>> } = {
+  true: async () => async () => EXIT.ok,
+  sftp: async () => (await import("./sftp/serve.js")).serveSftp,
+  rsync: async () => (await import("./rsync/run.js")).runRsync,
+  scp: async () => (await import("./scp/run.js")).runScp,
+  mkdir: async () => (await import("./emulate/mkdir.js")).runMkdir,
+  ls: async () => (await import("./emulate/ls.js")).runLs,
 };
 
-export const EXIT = { ok: 0, refused: 1, config: 2, timeout: 3, failed: 4 } as const;
+async function run<K extends Plan["kind"]>(plan: Extract<Plan, { kind: K }>, kind: K, ctx: Context): Promise<number> {
+  return (await HANDLERS[kind]())(plan, ctx);
+}
 
 function say(message: string): void {
   process.stderr.write(`validate-backup: ${message}\n`);
@@ -76,10 +72,10 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
     return EXIT.config;
   }
   const deny = (e: unknown): number => {
-    const err = e instanceof VbError ? e : new VbError("IO", (e as Error).message);
+    const err = toVbError(e);
     audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null });
     say(err.message);
-    return err.code === "IO" ? EXIT.failed : EXIT.refused;
+    return exitFor(err);
   };
   try {
     ({ rootReal } = checkPlaces(policy));
@@ -119,13 +115,12 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   try {
     if (plan.kind !== "true") vault = new Vault(session);
     if (vault && !vault.readOnly) await prepareGuard(policy); // loads openpgp only if recipients are configured
-    const handler = await HANDLERS[plan.kind]();
-    exit = await handler(plan as never, { session, vault: vault as Vault });
+    exit = await run(plan, plan.kind, { session, vault: vault as Vault });
   } catch (e) {
-    const err = e instanceof VbError ? e : new VbError("IO", (e as Error).message);
+    const err = toVbError(e);
     say(err.message);
     audit.event("error", { code: err.code, reason: err.message });
-    exit = err.code === "IO" ? EXIT.failed : EXIT.refused;
+    exit = exitFor(err);
   }
   clearTimeout(lifetime);
   finish(exit);

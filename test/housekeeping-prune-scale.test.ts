@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { sandbox, type Sandbox } from "./helpers/env.js";
 import { fullSet, incSet, ts } from "./helpers/duplicity.js";
-import { ARRIVALS_FILE } from "../src/housekeeping/arrivals.js";
+import { ARRIVALS_FILE } from "../src/vault/arrivals.js";
 import { open } from "../src/housekeeping/context.js";
 import { prune } from "../src/housekeeping/prune.js";
 import { size, QUICK } from "./helpers/scale.js";

@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { sandbox, snapshot, auditLines, gateIds, type Sandbox } from "./helpers/env.js";
 import { chain, fullSet, incSet, plant, runRoot, exists, ts } from "./helpers/duplicity.js";
 import { versionKey } from "../src/vault/versions.js";
-import { ARRIVALS_FILE } from "../src/housekeeping/arrivals.js";
+import { ARRIVALS_FILE } from "../src/vault/arrivals.js";
 import { FULL_ONLY } from "./helpers/scale.js";
 
 const DAY = 86_400_000;
@@ -147,7 +147,7 @@ t.test("prune follows no link: symlinks, hard links and a FIFO among a chain's n
   const outsideChain = chain(base - 30 * DAY, 0);
   for (const n of outsideChain) fs.writeFileSync(path.join(sb.outside, "sub", n), "outside\n");
   fs.symlinkSync(path.join(sb.outside, "sub"), path.join(sb.root, "linked"));
-  const { recordArrival } = await import("../src/housekeeping/arrivals.js");
+  const { recordArrival } = await import("../src/vault/arrivals.js");
   for (const n of outsideChain) recordArrival(sb.state, `linked/${n}`, fs.statSync(path.join(sb.outside, "sub", n)), NOW - 60 * DAY);
   const before = snapshot(sb.outside);
   const r = await runRoot(sb, ["prune", "--keep-full", "1"], 60_000);

@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { TOP } from "./helpers/env.js";
-import { account, clientKey, vb, succeeded } from "./helpers/sshd.js";
+import { account, clientKey, vb, succeeded, programCopy } from "./helpers/sshd.js";
 import { sample, FULL_ONLY } from "./helpers/scale.js";
 
 const root = process.getuid?.() === 0;
@@ -17,6 +17,10 @@ const ak = path.join(a.home, ".ssh/authorized_keys");
 const config = path.join(a.configDir, `${a.user}.json`);
 const log = path.join(a.logDir, `${a.user}.log`);
 const cron = path.join(a.scheduleDir, `validate-backup-${a.user}`);
+// The program's own faults are planted in a copy: chmod of the shared launcher made remote-install,
+// running beside this file, fail.
+const program = root ? programCopy(a.dir) : TOP;
+const vbCopy = (args: string[]) => vb(args, undefined, program);
 
 function sh(argv: string[]): void {
   const r = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8" });
@@ -97,8 +101,8 @@ const FAULTS: [string, () => () => void, RegExp][] = [
   ["authorized_keys writable by the account", () => chownFor(ak, ids().uid), /authorized_keys: owner \d+:0 -> root:root/],
   ["the config writable by the account", () => chownFor(config, ids().uid), /\.json: owner \d+:0 -> root:root/],
   ["the config world-writable", () => chmodFor(config, 0o666), /\.json: mode 0666 -> 0644/],
-  ["the launcher writable by others", () => chmodFor(path.join(TOP, "bin/validate-backup"), 0o757), /bin\/validate-backup: owner 0:0 mode 0757, writable by the account/],
-  ["a loaded file writable by others", () => chmodFor(path.join(TOP, "node_modules/zod/package.json"), 0o666), /zod\/package\.json: owner 0:0 mode 0666, writable by the account/],
+  ["the launcher writable by others", () => chmodFor(path.join(program, "bin/validate-backup"), 0o757), /bin\/validate-backup: owner 0:0 mode 0757, writable by the account/],
+  ["a loaded file writable by others", () => chmodFor(path.join(program, "node_modules/zod/package.json"), 0o666), /zod\/package\.json: owner 0:0 mode 0666, writable by the account/],
   ["the account's login shell is bash", () => (sh(["usermod", "--shell", "/bin/bash", a.user]), () => sh(["usermod", "--shell", "/bin/sh", a.user])), /login shell of vbt-\w+: \/bin\/bash -> \/bin\/sh/],
   ["the account has a password", () => (sh(["usermod", "--password", "$6$x$y", a.user]), () => sh(["usermod", "--password", "*", a.user])), /has a password/],
   ["the audit log is not append-only", () => (sh(["chattr", "-a", log]), () => sh(["chattr", "+a", log])), /\.log: append-only \(chattr \+a\)/],
@@ -143,15 +147,15 @@ const FAULTS: [string, () => () => void, RegExp][] = [
 ];
 
 t.test("check on a clean install passes, then reports each planted fault", async (t) => {
-  const inst = await vb(["install-remote", ...a.args, "--key", `${key}.pub`]);
+  const inst = await vbCopy(["install-remote", ...a.args, "--key", `${key}.pub`]);
   succeeded(t, inst, "install-remote");
-  const clean = await vb(["check", "--user", a.user, ...a.schedule]);
+  const clean = await vbCopy(["check", "--user", a.user, ...a.schedule]);
   succeeded(t, clean, "check of a clean install");
   t.match(clean.stdout.toString(), /check vbt-\w+: ok/);
   for (const [name, plant, expect] of sample(FAULTS, 5)) {
     const undo = plant();
     try {
-      const r = await vb(["check", "--user", a.user, ...a.schedule]);
+      const r = await vbCopy(["check", "--user", a.user, ...a.schedule]);
       const out = r.stdout.toString();
       t.equal(r.code, 1, `${name}: check fails`);
       t.match(out, new RegExp(`DEVIATION: .*${expect.source}`), `${name}: reported`);
@@ -160,26 +164,26 @@ t.test("check on a clean install passes, then reports each planted fault", async
       undo();
     }
   }
-  const after = await vb(["check", "--user", a.user, ...a.schedule]);
+  const after = await vbCopy(["check", "--user", a.user, ...a.schedule]);
   succeeded(t, after, "check with every fault undone");
 });
 
 t.test("install-remote repairs what check reports", FULL_ONLY, async (t) => {
   fs.chownSync(a.home, ids().uid, ids().gid);
   fs.chmodSync(path.join(a.home, ".ssh"), 0o777);
-  const bad = await vb(["check", "--user", a.user, ...a.schedule]);
+  const bad = await vbCopy(["check", "--user", a.user, ...a.schedule]);
   t.equal(bad.code, 1);
-  const fix = await vb(["install-remote", ...a.args, "--key", `${key}.pub`]);
+  const fix = await vbCopy(["install-remote", ...a.args, "--key", `${key}.pub`]);
   succeeded(t, fix, "install-remote repairs");
   t.match(fix.stdout.toString(), /^2 change\(s\) made/m);
-  t.equal((await vb(["check", "--user", a.user, ...a.schedule])).code, 0);
+  t.equal((await vbCopy(["check", "--user", a.user, ...a.schedule])).code, 0);
 });
 
 t.test("check of an unknown account fails; of nobody's name, refuses", async (t) => {
-  const r = await vb(["check", "--user", "vbt-nosuchuser"]);
+  const r = await vbCopy(["check", "--user", "vbt-nosuchuser"]);
   t.equal(r.code, 1);
   t.match(r.stdout.toString(), /account vbt-nosuchuser does not exist/);
-  const u = await vb(["check"]);
+  const u = await vbCopy(["check"]);
   t.equal(u.code, 2);
   t.match(u.stderr, /--user is required/);
 });

@@ -1,17 +1,140 @@
-// The rsync lines of conformance/attacks.md (items 4-18), through the real binary as the gate
-// user: each is refused before rsync starts, with its own reason on stderr and in a deny line of
-// the audit log, and nothing inside or outside the root changes.
+// The rsync family of conformance/attacks.md (items 4-18), through the real binary as the gate user.
+// First each item with helpers/refusal.ts (its cases through the binary: refusal, deny line, no side
+// effect anywhere; every variant in-process through parse + decide), then each item's own reasons:
+// refused before rsync starts, the exact reason on stderr and in the deny line, no staging left.
 import t, { type Test } from "tap";
 import { sandbox, snapshotAll, runGate, auditLines, type Sandbox } from "./helpers/env.js";
 import { leftovers } from "./helpers/rsync-client.js";
+import { item, PUSH, PULL, CAPS } from "./helpers/refusal.js";
 import { sample } from "./helpers/scale.js";
 
 // Each case runs the gate several times; a loaded machine needs more than the default 300 s.
 t.setTimeout(10 * 60_000);
 
-const CAPS = "-vlogDtpre.iLsfxCIvu";
-const PUSH = `rsync --server ${CAPS}`;
-const PULL = `rsync --server --sender ${CAPS}`;
+// ---- items 4 and 6-11: options that start a daemon, hide, run, read stdin, delete or write logs
+item(t, 4, "rsync daemon mode (CVE-2019-3463)", {
+  strict: "rsync",
+  cases: ["rsync --server --daemon .", "rsync --server --daemon --config=x.conf .", `rsync --server ${CAPS} --daemon . d/`],
+  more: ["rsync --daemon --config=x.conf", "rsync --server --daemon --config=../home/x.conf --port=8873 .", "rsync --server --config=x.conf ."],
+});
+
+item(t, 6, "options hidden after -- (CVE-2012-2251)", {
+  strict: "rsync",
+  cases: ["rsync --server -vlogDtpr -- --rsh=x . y", `${PUSH} . -- --delete d/`, `rsync --server -- --sender ${CAPS} . d/`],
+  more: [`${PUSH} -- --delete . d/`, `${PUSH} --rsh=x . d/`, `${PUSH} . -- d/`, `${PUSH} -- . d/`],
+});
+
+item(t, 7, "after 'e' only a capability string e<digits>.<letters>", {
+  strict: "rsync",
+  cases: ["rsync --server -ve'sh -c id' . x", "rsync --server -vlogDtprevil . x", "rsync --server -e 'sh -c id' . d/"],
+  more: [
+    `rsync --server -vlogDtpre'.iLs;id' . d/`,
+    "rsync --server -vlogDtpre.iLs/bin/sh . d/",
+    "rsync --server -vlogDtpre31.iLsfxC-- . d/",
+    "rsync --server -vlogDtpe . d/",
+    "rsync --server -vlogDtpre.iLsfxCIvu=x . d/",
+    "rsync --server -vlogDtpre.iLsfxCIvu'  ' . d/",
+  ],
+});
+
+item(t, 8, "-s: arguments would arrive on stdin", {
+  strict: "rsync",
+  cases: ["rsync --server -svlogDtpre.iLsfxCIvu . x", `${PUSH} --protect-args . d/`, `${PUSH} --secluded-args . d/`],
+  more: ["rsync --server -vlogsDtpre.iLsfxCIvu . x", "rsync --server --sender -svlogDtpre.iLsfxCIvu . d/", `${PUSH} --protect-args=1 . d/`],
+});
+
+const DELETES = ["--delete", "--del", "--delete-before", "--delete-during", "--delete-delay", "--delete-after", "--delete-excluded", "--delete-missing-args", "--force"];
+item(t, 9, "every delete option", {
+  strict: "rsync",
+  cases: [`${PUSH} --delete . d/`, "rsync --server -re.iLsfxCIvu --delete . d/", `${PUSH} --delete-after . d/`, `${PULL} --remove-source-files . d/`],
+  more: [
+    ...DELETES.map((o) => `${PUSH} ${o} . d/`),
+    ...DELETES.map((o) => `${PUSH} --ignore-existing --max-delete=-1 ${o} . d/`),
+    `${PUSH} --delete --force . d/`,
+    `${PULL} --remove-sent-files . d/`,
+    `${PUSH} --remove-source-files . d/`,
+  ],
+});
+
+item(t, 10, "--max-delete: the last value wins in rsync", {
+  strict: "rsync",
+  cases: [`${PUSH} --max-delete=-1 --max-delete=99999 --delete . d/`, `${PUSH} --max-delete=-1 --delete --max-delete=99999 . d/`],
+  more: [`${PUSH} --ignore-existing --max-delete=-1 --max-delete=99999 --delete-during . d/`, `${PUSH} --max-delete=0 --max-delete=1 --del . d/`],
+});
+
+item(t, 11, "--log-file (and its -M forms)", {
+  strict: "rsync",
+  cases: [`${PUSH} --log-file=d/existing.gpg . d/`, `${PUSH} --log-file=../.ssh/authorized_keys . d/`, `${PUSH} -M--log-file=../x . d/`],
+  more: [
+    `${PUSH} --log-file=../home/.ssh/authorized_keys . d/`,
+    `${PUSH} --log-file ../outside/canary.txt . d/`,
+    `${PUSH} --remote-option=--log-file=../x . d/`,
+    `${PUSH} --log-file-format=%f --log-file=x . d/`,
+    `${PULL} --log-file=/tmp/x . d/`,
+  ],
+});
+
+// ---- items 12-18: options that write aside, read lists or follow links, paths out of the root, the access policy
+item(t, 12, "partial, temp, delayed and backup files", {
+  strict: "rsync",
+  cases: [`${PUSH} --partial-dir=../outside . d/`, `${PUSH} -T /tmp . d/`, `${PUSH} --delay-updates . d/`, `${PUSH} -b --backup-dir=x . d/`],
+  more: [
+    `${PUSH} --partial-dir=x . d/`,
+    `${PUSH} --temp-dir=/tmp . d/`,
+    `${PUSH} -T/tmp . d/`,
+    "rsync --server -vblogDtpre.iLsfxCIvu --backup-dir=../outside . d/",
+    `${PUSH} --backup --suffix=.gpg . d/`,
+    `${PUSH} --suffix=.x . d/`,
+    `${PUSH} --suffix=~ . d/`,
+  ],
+});
+
+item(t, 13, "basis directories from the client", {
+  strict: "rsync",
+  cases: [`${PUSH} --link-dest=/etc . d/`, `${PUSH} --compare-dest=../x . d/`, `${PUSH} --copy-dest=../outside . d/`],
+  more: [`${PUSH} --link-dest ../home/.ssh . d/`, `${PULL} --compare-dest=/etc . d/`, `${PUSH} --compare-dest=d . new/`],
+});
+
+item(t, 14, "--files-from and other lists read by the server", {
+  strict: "rsync",
+  cases: [`${PULL} --files-from=/etc/shadow . /`, `${PULL} --files-from=../outside/canary.txt . d/`, `${PULL} --exclude-from=/etc/shadow . d/`],
+  more: [`${PULL} --files-from=- --from0 . d/`, `${PUSH} --include-from=../outside/sub/secret . d/`, `${PULL} --filter=._/etc/shadow . d/`],
+});
+
+item(t, 15, "following links and devices", {
+  strict: "rsync",
+  cases: ["rsync --server --sender -vLlogDtpre.iLsfxCIvu . d/", "rsync --server --sender -vklogDtpre.iLsfxCIvu . d/", `${PULL} --copy-unsafe-links . d/`, `${PULL} --copy-devices . d/`],
+  more: ["rsync --server --sender -vlogDtpLre.iLsfxCIvu . d/", `${PULL} --copy-links . d/`, `${PULL} --copy-dirlinks . d/`, "rsync --server -vKlogDtpre.iLsfxCIvu . d/", `${PUSH} --keep-dirlinks . d/`],
+});
+
+item(t, 16, "devices, batches, munging, debug, allocation, iconv", {
+  strict: "rsync",
+  cases: [`${PUSH} --write-devices . d/`, `${PUSH} --only-write-batch=x . d/`, `${PUSH} --read-batch=x . d/`, `${PUSH} --debug=ALL . d/`],
+  more: [`${PUSH} --write-batch=x . d/`, `${PUSH} --no-munge-links . d/`, `${PUSH} --max-alloc=0 . d/`, `${PUSH} --iconv=UTF-8,ISO-8859-1 . d/`, `${PUSH} --iconv=. . d/`],
+});
+
+item(t, 17, "paths out of the root, and two destinations", {
+  strict: "rsync",
+  cases: [`${PUSH} . ../../etc`, `${PUSH} . /etc`, `${PUSH} . d/../../x`, { command: `${PUSH} . ~other/`, reason: /shell syntax '~'/ }, `${PUSH} . d1/ d2/`, `${PULL} . ../outside/`],
+  more: [`${PUSH} . ../outside/`, `${PUSH} . d/../../outside/sub/`, `${PULL} . /etc/passwd`, `${PULL} . /proc/self/environ`, `${PULL} . d/ ../outside/`, `${PUSH} . ..`, `${PUSH} . /`],
+});
+
+const NO_PULL = { pull: false };
+item(t, 18, "pulling with pull: false", {
+  strict: "rsync",
+  config: NO_PULL,
+  cases: [`${PULL} . d/`, "rsync --server --sender -de.LsfxCIvu . d/"],
+  more: [`${PULL} . d/existing.gpg`, "rsync --server --sender -e.LsfxCIvu . d/existing.gpg"],
+});
+
+item(t, 18, "pushing in read-only mode", {
+  strict: "rsync",
+  config: { access: "read-only" },
+  cases: [`${PUSH} . d/`, "rsync --server -e.LsfxCIvu . d/new.gpg"],
+  more: [`${PUSH} --ignore-existing . new/`, "rsync --server -vlogDtprze.iLsfxCIvu . d/"],
+});
+
+// ---- each item's own reasons
 const FILES = { "d/existing.gpg": "old volume\n", "a.gpg": "A\n" };
 
 const ITEMS: Record<string, [string, RegExp][]> = {
@@ -79,7 +202,7 @@ const ITEMS: Record<string, [string, RegExp][]> = {
   ],
 };
 
-async function refused(t: Test, sb: Sandbox, command: string, reason: RegExp): Promise<void> {
+async function refusedExactly(t: Test, sb: Sandbox, command: string, reason: RegExp): Promise<void> {
   const before = snapshotAll(sb);
   const seen = auditLines(sb).length;
   const r = await runGate(sb, command);
@@ -99,16 +222,16 @@ async function refused(t: Test, sb: Sandbox, command: string, reason: RegExp): P
 for (const [item, cases] of Object.entries(ITEMS)) {
   t.test(`attacks.md item ${item}`, async (t) => {
     const sb = sandbox(t, { files: FILES });
-    // The same items run in full in gate-attacks-rsync*.test.ts; the quick scale (CI) takes one case
+    // The same items run in full in the item() sections above; the quick scale (CI) takes one case
     // of each item here.
-    for (const [command, reason] of sample(cases, 1000)) await t.test(command, (t) => refused(t, sb, command, reason));
+    for (const [command, reason] of sample(cases, 1000)) await t.test(command, (t) => refusedExactly(t, sb, command, reason));
   });
 }
 
 t.test("attacks.md item 18: a pull with pulls disabled, a push with a read-only key", async (t) => {
   const sb = sandbox(t, { files: FILES, config: { pull: false } });
-  await t.test("pull: false", (t) => refused(t, sb, `${PULL} . d/`, /reading \(rsync --sender\) is disabled for this key \(pull: false\)/));
+  await t.test("pull: false", (t) => refusedExactly(t, sb, `${PULL} . d/`, /reading \(rsync --sender\) is disabled for this key \(pull: false\)/));
   sb.configure({ access: "read-only" });
-  await t.test("read-only push", (t) => refused(t, sb, `${PUSH} . d/`, /read-only: this key cannot upload \(rsync push refused\)/));
-  await t.test("read-only push of one file", (t) => refused(t, sb, `rsync --server -e.LsfxCIvu . new.gpg`, /read-only/));
+  await t.test("read-only push", (t) => refusedExactly(t, sb, `${PUSH} . d/`, /read-only: this key cannot upload \(rsync push refused\)/));
+  await t.test("read-only push of one file", (t) => refusedExactly(t, sb, `rsync --server -e.LsfxCIvu . new.gpg`, /read-only/));
 });

@@ -1,7 +1,8 @@
-// conformance/attacks.md 19-21 for scp, plus the policy rules (read-only, pull: false, protocol
-// off): refused at the gate before any protocol starts. A few cases per item go through the real
-// binary (exit, stderr, audit, nothing changed anywhere: see helpers/refusal.ts); every variant is
-// also checked in-process for the exact reason.
+// The scp family of conformance/attacks.md (19-21), plus the policy rules (read-only, pull: false,
+// protocol off): refused at the gate before any protocol starts. A few cases per item go through the
+// real binary (exit, stderr, audit, nothing changed anywhere: see helpers/refusal.ts); every variant
+// is also checked in-process for the exact reason. Last, items 19 and 20 with the input a client
+// would send after the command, asserting only that each is refused somehow and changes nothing.
 import t from "tap";
 import { item, type Case } from "./helpers/refusal.js";
 import { gateReasons } from "./helpers/scp-wire.js";
@@ -79,3 +80,20 @@ item(t, 18, "pull: false: no scp download", { strict: "exact", cases: through(no
 reasons("pull: false", noPull, { pull: false });
 
 reasons("scp off", [["scp -r -t d", /scp is disabled for this key/], ["scp -f a", /scp is disabled/]], { protocols: ["sftp"] });
+
+// ---- items 19 and 20 with a client's input: refused, however
+const sending = (input: string, ...commands: string[]): Case[] => commands.map((command) => ({ command, input }));
+const UPLOAD = "C0644 5 y\nhello\0";
+item(t, 19, "scp options that run programs (CVE-2007-6415, CVE-2019-1000018)", {
+  strict: "protocol",
+  cases: [...sending(UPLOAD, "scp -S /bin/sh -t x", "scp '-oProxyCommand=sh -c id' -t x", "scp -oPKCS11Provider=./x.so -t x", "scp -F cfg -t x"), { command: "scp -3 a b" }],
+});
+
+item(t, 20, "scp paths out of the root", {
+  strict: "protocol",
+  cases: [
+    ...sending("C0644 5 x\nhello\0", "scp -t ../x", "scp -t /etc"),
+    ...sending("C0644 5 authorized_keys\nhello\0", "scp -t ../home/.ssh"),
+    ...sending("\0\0\0", "scp -f /etc/passwd", "scp -f d/../../x", "scp -f ../outside/canary.txt"),
+  ],
+});

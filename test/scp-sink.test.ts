@@ -104,7 +104,7 @@ t.test("modes are masked: never setuid, setgid or executable; D with 0000 stays 
   t.equal(r.code, 0, r.stderr);
   const mode = (p: string) => fs.statSync(path.join(sb.root, "d", p)).mode & 0o7777;
   t.equal(mode("suid.gpg"), 0o640);
-  t.equal(mode("none.gpg"), 0o400, "owner-readable, so the key can fetch it back");
+  t.equal(mode("none.gpg"), 0o600, "owner read and write always, so the key can fetch it back");
   t.equal(mode("dir"), 0o750);
   t.equal(mode("dir/in.gpg"), 0o640);
 });

@@ -99,6 +99,3 @@ export function openAudit(file: string, lockFile: string | undefined, base: Fiel
     },
   };
 }
-
-/** An audit sink for tests and for commands that log nowhere. */
-export const nullAudit: Audit = { ok: true, event() {} };

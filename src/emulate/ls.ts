@@ -1,7 +1,7 @@
 // `ls -1 DIR` (duplicity's listing): the names in DIR, one per line, in C-locale order, without
 // dot files, as ls prints them to a pipe. Entries are listed, never followed.
 import { byteOrder } from "../scp/glob.js";
-import type { Context } from "../serve.js";
+import type { Context } from "../handler.js";
 import type { Plan } from "../gate/decide.js";
 import { Output } from "../scp/stream.js";
 

@@ -2,10 +2,10 @@
 import { VbError } from "../errors.js";
 import type { Policy, Protocol } from "../config/schema.js";
 import type { Request, RequestKind } from "./command.js";
-import { parseRsyncArgs, type RsyncRequest } from "../rsync/options.js";
-import { parseScpArgs, type ScpRequest } from "../scp/args.js";
-import { parseMkdirArgs, parseLsArgs, type MkdirRequest, type LsRequest } from "../emulate/args.js";
-import { refuseRm } from "../emulate/rm.js";
+import { demand } from "./access.js";
+import { parseRsyncArgs, type RsyncRequest } from "./rsync-args.js";
+import { parseScpArgs, type ScpRequest } from "./scp-args.js";
+import { parseMkdirArgs, parseLsArgs, type MkdirRequest, type LsRequest } from "./emulate-args.js";
 
 export type Plan =
   | { kind: "true" }
@@ -13,8 +13,7 @@ export type Plan =
   | { kind: "rsync"; rsync: RsyncRequest }
   | { kind: "scp"; scp: ScpRequest }
   | { kind: "mkdir"; mkdir: MkdirRequest }
-  | { kind: "ls"; ls: LsRequest }
-  | { kind: "rm"; args: string[] };
+  | { kind: "ls"; ls: LsRequest };
 
 const PROTOCOL_OF: Record<RequestKind, Protocol | null> = {
   true: null,
@@ -55,26 +54,25 @@ export function decide(req: Request, policy: Policy): Plan {
       return { kind: "sftp" };
     case "rsync": {
       const rsync = parseRsyncArgs(req.args, policy.root);
-      if (rsync.sender && policy.access === "append-only" && policy.pull === false)
-        throw new VbError("NOT_ALLOWED", "reading (rsync --sender) is disabled for this key (pull: false)");
-      if (!rsync.sender && policy.access === "read-only") throw new VbError("READ_ONLY", "read-only: this key cannot upload (rsync push refused)");
+      if (rsync.sender) demand(policy, "pull", "reading (rsync --sender)");
+      else demand(policy, "write", "this key cannot upload (rsync push refused)");
       return { kind: "rsync", rsync };
     }
     case "scp": {
       const scp = parseScpArgs(req.args, policy.root);
-      if (scp.direction === "source" && policy.access === "append-only" && policy.pull === false)
-        throw new VbError("NOT_ALLOWED", "reading (scp -f) is disabled for this key (pull: false)");
-      if (scp.direction === "sink" && policy.access === "read-only") throw new VbError("READ_ONLY", "read-only: this key cannot upload (scp -t refused)");
+      if (scp.direction === "source") demand(policy, "pull", "reading (scp -f)");
+      else demand(policy, "write", "this key cannot upload (scp -t refused)");
       return { kind: "scp", scp };
     }
     case "mkdir": {
       const mkdir = parseMkdirArgs(req.args, policy.root);
-      if (policy.access === "read-only") throw new VbError("READ_ONLY", "read-only: this key cannot create directories (mkdir refused)");
+      demand(policy, "write", "this key cannot create directories (mkdir refused)");
       return { kind: "mkdir", mkdir };
     }
     case "ls":
       return { kind: "ls", ls: parseLsArgs(req.args, policy.root) };
-    case "rm":
-      refuseRm(policy);
+    case "rm": // duplicity's remove-older-than and cleanup: nothing stored can be removed through this key
+      demand(policy, "write", "files cannot be removed (rm refused)");
+      throw new VbError("IMMUTABLE", "append-only: files cannot be removed (rm refused)");
   }
 }

@@ -3,10 +3,11 @@
 import fs from "node:fs";
 import crypto from "node:crypto";
 import { VbError } from "../errors.js";
+import { toVbError } from "../handler.js";
 import { loadConfig, checkPlaces } from "../config/load.js";
 import type { Policy } from "../config/schema.js";
 import { openAudit, type Audit } from "../audit/log.js";
-import { at, closeQuietly } from "../vault/fsat.js";
+import { at, closeQuietly } from "../fsat.js";
 import { openTop, openSubdir, type WalkOptions, type BeforeOpen } from "./walk.js";
 
 export const EXIT = { ok: 0, usage: 2, failed: 4, warning: 5 } as const;
@@ -97,7 +98,7 @@ export async function main(command: string, fn: () => Promise<number> | number):
   try {
     return await fn();
   } catch (e) {
-    const err = e instanceof VbError ? e : new VbError("IO", (e as Error).message);
+    const err = toVbError(e);
     process.stderr.write(`validate-backup ${command}: ${err.message}\n`);
     return err.code === "BAD_REQUEST" ? EXIT.usage : EXIT.failed;
   }

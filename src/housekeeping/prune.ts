@@ -11,9 +11,9 @@ import fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import { VbError } from "../errors.js";
 import { DirIndex, chainsOf, finished, namesOf, formatTime, type Chain } from "../profile/duplicity.js";
-import { inodeKey, closeQuietly } from "../vault/fsat.js";
+import { inodeKey, closeQuietly } from "../fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
-import { readArrivals, lastArrival, compactArrivals, type ArrivalMap } from "./arrivals.js";
+import { readArrivals, lastArrival, compactArrivals, type ArrivalMap } from "../vault/arrivals.js";
 import { walkDirs, lstatIn, unlinkIfSame, removeTreeAt, openSubdir, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, parseDuration, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
 

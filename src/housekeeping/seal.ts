@@ -9,7 +9,7 @@ import { DirIndex, parseName, finished } from "../profile/duplicity.js";
 import { pidAlive } from "../lock.js";
 import { walkDirs, openPlainFile, openSubdir, lstatIn, removeTreeAt, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, requireRoot, main, sealGroup, EXIT, type Housekeeping } from "./context.js";
-import { at, closeQuietly } from "../vault/fsat.js";
+import { at, closeQuietly } from "../fsat.js";
 
 export const SEALED_DIR_MODE = 0o1770;
 export const SEALED_FILE_MODE = 0o440;

@@ -5,7 +5,7 @@
 // O_NONBLOCK, and what was opened is fstat'ed and changed through its descriptor. Names are only
 // used for unlink(2) inside an open directory, which never follows a link.
 import fs from "node:fs";
-import { at, closeQuietly, inodeKey, DIR_FLAGS } from "../vault/fsat.js";
+import { at, closeQuietly, inodeKey, DIR_FLAGS } from "../fsat.js";
 import { MAX_DEPTH } from "../vault/paths.js";
 
 const C = fs.constants;

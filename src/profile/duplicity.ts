@@ -10,7 +10,7 @@
 // `df.<base36>.m`, any tail after the suffix). Every name it could take for a backup file must
 // therefore either be exactly one we understand, or be refused: otherwise a stolen key could plant a
 // set that duplicity believes in and our rules never saw.
-import { VbError } from "../errors.js";
+import { VbError, existsError } from "../errors.js";
 
 export type SetKind = "full" | "inc";
 export type Role = "vol" | "manifest" | "sig";
@@ -235,7 +235,7 @@ export function checkNew(ix: DirIndex, name: string, nowSec: number, display = n
  */
 export function checkReplace(ix: DirIndex, name: string, display = name): DupName {
   const no = (why: string): never => {
-    throw new VbError("EXISTS", `append-only: '${display}' already exists and cannot be overwritten (${why})`);
+    throw existsError(display, why);
   };
   const dn = parseName(name);
   if (!dn) return no("not a file of a duplicity backup set");

@@ -1,26 +1,12 @@
-// What the vault and the housekeeping commands ask of a profile: which names need the rest of
-// their directory to be judged, whether a new name may be added, whether a stored one may be
-// replaced, and what `pull: "metadata"` lets a client read. Config key `profile` picks one.
+// The profiles by name (config key `profile`).
 import { DirIndex, checkNew, checkReplace, isMetadataRead, classify } from "./duplicity.js";
 import { plain } from "./plain.js";
+import type { Profile } from "./types.js";
 
-export interface Profile {
-  readonly name: "duplicity" | "plain";
-  /** Names the profile has no rule for need no directory listing. */
-  judges(name: string): boolean;
-  /** Throws NOT_ALLOWED if `name` may not be added; returns the key of its set, if any. */
-  checkNew(ix: DirIndex, name: string, nowSec: number, display: string): string | undefined;
-  /** Throws EXISTS unless the stored `name` may be replaced; returns the key of its set. */
-  checkReplace(ix: DirIndex, name: string, display: string): string;
-  /** With `pull: "metadata"`: may `name` be read? */
-  isMetadataRead(ix: DirIndex | undefined, name: string): boolean;
-  /** Does reading `name` under `pull: "metadata"` depend on its directory? */
-  readNeedsIndex(name: string): boolean;
-}
-
-const duplicity: Profile = {
+const duplicity: Profile<DirIndex> = {
   name: "duplicity",
   judges: (name) => classify(name).kind !== "other",
+  index: (names) => new DirIndex(names),
   checkNew: (ix, name, now, display) => checkNew(ix, name, now, display)?.setKey,
   checkReplace: (ix, name, display) => checkReplace(ix, name, display).setKey,
   isMetadataRead,

@@ -1,7 +1,7 @@
 // The account step: the backup user exists (created as a system user with a group of its own), its
 // login shell reads no rc files, it has no password and belongs to no other group.
 import type { AccountStep } from "./plan.js";
-import type { Change, Ctx } from "./apply.js";
+import type { Change, Ctx } from "./change.js";
 import { lookupUser, lookupGroup, allUsers, groupsOf, shadowField, noPassword, mustTool, shown, TOOLS, type Tool } from "./system.js";
 
 function run(name: Tool, args: string[]): Pick<Change, "fix" | "do"> {

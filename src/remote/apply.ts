@@ -4,49 +4,15 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Step, DirStep, FileStep, LogStep, AncestorsStep, TreeStep, SysctlStep, SshdStep, TimerStep } from "./plan.js";
 import { inspectAccount } from "./account.js";
-import { lookupUser, lookupGroup, groupsOf, tool, mustTool, readSysctl, writeSysctl, TOOLS } from "./system.js";
+import type { Change, Ctx } from "./change.js";
+import { tool, mustTool, readSysctl, writeSysctl, TOOLS } from "./system.js";
 import * as sshd from "./sshd.js";
 import { systemdRunning, SCHEDULE_DIRS } from "./schedule.js";
 import { type Who, STICKY, modeStr, writableBy, searchableBy, canReplace, ancestorsOf, withParent, lstatPath, fixOwnerMode, readText, writeTextAt, moveAside, walkTree, type TreeEntry } from "./fsops.js";
-import { at, lstatAtOrNull } from "../vault/fsat.js";
+import { at, lstatAtOrNull } from "../fsat.js";
 import { VbError } from "../errors.js";
 
 const C = fs.constants;
-
-export interface Change {
-  what: string;
-  /** A command (or instruction) for a person. */
-  fix: string;
-  /** Absent: the installer cannot do it by itself. */
-  do?: () => void;
-  /** Worth saying, but nothing to change: not counted, not a failure of check. */
-  warn?: boolean;
-}
-
-export class Ctx {
-  private cache: { uid: number; gid: number; who: Who } | null | undefined;
-  /** Paths whose step changed something in this run. */
-  readonly changed = new Set<string>();
-  constructor(
-    readonly user: string,
-    readonly group: string,
-    /** sshd's effective settings for the account, or why they could not be read. */
-    readonly sshd: Map<string, string> | string | undefined,
-  ) {}
-
-  /** The account's ids; null while it does not exist (a dry run before creation). */
-  ids(): { uid: number; gid: number; who: Who } | null {
-    if (this.cache === undefined) {
-      const acct = lookupUser(this.user);
-      const g = lookupGroup(this.group);
-      this.cache = acct && g ? { uid: acct.uid, gid: g.gid, who: { uid: acct.uid, gids: new Set(groupsOf(this.user)) } } : null;
-    }
-    return this.cache;
-  }
-  forget(): void {
-    this.cache = undefined;
-  }
-}
 
 function ownerOf(s: DirStep | FileStep | LogStep, ctx: Ctx): { uid: number; gid: number; label: string } | null {
   const ids = ctx.ids();

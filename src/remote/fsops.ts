@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { VbError } from "../errors.js";
-import { at, openDirAt, lstatAtOrNull, closeQuietly, inodeKey, DIR_FLAGS, READ_FLAGS } from "../vault/fsat.js";
+import { at, openDirAt, lstatAtOrNull, closeQuietly, inodeKey, DIR_FLAGS, READ_FLAGS } from "../fsat.js";
 
 const C = fs.constants;
 export const STICKY = 0o1000;

@@ -7,13 +7,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawn } from "node:child_process";
-import { VbError } from "../errors.js";
-import type { Context } from "../serve.js";
+import { VbError, existsError } from "../errors.js";
+import type { Context } from "../handler.js";
 import type { Vault } from "../vault/vault.js";
 import { vpath, type VPath } from "../vault/paths.js";
 import { publishStaging } from "../vault/publish.js";
 import { removeTree } from "../vault/state.js";
-import type { RsyncRequest, RsyncTarget } from "./options.js";
+import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
 
 const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
 const UMASK = 0o027;
@@ -80,7 +80,7 @@ function planDestination(vault: Vault, v: VPath): { mkdir: VPath; compareDest?: 
     // The replace policy may let this name be sent again (duplicity resuming); the vault decides
     // when publishing, and a refusal there still fails the session loudly.
     if (!(st.isFile() && vault.rules.mayReplace(v.comps[v.comps.length - 1]!)))
-      throw new VbError("EXISTS", `append-only: '${v.display}' already exists and cannot be overwritten`);
+      throw existsError(v.display);
   }
   for (let i = 1; i < v.comps.length; i++) {
     const up = vpath(v.comps.slice(0, i));
@@ -148,12 +148,9 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     const single = lstatPlain(stagingPath(top, { ...target, slash: false }))?.isFile() ? target.v : undefined;
     const result = publishStaging(vault, top, single);
     if (single && result.watchedSkip)
-      throw new VbError(
-        result.watchedSkip === "exists" ? "EXISTS" : "NOT_ALLOWED",
-        result.watchedSkip === "exists"
-          ? `append-only: '${single.display}' already exists and cannot be overwritten (nothing was stored)`
-          : `'${single.display}' was not stored: ${result.watchedSkip}`,
-      );
+      throw result.watchedSkip === "exists"
+        ? existsError(single.display, "nothing was stored")
+        : new VbError("NOT_ALLOWED", `'${single.display}' was not stored: ${result.watchedSkip}`);
     return 0;
   } finally {
     process.removeListener("exit", cleanup);

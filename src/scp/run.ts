@@ -1,7 +1,6 @@
 // The scp handler: one side of the protocol on stdin/stdout. A refused entry is a warning and the
 // transfer goes on (exit 1 at the end); anything that breaks the stream is a fatal \x02 line.
-import { VbError } from "../errors.js";
-import { EXIT, type Context } from "../serve.js";
+import { EXIT, toVbError, exitFor, type Context } from "../handler.js";
 import type { Plan } from "../gate/decide.js";
 import { Input, Output, PeerGone, FATAL } from "./stream.js";
 import { Sink } from "./sink.js";
@@ -15,10 +14,10 @@ export async function runScp(plan: Extract<Plan, { kind: "scp" }>, ctx: Context)
     await side.run();
     return side.warnings ? EXIT.refused : EXIT.ok;
   } catch (e) {
-    const err = e instanceof VbError ? e : new VbError("IO", (e as Error).message);
+    const err = toVbError(e);
     ctx.session.audit.event("error", { protocol: "scp", code: err.code, reason: err.message });
     if (!(err instanceof PeerGone)) await out.say(FATAL, err.message).catch(() => {});
-    return err.code === "IO" ? EXIT.failed : EXIT.refused;
+    return exitFor(err);
   } finally {
     input.close();
   }

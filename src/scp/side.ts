@@ -1,8 +1,7 @@
 // What the sink and the source share: the session, the two streams, and how one refused entry is
 // reported (a \x01 line the client prints before going on) and counted for the exit status.
-import { VbError } from "../errors.js";
-import type { Context } from "../serve.js";
-import type { ScpRequest } from "./args.js";
+import { toVbError, type Context } from "../handler.js";
+import type { ScpRequest } from "../gate/scp-args.js";
 import { readReply, WARN, type Input, type Output } from "./stream.js";
 
 export abstract class Side {
@@ -22,7 +21,7 @@ export abstract class Side {
   }
 
   protected async refuse(shown: string, e: unknown): Promise<void> {
-    const err = e instanceof VbError ? e : new VbError("IO", (e as Error).message);
+    const err = toVbError(e);
     this.warnings++;
     this.ctx.session.counters.refused++;
     this.ctx.session.audit.event("refused", { protocol: "scp", path: shown, code: err.code, reason: err.message });

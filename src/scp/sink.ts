@@ -79,7 +79,7 @@ export class Sink extends Side {
       if (st && !st.isDirectory()) throw new VbError("EXISTS", `append-only: '${dest.display}' exists and is not a directory`);
       if (!st) {
         // Owner rwx always: a directory we cannot write into would block every later backup.
-        this.vault.mkdir(dest, c.mode | 0o700);
+        this.vault.mkdir(dest, c.mode);
         created = true;
       }
     } catch (e) {
@@ -103,8 +103,7 @@ export class Sink extends Side {
     let up: Upload;
     try {
       if (c.size > limit) throw new VbError("QUOTA", `'${dest.display}': ${c.size} bytes is more than the limit of ${limit} bytes per file`);
-      // Owner-readable always, so the key can fetch it back; the vault masks the rest (at most 0640).
-      up = this.vault.create(dest, c.mode | 0o400);
+      up = this.vault.create(dest, c.mode); // the vault's mode policy makes it 0600 or 0640
     } catch (e) {
       return this.refuse(dest.display, e); // refused before the data: the client does not send it
     }

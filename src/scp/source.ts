@@ -4,7 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { VbError } from "../errors.js";
 import { vpath, MAX_DEPTH, type VPath } from "../vault/paths.js";
-import { closeQuietly } from "../vault/fsat.js";
+import { closeQuietly } from "../fsat.js";
 import { expand, byteOrder } from "./glob.js";
 import { Side } from "./side.js";
 

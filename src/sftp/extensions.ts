@@ -8,10 +8,10 @@ import { handleOnly, handleSubject } from "./handles.js";
 import { inside, place } from "./place.js";
 import { realpathReply, renameOwn } from "./names.js";
 import { op, type AnyOp } from "./op.js";
-import { at, closeQuietly } from "../vault/fsat.js";
+import { at, closeQuietly } from "../fsat.js";
 import type { VPath } from "../vault/paths.js";
 import type { Vault } from "../vault/vault.js";
-import type { Sftp } from "./server.js";
+import type { SftpContext } from "./context.js";
 
 interface Extension {
   /** Announced in VERSION with this version string; absent: known, never announced. */
@@ -24,7 +24,7 @@ const ST_RDONLY = 0x1;
 const ST_NOSUID = 0x2;
 const NAME_MAX = 255;
 
-function statvfsReply(s: Sftp, id: number, statfsPath: string): Buffer {
+function statvfsReply(s: SftpContext, id: number, statfsPath: string): Buffer {
   const f = fs.statfsSync(statfsPath);
   const flags = ST_NOSUID | (s.vault.readOnly ? ST_RDONLY : 0);
   const w = new Writer(FXP.EXTENDED_REPLY, 100).u32(id);
@@ -33,7 +33,7 @@ function statvfsReply(s: Sftp, id: number, statfsPath: string): Buffer {
 }
 
 /** statvfs of a path below the root: of its directory, opened without following links. */
-function statvfsAt(s: Sftp, id: number, vault: Vault, v: VPath): Buffer {
+function statvfsAt(s: SftpContext, id: number, vault: Vault, v: VPath): Buffer {
   const st = vault.lstat(v);
   const fd = vault.openDir(st.isDirectory() ? v.comps : v.comps.slice(0, -1), v.display);
   try {

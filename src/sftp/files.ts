@@ -2,14 +2,15 @@
 // vault upload (a temporary file in `state`, published by link(2) at CLOSE), so a name never
 // shows a partial file and an existing name is never opened for writing.
 import fs from "node:fs";
-import { VbError } from "../errors.js";
+import { VbError, existsError } from "../errors.js";
 import { PF, FX, DATA_HEADER, MAX_DATA, dataPacket, statusPacket, malformed, okPacket as ok } from "./wire.js";
 import { readAttrs, fromStats, attrsPacket, type Attrs } from "./attrs.js";
 import { release, handleReply, handleOnly, handleSubject, type Handle } from "./handles.js";
 import { inside } from "./place.js";
 import { setUploadAttrs, setPathAttrs } from "./setstat.js";
-import { op, type Access } from "./op.js";
-import type { Sftp } from "./server.js";
+import { op } from "./op.js";
+import type { Access } from "../gate/access.js";
+import type { SftpContext } from "./context.js";
 
 const WRITE_FLAGS = PF.WRITE | PF.APPEND | PF.CREAT | PF.TRUNC | PF.EXCL;
 const KNOWN_FLAGS = PF.READ | WRITE_FLAGS;
@@ -18,18 +19,18 @@ const KNOWN_FLAGS = PF.READ | WRITE_FLAGS;
 // an empty file (CVE-2017-15906 was exactly that in OpenSSH's read-only mode).
 const openAccess = (pflags: number): Access => (pflags & WRITE_FLAGS ? "write" : "pull");
 
-function openWrite(s: Sftp, path: string, pflags: number, attrs: Attrs): Handle {
+function openWrite(s: SftpContext, path: string, pflags: number, attrs: Attrs): Handle {
   const v = inside(s.vault, path);
   if (!(pflags & PF.CREAT)) {
     // Without CREAT the client wants an existing file, and nothing existing is ever written to.
-    if (s.vault.exists(v)) throw new VbError("EXISTS", `append-only: '${v.display}' already exists and cannot be overwritten`);
+    if (s.vault.exists(v)) throw existsError(v.display);
     throw new VbError("NOT_FOUND", `'${v.display}': no such file`);
   }
   const up = s.vault.create(v, attrs.perm);
   return { kind: "upload", v, up, append: (pflags & PF.APPEND) !== 0 };
 }
 
-function openRead(s: Sftp, path: string): Handle {
+function openRead(s: SftpContext, path: string): Handle {
   const v = inside(s.vault, path);
   const { fd } = s.vault.openRead(v);
   return { kind: "file", v, fd, bytes: 0 };

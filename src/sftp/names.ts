@@ -7,9 +7,9 @@ import { readAttrs, fromStats, attrsPacket, namePacket, type Attrs } from "./att
 import { place, inside, absolute, ANCESTOR_ATTRS, type Place } from "./place.js";
 import { setPathAttrs } from "./setstat.js";
 import { op } from "./op.js";
-import type { Sftp } from "./server.js";
+import type { SftpContext } from "./context.js";
 
-function isDirectory(s: Sftp, pl: Place): boolean {
+function isDirectory(s: SftpContext, pl: Place): boolean {
   try {
     return pl.v !== undefined && s.vault.lstat(pl.v).isDirectory();
   } catch {
@@ -21,12 +21,12 @@ const pathOnly = (r: Reader) => ({ path: r.text("path") });
 const bySubject = (a: { path: string }) => a.path;
 
 /** NAME reply with one absolute path, as REALPATH answers. */
-export function realpathReply(s: Sftp, id: number, pl: Place): Buffer {
+export function realpathReply(s: SftpContext, id: number, pl: Place): Buffer {
   const abs = absolute(s.vault, pl);
   return namePacket(id, [{ name: abs, longname: abs, attrs: {} }]);
 }
 
-function statOf(s: Sftp, path: string, follow: boolean): Attrs {
+function statOf(s: SftpContext, path: string, follow: boolean): Attrs {
   const pl = place(s.vault, path);
   if (pl.above !== undefined) return ANCESTOR_ATTRS;
   const st = s.vault.lstat(pl.v);
@@ -34,7 +34,7 @@ function statOf(s: Sftp, path: string, follow: boolean): Attrs {
   return fromStats(st);
 }
 
-export function renameOwn(s: Sftp, from: string, to: string): void {
+export function renameOwn(s: SftpContext, from: string, to: string): void {
   s.vault.renameOwn(inside(s.vault, from), inside(s.vault, to));
 }
 

@@ -1,18 +1,17 @@
 // The shape of one entry of the request table (server.ts), shared by the handler families.
 import type { Reader } from "./wire.js";
-import type { Sftp } from "./server.js";
+import type { Access } from "../gate/access.js";
+import type { SftpContext } from "./context.js";
 
-/** look: stat, list, realpath. pull: read a file's contents. write: create or change anything. */
-export type Access = "look" | "pull" | "write";
 export type Reply = Buffer | Buffer[];
 
 export interface Op<A> {
   readonly name: string;
   readonly decode: (r: Reader) => A;
   readonly access: Access | ((a: A) => Access);
-  readonly run: (s: Sftp, id: number, a: A) => Reply;
+  readonly run: (s: SftpContext, id: number, a: A) => Reply;
   /** What the request is about, for audit lines and messages. */
-  readonly subject?: (a: A, s: Sftp) => string | undefined;
+  readonly subject?: (a: A, s: SftpContext) => string | undefined;
 }
 
 /** Lets TypeScript infer each entry's argument type. */

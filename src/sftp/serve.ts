@@ -1,7 +1,6 @@
 // Serve one SFTP session on stdin/stdout until the client hangs up (or idles, or breaks the
 // protocol). Unfinished uploads are abandoned when it ends: nothing partial is ever published.
-import type { Context } from "../serve.js";
-import { EXIT } from "../serve.js";
+import { EXIT, type Context } from "../handler.js";
 import type { Plan } from "../gate/decide.js";
 import { Sftp } from "./server.js";
 import { pump, type End } from "./pump.js";

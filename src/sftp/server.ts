@@ -2,7 +2,6 @@
 // what kind of access it is (so read-only mode and `pull: false` are one check, in gate()), and
 // its handler. Handlers are synchronous, so replies leave strictly in request order.
 import { VbError, fromErrno, type Code } from "../errors.js";
-import type { Policy } from "../config/schema.js";
 import type { Session } from "../session.js";
 import type { Vault } from "../vault/vault.js";
 import { FXP, FX, DATA_HEADER, MAX_DATA, Reader, statusPacket, versionPacket } from "./wire.js";
@@ -12,7 +11,9 @@ import { FILE_OPS } from "./files.js";
 import { NAME_OPS } from "./names.js";
 import { DIR_OPS } from "./dirs.js";
 import { EXTENSIONS, advertised } from "./extensions.js";
-import type { Access, AnyOp, Reply } from "./op.js";
+import type { AnyOp, Reply } from "./op.js";
+import { demand, type Access } from "../gate/access.js";
+import type { SftpContext } from "./context.js";
 
 const REQUESTS: Readonly<Partial<Record<number, AnyOp>>> = {
   [FXP.OPEN]: FILE_OPS.open,
@@ -35,15 +36,8 @@ const REQUESTS: Readonly<Partial<Record<number, AnyOp>>> = {
   [FXP.SYMLINK]: NAME_OPS.symlink,
 };
 
-const GATE: Record<Access, { refuses: (p: Policy) => boolean; code: Code; message: string }> = {
-  look: { refuses: () => false, code: "NOT_ALLOWED", message: "" },
-  pull: {
-    refuses: (p) => p.access === "append-only" && p.pull === false,
-    code: "NOT_ALLOWED",
-    message: "reading files is disabled for this key (pull: false)",
-  },
-  write: { refuses: (p) => p.access === "read-only", code: "READ_ONLY", message: "read-only: this key cannot create or change anything" },
-};
+/** What a refusal by the access rule (gate/access.ts) says, per class of request. */
+const REFUSED: Record<Access, string> = { look: "looking", pull: "reading files", write: "this key cannot create or change anything" };
 
 // Our codes -> SFTP status. EXISTS is FAILURE, as OpenSSH answers EEXIST: clients that mkdir
 // every component of a path take it as "already there" and go on.
@@ -71,7 +65,7 @@ export function protocolError(message: string): VbError {
   return new VbError("BAD_REQUEST", `sftp protocol error: ${message}`);
 }
 
-export class Sftp {
+export class Sftp implements SftpContext {
   readonly handles: Handles;
   /** Buffers of DATA replies, back in the pool once written: a few, as the output queue is bounded. */
   readonly replies = new BufferPool(DATA_HEADER + MAX_DATA, 16);
@@ -114,16 +108,12 @@ export class Sftp {
       const args = entry.decode(r);
       r.end();
       subject = entry.subject?.(args, this);
-      this.gate(typeof entry.access === "function" ? entry.access(args) : entry.access);
+      const access = typeof entry.access === "function" ? entry.access(args) : entry.access;
+      demand(this.session.policy, access, REFUSED[access]);
       return entry.run(this, id, args);
     } catch (e) {
       return this.failed(id, entry.name, subject, e);
     }
-  }
-
-  private gate(access: Access): void {
-    const g = GATE[access];
-    if (g.refuses(this.session.policy)) throw new VbError(g.code, g.message);
   }
 
   private failed(id: number, op: string, subject: string | undefined, e: unknown): Buffer {

@@ -5,11 +5,9 @@ import fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import { VbError } from "../errors.js";
 import { cleanBytes } from "../audit/sanitize.js";
-import { guardUpload } from "../pgp/guard.js";
-import { FILE_MODE_MASK, type Vault } from "./vault.js";
+import type { Vault } from "./vault.js";
 import { vpath, MAX_DEPTH, type VPath } from "./paths.js";
-import { at, openDirAt, closeQuietly, DIR_FLAGS, READ_FLAGS } from "./fsat.js";
-import { sha256OfFd } from "./hasher.js";
+import { at, openDirAt, closeQuietly, DIR_FLAGS, READ_FLAGS } from "../fsat.js";
 
 const SYNC = "/usr/bin/sync";
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -49,9 +47,10 @@ class Publisher {
     return this.vault.session;
   }
 
-  private skip(display: string, reason: string): void {
+  /** `counted`: the vault's admission counted it already. */
+  private skip(display: string, reason: string, counted = false): void {
     this.result.skipped++;
-    this.session.counters.skipped++;
+    if (!counted) this.session.counters.skipped++;
     this.session.audit.event("skipped", { path: display, reason, via: "rsync" });
     if (display === this.watch) this.result.watchedSkip = reason;
   }
@@ -121,22 +120,10 @@ class Publisher {
       const st = fs.fstatSync(fd);
       const not = whyNot(st);
       if (not) return this.skip(v.display, not);
-      const { limits } = this.session.policy;
-      if (st.size > limits.maxFileBytes) return this.skip(v.display, `larger than the limit of ${limits.maxFileBytes} bytes`);
-      if (this.session.counters.bytesIn + st.size > limits.maxSessionBytes)
-        return this.skip(v.display, `session upload limit of ${limits.maxSessionBytes} bytes reached`);
-      // The stored file is never setuid, setgid or executable, and its owner can always read it back.
-      fs.fchmodSync(fd, (st.mode & FILE_MODE_MASK) | 0o400);
-      if (!this.synced) fs.fsyncSync(fd);
-      guardUpload(this.session, fd, st.size, v.display);
-      const sha256 = sha256OfFd(fd, st.size);
-      if (!this.vault.linkStaged(dirFd, name, v, st)) return this.skip(v.display, "exists");
+      this.vault.admit({ fd, v, size: st.size, src: at(dirFd, name), mode: st.mode, uncounted: st.size, synced: this.synced, via: "rsync" });
       this.result.published++;
-      this.session.counters.published++;
-      this.session.counters.bytesIn += st.size;
-      this.session.audit.event("publish", { path: v.display, size: st.size, sha256, via: "rsync" });
     } catch (e) {
-      if (e instanceof VbError) return this.skip(v.display, e.message);
+      if (e instanceof VbError) return this.skip(v.display, e.code === "EXISTS" ? "exists" : e.message, true);
       throw e;
     } finally {
       closeQuietly(fd);

@@ -5,19 +5,15 @@
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
-import { VbError } from "../errors.js";
+import { VbError, existsError } from "../errors.js";
 import type { Session } from "../session.js";
-import { profileFor, type Profile } from "../profile/profile.js";
-import { DirIndex } from "../profile/duplicity.js";
-import { recordArrival } from "../housekeeping/arrivals.js";
+import { profileFor } from "../profile/profile.js";
+import type { Profile } from "../profile/types.js";
+import { recordArrival } from "../vault/arrivals.js";
 import { tryLock, unlock, withLock } from "../lock.js";
-import { at, inodeKey, lstatAt, lstatAtOrNull } from "./fsat.js";
+import { at, inodeKey, lstatAt, lstatAtOrNull } from "../fsat.js";
 import { keepVersion } from "./versions.js";
 import type { VPath } from "./paths.js";
-
-export function existsError(v: VPath): VbError {
-  return new VbError("EXISTS", `append-only: '${v.display}' already exists and cannot be overwritten`);
-}
 
 export class NameRules {
   readonly profile: Profile;
@@ -38,8 +34,8 @@ export class NameRules {
     return path.join(this.state, "locks", `${kind}-${crypto.createHash("sha256").update(id).digest("hex").slice(0, 24)}.lock`);
   }
 
-  private index(dirFd: number): DirIndex {
-    return new DirIndex(fs.readdirSync(at(dirFd)));
+  private index(dirFd: number): unknown {
+    return this.profile.index(fs.readdirSync(at(dirFd)));
   }
 
   /** May `name` be added to the directory dirFd? Throws NOT_ALLOWED if the profile says no. */
@@ -60,7 +56,7 @@ export class NameRules {
 
   /** May the stored `st` at (dirFd, name) be replaced? Throws EXISTS unless the replace policy allows it. */
   checkReplace(dirFd: number, name: string, v: VPath, st: fs.Stats): void {
-    if (!st.isFile() || !this.mayReplace(name)) throw existsError(v);
+    if (!st.isFile() || !this.mayReplace(name)) throw existsError(v.display);
     const key = this.profile.checkReplace(this.index(dirFd), name, v.display);
     this.holdSet(dirFd, key, v);
   }
@@ -105,7 +101,7 @@ export class NameRules {
         this.checkNew(dirFd, name, v);
         return link();
       }
-      if (replaces === undefined) throw existsError(v);
+      if (replaces === undefined) throw existsError(v.display);
       if (inodeKey(cur) !== replaces) throw new VbError("EXISTS", `append-only: '${v.display}' changed meanwhile and was not replaced`);
       this.checkReplace(dirFd, name, v, cur);
       const version = keepVersion(this.state, v.display, dirFd, name, cur);
@@ -127,7 +123,7 @@ export class NameRules {
 
   /** With `pull: "metadata"`: may the file `name` be read? `names` lists its directory, if needed. */
   canReadMetadata(name: string, names: () => string[]): boolean {
-    return this.profile.isMetadataRead(this.profile.readNeedsIndex(name) ? new DirIndex(names()) : undefined, name);
+    return this.profile.isMetadataRead(this.profile.readNeedsIndex(name) ? this.profile.index(names()) : undefined, name);
   }
 
   /** End of session. */

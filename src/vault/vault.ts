@@ -6,18 +6,19 @@
 // are of regular files this very session published (tracked by device and inode).
 import fs from "node:fs";
 import path from "node:path";
-import { VbError, fromErrno } from "../errors.js";
+import { VbError, fromErrno, existsError } from "../errors.js";
 import type { Session } from "../session.js";
+import { permits, demand } from "../gate/access.js";
 import { Confiner, vpath, checkName, type VPath } from "./paths.js";
-import { at, openDirAt, lstatAt, lstatAtOrNull, closeQuietly, inodeKey, DIR_FLAGS, READ_FLAGS } from "./fsat.js";
+import { at, openDirAt, lstatAt, lstatAtOrNull, closeQuietly, inodeKey, DIR_FLAGS, READ_FLAGS } from "../fsat.js";
 import { Upload } from "./upload.js";
+import { fileMode, dirMode, type Arrival, type Published } from "./admission.js";
+import { guardUpload } from "../pgp/guard.js";
+import { sha256OfFd } from "./hasher.js";
 import { sweepStale } from "./state.js";
-import { NameRules, existsError } from "./rules.js";
+import { NameRules } from "./rules.js";
 
 const C = fs.constants;
-/** Stored files are readable by owner and group at most: never setuid, setgid, sticky or exec. */
-export const FILE_MODE_MASK = 0o640;
-export const DIR_MODE_MASK = 0o750;
 /** Directories kept open for their fsync at the end of the session; past this they are synced at once. */
 const MAX_UNSYNCED_DIRS = 64;
 
@@ -37,8 +38,6 @@ export class Vault {
   private readonly unsyncedDirs = new Map<string, number>();
   /** The profile's naming rules and the replace policy (src/vault/rules.ts). */
   readonly rules: NameRules;
-  /** Uploads the replace policy allowed to replace an existing file: the inode they replace. */
-  private readonly replacing = new WeakMap<Upload, string>();
   private tmpCounter = 0;
   private tmpDirMade = false;
   readonly tmpDir: string;
@@ -46,7 +45,7 @@ export class Vault {
 
   constructor(readonly session: Session) {
     const { policy, rootReal } = session;
-    this.readOnly = policy.access === "read-only";
+    this.readOnly = permits(policy, "write") === "no";
     this.confiner = new Confiner([policy.root, rootReal]);
     this.rootFd = fs.openSync(rootReal, DIR_FLAGS);
     this.tmpDir = path.join(policy.state, "tmp", session.sid);
@@ -61,7 +60,7 @@ export class Vault {
   }
 
   private assertWritable(v: VPath, what: string): void {
-    if (this.readOnly) throw new VbError("READ_ONLY", `read-only: '${v.display}' cannot be ${what}`);
+    demand(this.session.policy, "write", `'${v.display}' cannot be ${what}`);
   }
 
   /** Open the directory at `comps` by walking from the root fd, never following a link. */
@@ -168,7 +167,7 @@ export class Vault {
   mkdir(v: VPath, mode = 0o750): void {
     this.assertWritable(v, "created");
     this.withParent(v, (dirFd, name) => {
-      fs.mkdirSync(at(dirFd, name), mode & DIR_MODE_MASK);
+      fs.mkdirSync(at(dirFd, name), dirMode(mode));
       const fd = openDirAt(dirFd, name);
       try {
         this.ownDirs.add(inodeKey(fs.fstatSync(fd)));
@@ -213,19 +212,20 @@ export class Vault {
    * hand a path to a child process (rsync --sender) must ask before; openRead asks itself.
    */
   canRead(v: VPath): boolean {
-    const { pull } = this.session.policy;
-    if (this.readOnly || pull === true) return true;
-    if (pull === false || v.comps.length === 0) return false;
+    const verdict = permits(this.session.policy, "pull");
+    if (verdict !== "metadata") return verdict === "yes";
+    if (v.comps.length === 0) return false;
     return this.rules.canReadMetadata(v.comps[v.comps.length - 1]!, () =>
       this.withParent(v, (dirFd) => fs.readdirSync(at(dirFd))),
     );
   }
 
   /** Start an upload of a new file; nothing is visible under its name until commit(). */
-  create(v: VPath, mode = FILE_MODE_MASK): Upload {
+  create(v: VPath, mode = 0o640): Upload {
     this.assertWritable(v, "written");
     if (v.comps.length === 0) throw new VbError("NOT_ALLOWED", "the backup root itself cannot be written");
     const limit = this.session.policy.limits.maxOpenHandles;
+    for (const up of this.uploads) if (up.ended) this.uploads.delete(up);
     if (this.uploads.size >= limit) throw new VbError("QUOTA", `at most ${limit} uploads may be open at once`);
     const name = v.comps[v.comps.length - 1]!;
     checkName(name, v.display);
@@ -238,9 +238,8 @@ export class Vault {
       }
       const tmpPath = path.join(this.tmpDir, String(++this.tmpCounter));
       const fd = fs.openSync(tmpPath, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-      const up = new Upload(this, v, parentFd, name, tmpPath, fd, mode & FILE_MODE_MASK);
+      const up = new Upload(this.session, { v, parentFd, tmpPath, fd, mode, replaces, admit: (a) => this.admit(a) });
       this.uploads.add(up);
-      if (replaces) this.replacing.set(up, replaces);
       return up;
     } catch (e) {
       closeQuietly(parentFd);
@@ -248,44 +247,63 @@ export class Vault {
     }
   }
 
-  /** Called by Upload: the final step, link(2) that cannot replace (or a replacement the policy allowed). */
-  linkNew(up: Upload, parentFd: number, name: string, tmpPath: string, file: fs.Stats): void {
-    try {
-      this.rules.publish(parentFd, name, up.v, this.replacing.get(up), tmpPath, file);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "EEXIST")
-        throw new VbError("EXISTS", `append-only: '${up.v.display}' already exists and cannot be overwritten`);
-      throw this.walkError(e, up.v.display);
-    }
-  }
-
   /**
-   * Publish a finished file from this session's staging area (rsync) under v with link(2), which
-   * never replaces: false if the name exists. The caller checked the file (regular, nlink 1, mode).
+   * The one way a file enters the tree, for every protocol (an upload's commit, rsync's publisher):
+   * limits, the mode policy, fsync, the encryption guard, hash, link(2) that never replaces (or a
+   * replacement the policy allows), counters and the audit line. Throws and stores nothing on any
+   * refusal (EXISTS if the name is taken).
    */
-  linkStaged(srcDirFd: number, srcName: string, v: VPath, expect: fs.Stats): boolean {
-    this.assertWritable(v, "written");
-    return this.withParent(v, (dirFd, name) => {
-      checkName(name, v.display);
-      const old = lstatAtOrNull(dirFd, name);
-      if (old && !this.rules.mayReplace(name)) return false;
-      if (old) this.rules.checkReplace(dirFd, name, v, old);
+  admit(a: Arrival): Published {
+    const { counters, audit, policy } = this.session;
+    const { limits } = policy;
+    const shown = a.v.display;
+    let dirFd = a.dir?.fd;
+    try {
+      this.assertWritable(a.v, "written");
+      if (a.size > limits.maxFileBytes) throw new VbError("QUOTA", `'${shown}': file larger than the limit of ${limits.maxFileBytes} bytes`);
+      if (counters.bytesIn + a.uncounted > limits.maxSessionBytes) throw new VbError("QUOTA", `session upload limit of ${limits.maxSessionBytes} bytes reached`);
+      fs.fchmodSync(a.fd, fileMode(a.mode));
+      if (a.times) fs.futimesSync(a.fd, a.times.atime, a.times.mtime);
+      if (!a.synced) fs.fsyncSync(a.fd);
+      guardUpload(this.session, a.fd, a.size, shown);
+      const sha256 = a.sha256?.() ?? sha256OfFd(a.fd, a.size);
+      const file = fs.fstatSync(a.fd);
+      if (a.v.comps.length === 0) throw new VbError("NOT_ALLOWED", "the backup root itself cannot be written");
+      const name = a.v.comps[a.v.comps.length - 1]!;
+      checkName(name, shown);
+      dirFd ??= this.openDir(a.v.comps.slice(0, -1), shown);
+      let replaces = a.dir?.replaces;
+      const old = a.dir ? null : lstatAtOrNull(dirFd, name);
+      if (old) {
+        this.rules.checkReplace(dirFd, name, a.v, old);
+        replaces = inodeKey(old);
+      }
       try {
-        this.rules.publish(dirFd, name, v, old ? inodeKey(old) : undefined, at(srcDirFd, srcName), expect);
+        this.rules.publish(dirFd, name, a.v, replaces, a.src, file);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
+        if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(a.v.display);
         throw e;
       }
-      const now = lstatAt(dirFd, name);
-      if (inodeKey(now) !== inodeKey(expect)) this.session.audit.event("anomaly", { anomaly: true, path: v.display, reason: "staged file changed while being published" });
-      else this.ownFiles.add(inodeKey(now));
-      return true;
-    });
-  }
-
-  uploadDone(up: Upload, st: fs.Stats | null): void {
-    this.uploads.delete(up);
-    if (st) this.ownFiles.add(inodeKey(st));
+      // A staged name was written by rsync, not by us: make sure what appeared is what we checked.
+      if (!a.dir && inodeKey(lstatAt(dirFd, name)) !== inodeKey(file))
+        audit.event("anomaly", { anomaly: true, path: shown, reason: "staged file changed while being published" });
+      else this.ownFiles.add(inodeKey(file));
+      counters.published++;
+      counters.bytesIn += a.uncounted;
+      const pub = { path: shown, size: a.size, sha256 };
+      audit.event("publish", a.via ? { ...pub, via: a.via } : pub);
+      // The new name reaches the disk with the directory's fsync at the end of the session (one per
+      // directory, not one per file: what made small uploads crawl), or with the caller's syncfs.
+      if (!a.synced) this.syncDirLater(dirFd);
+      else closeQuietly(dirFd);
+      dirFd = undefined;
+      return pub;
+    } catch (e) {
+      counters.skipped++;
+      throw this.walkError(e, shown);
+    } finally {
+      if (dirFd !== undefined) closeQuietly(dirFd);
+    }
   }
 
   /** A regular file this session published may get a new, unused name (link + unlink, never rename(2)). */
@@ -294,7 +312,7 @@ export class Vault {
     const st = this.lstat(from);
     if (!this.isOwnFile(st))
       throw new VbError("IMMUTABLE", `append-only: '${from.display}' existed before this session (or is not a regular file) and cannot be renamed`);
-    if (to.comps.length === 0) throw new VbError("EXISTS", `append-only: '.' already exists and cannot be overwritten`);
+    if (to.comps.length === 0) throw existsError(".");
     // Onto an existing name only as the replace policy allows (pexpect+sftp resuming duplicity).
     let replaced = false;
     this.withParent(from, (fromDir, fromName) =>
@@ -306,7 +324,7 @@ export class Vault {
         try {
           this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, at(fromDir, fromName), st);
         } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to);
+          if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to.display);
           throw e;
         }
         replaced = old !== null;
@@ -349,7 +367,7 @@ export class Vault {
       const fd = fs.openSync(at(dirFd, name), st.isDirectory() ? DIR_FLAGS : READ_FLAGS);
       try {
         if (inodeKey(fs.fstatSync(fd)) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile`);
-        if (attrs.mode !== undefined) fs.fchmodSync(fd, attrs.mode & (st.isDirectory() ? DIR_MODE_MASK : FILE_MODE_MASK));
+        if (attrs.mode !== undefined) fs.fchmodSync(fd, (st.isDirectory() ? dirMode : fileMode)(attrs.mode));
         if (attrs.atime !== undefined || attrs.mtime !== undefined)
           fs.futimesSync(fd, attrs.atime ?? st.atimeMs / 1000, attrs.mtime ?? st.mtimeMs / 1000);
       } finally {
@@ -388,7 +406,7 @@ export class Vault {
 
   /** End of session: abandon unfinished uploads, put new names on disk, remove our temporary area. */
   close(): void {
-    for (const up of [...this.uploads]) up.abort();
+    for (const up of this.uploads) up.abort();
     this.syncDirs();
     this.rules.release();
     try {

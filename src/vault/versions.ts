@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
 import { VbError } from "../errors.js";
-import { at, inodeKey } from "./fsat.js";
+import { at, inodeKey } from "../fsat.js";
 
 export const VERSIONS_DIR = "versions";
 export const MAX_VERSIONS = 3;

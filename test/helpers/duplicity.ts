@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { BIN, run, gateIds, type Sandbox, type RunResult } from "./env.js";
-import { recordArrival } from "../../src/housekeeping/arrivals.js";
+import { recordArrival } from "../../src/vault/arrivals.js";
 
 export const ts = (d: Date | number) => new Date(d).toISOString().replace(/[-:]/g, "").replace(/\.\d{3}/, "");
 

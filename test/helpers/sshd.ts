@@ -8,6 +8,7 @@ import crypto from "node:crypto";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import type { Test } from "tap";
 import { TOP, run, type RunResult, type Teardownable } from "./env.js";
+import { programFiles } from "../../src/remote/system.js";
 
 export const SSHD = "/usr/sbin/sshd";
 export const haveSshd = fs.existsSync(SSHD) && fs.existsSync("/usr/bin/ssh") && process.getuid?.() === 0;
@@ -187,9 +188,20 @@ export function removeAccount(a: Account): void {
   fs.rmSync(a.dir, { recursive: true, force: true });
 }
 
-/** Run the program as root (install-remote, check). */
-export function vb(args: string[], timeoutMs = 240_000): Promise<RunResult> {
-  return run(["/usr/bin/node", path.join(TOP, "dist/app/cli.js"), ...args], { env: { PATH: "/usr/bin:/bin" } }, { timeoutMs });
+/** Run the program as root (install-remote, check), from `top` (this checkout unless told). */
+export function vb(args: string[], timeoutMs = 240_000, top = TOP): Promise<RunResult> {
+  return run(["/usr/bin/node", path.join(top, "dist/app/cli.js"), ...args], { env: { PATH: "/usr/bin:/bin" } }, { timeoutMs });
+}
+
+/**
+ * A root-owned copy of what the program runs (launcher, bundle, production packages) in `dir`: for
+ * a test that plants faults in the program itself without touching the tree other tests run from.
+ */
+export function programCopy(dir: string): string {
+  const top = path.join(dir, "program");
+  const wanted = programFiles(TOP).filter((f) => f !== "dist" && f !== "node_modules/" && !f.endsWith("/"));
+  for (const f of [...wanted, "dist/app"]) fs.cpSync(path.join(TOP, f), path.join(top, f), { recursive: true, dereference: true });
+  return top;
 }
 
 /** Assert a command succeeded; its output is shown only when it did not. */

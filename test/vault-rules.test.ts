@@ -3,13 +3,12 @@
 import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { sandbox, snapshot, auditLines, type Sandbox } from "./helpers/env.js";
+import { sandbox, snapshot, auditLines, type Sandbox, type Teardownable } from "./helpers/env.js";
 import { SftpClient, FX, PF, describe } from "./helpers/sftp-client.js";
 import { rsyncClient, localTree } from "./helpers/rsync-client.js";
 import { fullSet, incSet, plant, runRoot, exists } from "./helpers/duplicity.js";
 import { versionKey } from "../src/vault/versions.js";
-import { ARRIVALS_FILE } from "../src/housekeeping/arrivals.js";
-import { FULL_ONLY } from "./helpers/scale.js";
+import { ARRIVALS_FILE } from "../src/vault/arrivals.js";
 
 const T0 = "20250101T000000Z";
 const T1 = "20250102T000000Z";
@@ -25,8 +24,10 @@ function history(sb: Sandbox): { unfinished: string[] } {
   return { unfinished };
 }
 
-async function session(sb: Sandbox): Promise<SftpClient> {
+/** An SFTP session that ends with its test even when an assertion throws (not at the 15-minute idle timeout). */
+async function session(t: Teardownable, sb: Sandbox): Promise<SftpClient> {
   const c = SftpClient.gate(sb);
+  t.teardown(() => void (c.alive && c.kill()));
   await c.init();
   return c;
 }
@@ -39,7 +40,7 @@ t.test("name attacks are refused at upload, with nothing stored", async (t) => {
   const sb = sandbox(t);
   history(sb);
   const before = snapshot(sb.root);
-  const c = await session(sb);
+  const c = await session(t, sb);
   const attacks: [string, RegExp][] = [
     ["duplicity-full.20991231T000000Z.vol1.difftar.gpg", /in the future/],
     ["duplicity-full.20991231T000000Z.manifest.gpg", /in the future/],
@@ -85,7 +86,7 @@ t.test("replace: resume may send the last volume and the signatures of an unfini
   const sb = sandbox(t);
   const { unfinished } = history(sb);
   const [, , vol3, sig] = unfinished as [string, string, string, string];
-  const c = await session(sb);
+  const c = await session(t, sb);
   // paramiko: OPEN WRITE|CREAT|TRUNC straight onto the final name.
   t.equal((await c.put(`host/${vol3}`, "vol3, second try")).status?.code, FX.OK);
   t.equal(read(sb, `host/${vol3}`), "vol3, second try");
@@ -125,7 +126,7 @@ t.test("replace: resume may send the last volume and the signatures of an unfini
   t.match(replaced[0], { path: `host/${vol3}`, version: 1 });
 
   // A fourth replacement of the same name: refused, the three versions stay.
-  const c2 = await session(sb);
+  const c2 = await session(t, sb);
   t.equal((await c2.put(`host/${vol3}`, "vol3, fourth try")).status?.code, FX.OK, "third version");
   const r = await c2.open(`host/${vol3}`, PF.WRITE | PF.CREAT | PF.TRUNC);
   const fifth = r.handle ? await c2.write(r.handle, 0, "fifth").then(() => c2.close(r.handle!)) : r;
@@ -136,14 +137,18 @@ t.test("replace: resume may send the last volume and the signatures of an unfini
   t.same(fs.readdirSync(vdir).sort(), ["1", "2", "3", "path"]);
 });
 
-t.test("replace: 'never' refuses every overwrite; the plain profile has nothing to resume", FULL_ONLY, async (t) => {
+t.test("replace: 'never' refuses every overwrite; the plain profile has nothing to resume", async (t) => {
   for (const config of [{ replace: "never" }, { profile: "plain" }]) {
     const sb = sandbox(t, { config });
     const { unfinished } = history(sb);
     const before = snapshot(sb.root);
-    const c = await session(sb);
+    const c = await session(t, sb);
     const r = await c.open(`host/${unfinished[2]}`, PF.WRITE | PF.CREAT | PF.TRUNC);
     t.equal(r.status?.message, `append-only: 'host/${unfinished[2]}' already exists and cannot be overwritten`, JSON.stringify(config));
+    // pexpect+sftp's way, a rename onto the name: refused too.
+    t.equal((await c.put("host/.again.part", "again")).status?.code, FX.OK);
+    t.not((await c.rename("host/.again.part", `host/${unfinished[2]}`)).status?.code, FX.OK, `${JSON.stringify(config)}: no rename onto it`);
+    t.equal((await c.remove("host/.again.part")).status?.code, FX.OK);
     await c.end();
     t.same(snapshot(sb.root), before);
   }
@@ -152,9 +157,9 @@ t.test("replace: 'never' refuses every overwrite; the plain profile has nothing 
 t.test("replace: one session at a time per backup set", async (t) => {
   const sb = sandbox(t);
   const { unfinished } = history(sb);
-  const a = await session(sb);
+  const a = await session(t, sb);
   const h = await a.openHandle(`host/${unfinished[2]}`, PF.WRITE | PF.CREAT | PF.TRUNC);
-  const b = await session(sb);
+  const b = await session(t, sb);
   const r = await b.open(`host/${unfinished[3]}`, PF.WRITE | PF.CREAT | PF.TRUNC);
   t.match(r.status?.message ?? "", /another session is writing the same backup set/);
   const other = await b.open(`host/duplicity-full.${T9}.vol1.difftar.gpg`, PF.WRITE | PF.CREAT | PF.TRUNC);
@@ -164,14 +169,14 @@ t.test("replace: one session at a time per backup set", async (t) => {
   await a.write(h, 0, "A's bytes");
   t.equal((await a.close(h)).status?.code, FX.OK);
   await a.end();
-  const b2 = await session(sb);
+  const b2 = await session(t, sb);
   t.equal((await b2.put(`host/${unfinished[3]}`, "B's bytes")).status?.code, FX.OK, "free once A has ended");
   await b2.end();
 });
 
 t.test("every publish records its arrival", async (t) => {
   const sb = sandbox(t);
-  const c = await session(sb);
+  const c = await session(t, sb);
   await c.put("a.txt", "a");
   await c.put(`duplicity-full.${T0}.vol1.difftar.gpg`, "v");
   await c.end();
@@ -192,7 +197,7 @@ t.test("every publish records its arrival", async (t) => {
 t.test('pull: "metadata" reads manifests and signatures only (and volume 1 of an unfinished set)', async (t) => {
   const sb = sandbox(t, { config: { pull: "metadata" } });
   const { unfinished } = history(sb);
-  const c = await session(sb);
+  const c = await session(t, sb);
   for (const name of [fullSet(T0)[3]!, fullSet(T0)[2]!, incSet(T0, T1)[1]!, incSet(T0, T1)[2]!, unfinished[0]!])
     t.equal((await c.get(`host/${name}`)).toString(), `bytes of ${name}\n`, `${name} readable`);
   for (const name of [fullSet(T0)[0]!, incSet(T0, T1)[0]!, unfinished[1]!]) {
@@ -213,7 +218,7 @@ t.test("after seal, SFTP still reads and lists sealed files and cannot change th
   const sealedName = `host/${fullSet(T0)[0]}`;
   t.equal(fs.statSync(path.join(sb.root, sealedName)).uid, 0);
   const before = snapshot(sb.root);
-  const c = await session(sb);
+  const c = await session(t, sb);
   t.equal((await c.get(sealedName)).toString(), `bytes of ${fullSet(T0)[0]}\n`);
   const d = await c.opendir("host");
   t.ok(d.handle);

@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { withLock } from "../lock.js";
-import { at, closeQuietly } from "../vault/fsat.js";
+import { at, closeQuietly } from "../fsat.js";
 
 export const ARRIVALS_FILE = "arrivals.log";
 const LOCK_FILE = "arrivals.lock";

@@ -1,7 +1,7 @@
 // The rsync option table and parser, without running anything: what real clients send is
 // accepted and passed on unchanged, everything the brief lists is refused with a reason.
 import t from "tap";
-import { parseRsyncArgs, LONG_OPTIONS, SHORT_OPTIONS, CAPABILITIES } from "../src/rsync/options.js";
+import { parseRsyncArgs, LONG_OPTIONS, SHORT_OPTIONS, CAPABILITIES } from "../src/gate/rsync-args.js";
 import { splitWords } from "../src/gate/command.js";
 import { VbError } from "../src/errors.js";
 

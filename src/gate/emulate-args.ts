@@ -3,7 +3,7 @@
 // GNU tools also take options after operands, a word starting with '-' is an option anywhere
 // unless it comes after '--'.
 import { VbError } from "../errors.js";
-import { checkInsideRoot } from "../scp/args.js";
+import { checkInsideRoot } from "./scp-args.js";
 
 export interface Parsed<F extends string> {
   flags: Set<F>;

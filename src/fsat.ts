@@ -40,17 +40,3 @@ export function closeQuietly(fd: number | undefined): void {
 export function inodeKey(st: { dev: number | bigint; ino: number | bigint }): string {
   return `${st.dev}:${st.ino}`;
 }
-
-/** Sanity check that /proc is there: without it, the walk would silently resolve nothing. */
-export function procAvailable(): boolean {
-  try {
-    const fd = fs.openSync("/", DIR_FLAGS);
-    try {
-      return fs.statSync(at(fd)).isDirectory();
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    return false;
-  }
-}

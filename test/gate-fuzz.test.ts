@@ -4,14 +4,15 @@
 // the root, no refused rsync option (by the table, and by our own list from attacks.md, so a hole in
 // the table is caught too), the access policy respected. Whatever is refused must be a VbError, never
 // a crash. Reproducible: VB_FUZZ_SEED and VB_FUZZ_N choose the run (the seed is in the test name).
+import path from "node:path";
 import t from "tap";
 import { parseCommand } from "../src/gate/command.js";
 import { decide, type Plan } from "../src/gate/decide.js";
 import { parseConfig } from "../src/config/load.js";
 import { VbError } from "../src/errors.js";
-import { Confiner } from "../src/vault/paths.js";
+import { vpath } from "../src/vault/paths.js";
 import { Rng } from "./helpers/rng.js";
-import { LONG_OPTIONS, SHORT_OPTIONS, CAPABILITIES, type OptionClass } from "../src/rsync/options.js";
+import { LONG_OPTIONS, SHORT_OPTIONS, CAPABILITIES, type OptionClass } from "../src/gate/rsync-args.js";
 import type { Policy } from "../src/config/schema.js";
 
 const SEED = Number(process.env.VB_FUZZ_SEED ?? 20240607) >>> 0;
@@ -146,15 +147,11 @@ function commandLine(): string {
 }
 
 // --- The invariants of an allowed plan.
-const confiner = new Confiner([ROOT]);
-
+// Inside the root by node's own path arithmetic, not by the Confiner the gate uses: an oracle must
+// not share the code it checks. (The Confiner is stricter: '..' may not climb out even for a moment.)
 function inside(p: string): string | undefined {
-  try {
-    confiner.confine(p);
-    return undefined;
-  } catch (e) {
-    return `path '${p}' is outside the root: ${(e as Error).message}`;
-  }
+  const abs = path.posix.resolve(ROOT, p);
+  return abs === ROOT || abs.startsWith(`${ROOT}/`) ? undefined : `path '${p}' is outside the root (${abs})`;
 }
 
 function checkLong(word: string, sender: boolean): string | undefined {
@@ -229,9 +226,6 @@ function violations(plan: Plan, policy: Policy, raw: string): string[] {
     case "ls":
       out.push(inside(plan.ls.path));
       break;
-    case "rm":
-      out.push("rm allowed");
-      break;
   }
   return out.filter((x): x is string => x !== undefined);
 }
@@ -272,7 +266,7 @@ t.test(`${N} generated command lines (seed ${SEED})`, async (t) => {
 t.test("the oracle itself catches what it must", async (t) => {
   // Plans the gate would never build, to prove the checks above are not vacuous.
   const policy = POLICIES[0]!;
-  const target = (p: string) => ({ v: confiner.confine(p), slash: false });
+  const target = (p: string) => ({ v: vpath(p.split("/").filter((c) => c && c !== ".")), slash: false });
   const bad = (options: string[], paths: string[], sender = false): Plan => ({ kind: "rsync", rsync: { sender, options, paths, targets: paths.filter((p) => !inside(p)).map(target) } });
   t.ok(violations(bad(["--delete"], ["d/"]), policy, "x").length, "--delete");
   t.ok(violations(bad(["--max-delete=5"], ["d/"]), policy, "x").length, "--max-delete=5");
