@@ -14,7 +14,7 @@ import { cleanBytes, cleanString } from "../audit/sanitize.js";
 import { readLines, prevOf } from "../audit/chain.js";
 import { columns } from "../audit/review.js";
 import { sha256OfFd } from "../vault/hasher.js";
-import { closeQuietly } from "../vault/fsat.js";
+import { closeQuietly } from "../fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
 import { Ledger, splitKey } from "./ledger.js";
 import { walkDirs, lstatIn, openSubdir, openPlainFile, NOT_UTF8, type Dir, type WalkOptions } from "./walk.js";
