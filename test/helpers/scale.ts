@@ -1,5 +1,5 @@
 // How big the heavy tests are. `npm test` runs them at the sizes the acceptance criteria name
-// (100,000 fuzz packets, 100,000 files for prune, a 1 GiB volume, …). CI has a 20-minute budget on
+// (100,000 fuzz packets, 100,000 files for prune, a 1 GiB volume, …). CI has a 45-minute budget on
 // two cores, so .ci/run sets VB_TEST_SCALE=quick: the same tests, the same assertions, smaller
 // counts; the full-size figures come from a full run (see the closing notes of the issues).
 export const QUICK = process.env.VB_TEST_SCALE === "quick";
