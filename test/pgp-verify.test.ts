@@ -9,10 +9,9 @@ import { spawn, spawnSync } from "node:child_process";
 import t from "tap";
 import * as openpgp from "openpgp";
 import { BIN, TOP, run } from "./helpers/env.js";
-import { Rng } from "./helpers/rng.js";
 import { gpgHome, duplicity, type Gpg } from "./helpers/pgp.js";
-import { FULL_ONLY, QUICK } from "./helpers/scale.js";
-import { verifyDir, openVerify, statusOf, type Row } from "../src/pgp/verify.js";
+import { FULL_ONLY } from "./helpers/scale.js";
+import { verifyDir, statusOf, type Row } from "../src/pgp/verify.js";
 
 const problemsOf = (r: Row | undefined) => (r ? r.problems.map((p) => `${p.status}: ${p.detail}`).join("; ") : "(no row)");
 
@@ -257,50 +256,6 @@ t.test("duplicity backups", async (t) => {
     t.equal(usage.code, 2);
     t.match(usage.stderr, /unknown option '--sign'/);
   });
-});
-
-t.test("one volume changed at every offset of its first 4 KiB and at 100 random later offsets", async (t) => {
-  const g = gpgHome(t);
-  const src = path.join(g.dir, "src");
-  fs.mkdirSync(src);
-  // One volume of about 20 KB: every case is a whole set judged again (three gpg runs).
-  fs.writeFileSync(path.join(src, "a.bin"), crypto.randomBytes(20_000));
-  const target = path.join(g.dir, "target");
-  duplicity(g, ["full", src, `file://${target}`]);
-  const vol = find(target, /\.vol1\.difftar\.gpg$/)[0]!;
-  const original = fs.readFileSync(path.join(target, vol));
-  const seed = Number(process.env.VERIFY_SWEEP_SEED ?? 20261207);
-  const rng = new Rng(seed);
-  // CI's quick scale takes every 8th offset of the first 4 KiB; the full run takes each one.
-  const step = QUICK ? 8 : 1;
-  const offsets: number[] = [];
-  for (let o = 0; o < 4096; o += step) offsets.push(o);
-  for (let i = 0; i < 100; i++) offsets.push(4096 + rng.int(original.length - 4096));
-  const v = await openVerify({ signers: [g.pub], recipients: [], secretKey: g.sec });
-  t.teardown(() => v.close());
-  const passed: number[] = [];
-  let byGpg = 0;
-  const started = Date.now();
-  // Two copies judged at once: gpg waits on its agent as much as it computes.
-  let next = 0;
-  await Promise.all(
-    [0, 1].map(async (k) => {
-      const d = path.join(g.dir, `sweep${k}`);
-      fs.cpSync(target, d, { recursive: true });
-      while (next < offsets.length) {
-        const off = offsets[next++]!;
-        const b = Buffer.from(original);
-        b[off] = b[off]! ^ (1 << (off % 8)); // one bit, a different one at each offset
-        fs.writeFileSync(path.join(d, vol), b);
-        const r = await v.dir(d, () => {});
-        const row = r.rows.find((x) => x.file === vol);
-        if (!row || statusOf(row) === "OK" || r.problems === 0) passed.push(off);
-        if (row?.problems.some((p) => p.status === "DAMAGED" || p.status === "BAD SIGNATURE")) byGpg++;
-      }
-    }),
-  );
-  t.same(passed, [], `${offsets.length} damaged copies (seed ${seed}), none passed`);
-  t.comment(`${offsets.length} cases in ${((Date.now() - started) / 1000).toFixed(1)} s; gpg's own verdict failed ${byGpg} of them (the manifest's hash caught every one)`);
 });
 
 t.test("a resumed duplicity backup verifies clean", async (t) => {
