@@ -23,6 +23,7 @@ const USAGE =
   "         [--access append-only|read-only] [--label NAME] [--home DIR] [--sshd-dropin] [--dry-run]\n" +
   "         [--config-dir DIR (/etc/validate-backup)] [--log-dir DIR (/var/log/validate-backup)]\n" +
   "         [--sshd-config FILE (/etc/ssh/sshd_config)] [--keep-full N (the config's, else 4)]\n" +
+  "         [--retention-days N (the config's, else 30): prune removes nothing younger]\n" +
   "         [--schedule auto|systemd|cron|none (auto: systemd where it runs, else cron)]\n" +
   "         [--schedule-dir DIR (/etc/systemd/system or /etc/cron.d)]";
 
@@ -40,6 +41,7 @@ const OPTIONS = {
   "log-dir": { type: "string", default: "/var/log/validate-backup" },
   "sshd-config": { type: "string", default: sshd.DEFAULT_SSHD_CONFIG },
   "keep-full": { type: "string" },
+  "retention-days": { type: "string" },
   schedule: { type: "string", default: "auto" },
   "schedule-dir": { type: "string" },
 } as const;
@@ -83,6 +85,9 @@ function parse(args: string[]) {
   if (within(PROGRAM, root) || within(root, PROGRAM)) bad(`--root ${root} must lie outside the program (${PROGRAM})`);
   const keepFull = v["keep-full"];
   if (keepFull !== undefined && !/^[1-9]\d{0,4}$/.test(keepFull)) bad(`--keep-full needs a whole number of at least 1 (got '${keepFull.slice(0, 16)}')`);
+  const retentionDays = v["retention-days"];
+  if (retentionDays !== undefined && !(/^[1-9]\d{0,4}$/.test(retentionDays) && Number(retentionDays) <= 36500))
+    bad(`--retention-days needs a whole number of days from 1 to 36500 (got '${retentionDays.slice(0, 16)}')`);
   return {
     user,
     label,
@@ -97,6 +102,7 @@ function parse(args: string[]) {
     logDir: absolute("log-dir", v["log-dir"]),
     sshdConfig: absolute("sshd-config", v["sshd-config"]),
     keepFull: keepFull === undefined ? undefined : Number(keepFull),
+    retentionDays: retentionDays === undefined ? undefined : Number(retentionDays),
     schedule: scheduleOption(v.schedule, v["schedule-dir"]),
     createAccount: !existing,
     group: existing ? (lookupGroup(existing.gid)?.name ?? bad(`the primary group ${existing.gid} of ${user} has no name`)) : user,
@@ -105,7 +111,8 @@ function parse(args: string[]) {
 
 /**
  * The key's policy: the fields install-remote owns are set, any other setting an admin made is kept.
- * --keep-full lands in housekeeping.keepFull, so that check rebuilds the schedule from the config.
+ * --keep-full lands in housekeeping.keepFull, so that check rebuilds the schedule from the config;
+ * --retention-days in housekeeping.retentionDays, which prune reads from the config (no option lowers it).
  */
 function configContent(o: Options, s: Omit<SourceLayout, "keepFull">): { text: string; keepFull: number } {
   let json: Record<string, unknown> = {};
@@ -119,6 +126,7 @@ function configContent(o: Options, s: Omit<SourceLayout, "keepFull">): { text: s
   }
   json = { ...json, label: s.label, root: s.root, state: s.state, access: o.access, audit: { ...(json.audit as object), file: s.audit } };
   if (o.keepFull !== undefined) json.housekeeping = { ...(json.housekeeping as object), keepFull: o.keepFull };
+  if (o.retentionDays !== undefined) json.housekeeping = { ...(json.housekeeping as object), retentionDays: o.retentionDays };
   const text = JSON.stringify(json, null, 2) + "\n";
   const policy = parseConfig(text, s.config); // the gate must accept what we write
   return { text, keepFull: policy.housekeeping.keepFull };
