@@ -110,6 +110,32 @@ t.test("a second key: its own root, config and log; the same key again is replac
   t.match(ak()[0], /,restrict,from="10\.0\.0\.1" ssh-ed25519 /);
 });
 
+t.test("roots do not nest: a second key's root or state inside, around or at the first key's is refused, naming it", async (t) => {
+  const a = account(t);
+  const k1 = clientKey(a.dir, "k1");
+  const k2 = clientKey(a.dir, "k2");
+  await install(t, a, ["--key", `${k1}.pub`]);
+  const before = layoutSnap(a);
+  const config1 = path.join(a.configDir, `${a.user}.json`);
+  const withRoot = (root: string) => a.args.map((x) => (x === a.root ? root : x));
+  for (const [root, how] of [
+    [path.join(a.root, "inner"), `--root ${path.join(a.root, "inner")} lies inside the root ${a.root}`],
+    [path.dirname(a.root), `--root ${path.dirname(a.root)} contains the root ${a.root}`],
+    [a.root, `--root ${a.root} is the root ${a.root}`],
+    [path.join(`${a.root}.state`, "x"), `--root ${path.join(`${a.root}.state`, "x")} lies inside the state ${a.root}.state`],
+  ] as const) {
+    const r = await vb(["install-remote", ...withRoot(root), "--key", `${k2}.pub`, "--label", "second"]);
+    t.equal(r.code, 2, `${root}: refused`);
+    t.match(r.stderr, `${how} of the key '${a.user}' (${config1}): roots and states of two keys must not nest`);
+  }
+  t.same(layoutSnap(a), before, "nothing was changed");
+  // Whole components: .../root2 is beside .../root, not inside it.
+  const beside = await vb(["install-remote", ...withRoot(`${a.root}2`), "--key", `${k2}.pub`, "--label", "second", "--dry-run"]);
+  succeeded(t, beside, "a root beside the first one is planned");
+  // The first key again (its own config is not another key's) is not refused.
+  succeeded(t, await vb(["install-remote", ...a.args, "--key", `${k1}.pub`, "--dry-run"]), "the same key again");
+});
+
 t.test("a careless existing account is repaired: owned home, dotfiles, shell, password, stray links", FULL_ONLY, async (t) => {
   const a = account(t);
   const key = clientKey(a.dir);

@@ -7,7 +7,7 @@ import { VbError } from "../errors.js";
 import { parseConfig } from "../config/load.js";
 import { buildPlan, sysctlConf, type Layout, type SourceLayout } from "./plan.js";
 import { Ctx, runPlan } from "./apply.js";
-import { readPublicKey, gateLine, mergeKeys, checkFrom } from "./keys.js";
+import { readPublicKey, gateLine, mergeKeys, checkFrom, parseKeyLine, gateOf } from "./keys.js";
 import { lookupUser, lookupGroup, isRoot, runtimeFiles, programFiles } from "./system.js";
 import { canonical, readText } from "./fsops.js";
 import * as sshd from "./sshd.js";
@@ -132,6 +132,72 @@ function configContent(o: Options, s: Omit<SourceLayout, "keepFull">): { text: s
   return { text, keepFull: policy.housekeeping.keepFull };
 }
 
+/**
+ * The other keys' configs: every *.json in the config directory and every config a gate line of the
+ * account names, except this key's own. Each as [config path, its text, or the reason it is unreadable].
+ */
+function otherConfigs(o: Options, own: string): Map<string, string | Error> {
+  const paths = new Set<string>();
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(o.configDir);
+  } catch {
+    /* no config directory yet: no other key there */
+  }
+  for (const n of names) if (n.endsWith(".json")) paths.add(path.join(o.configDir, n));
+  for (const raw of (readText(path.join(o.home, ".ssh", "authorized_keys")) ?? "").split("\n")) {
+    const k = parseKeyLine(raw);
+    const gate = k && !("bad" in k) ? gateOf(k) : null;
+    if (gate) paths.add(gate.config);
+  }
+  paths.delete(own);
+  const out = new Map<string, string | Error>();
+  for (const p of paths) {
+    try {
+      const text = readText(p);
+      if (text !== null) out.set(p, text);
+    } catch (e) {
+      out.set(p, e as Error);
+    }
+  }
+  return out;
+}
+
+/**
+ * Roots do not nest. A root or state inside (or around) another key's would let the plan take
+ * group-write off the outer root, or put the inner key's state where the outer key can write: one
+ * key could then reach the other's backups. Paths compare canonical, by whole components. An
+ * unreadable config of another key refuses too: we cannot tell where its root is.
+ */
+function refuseNesting(o: Options, own: string, root: string, state: string): void {
+  const mine: [string, string][] = [
+    ["--root", root],
+    ["its state", state],
+  ];
+  for (const [file, text] of otherConfigs(o, own)) {
+    if (text instanceof Error) bad(`cannot tell whether --root ${root} overlaps the key configured in ${file} (${text.message}): fix or remove that config first`);
+    let other;
+    try {
+      other = parseConfig(text, file);
+    } catch (e) {
+      bad(`cannot tell whether --root ${root} overlaps the key configured in ${file} (${(e as Error).message}): fix or remove that config first`);
+    }
+    const theirs: [string, string][] = [
+      ["root", canonical(other.root)],
+      ["state", canonical(other.state)],
+    ];
+    for (const [what, p] of mine)
+      for (const [whose, q] of theirs) {
+        const how = p === q ? "is" : within(q, p) ? "lies inside" : within(p, q) ? "contains" : undefined;
+        if (how)
+          bad(
+            `${what} ${p} ${how} the ${whose} ${q} of the key '${other.label}' (${file}): roots and states of two keys must not nest, ` +
+              "or one key could write where the other's backups or state are. Choose a separate directory for each key.",
+          );
+      }
+  }
+}
+
 export function layoutFor(o: Options): Layout {
   const base = {
     label: o.label,
@@ -141,6 +207,7 @@ export function layoutFor(o: Options): Layout {
     audit: path.join(o.logDir, `${o.label}.log`),
     launcher: LAUNCHER,
   };
+  refuseNesting(o, base.config, base.root, base.state);
   const { text, keepFull } = configContent(o, base);
   const src: SourceLayout = { ...base, configContent: text, keepFull };
   const key = readPublicKey(fs.readFileSync(o.keyFile, "utf8"), o.keyFile);
@@ -170,14 +237,15 @@ export function layoutFor(o: Options): Layout {
 export async function installMain(args: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(line + "\n");
   let o: Options;
+  let layout: Layout;
   try {
     o = parse(args);
     if (!o.dry && !isRoot()) bad("install-remote must run as root (or with --dry-run, which changes nothing)");
+    layout = layoutFor(o);
   } catch (e) {
     process.stderr.write(`validate-backup install-remote: ${(e as Error).message}\n`);
-    return 2;
+    return e instanceof VbError && e.code === "BAD_REQUEST" ? 2 : 4;
   }
-  const layout = layoutFor(o);
   out(`${o.dry ? "Plan (dry run: nothing is changed)" : "Installing"} for account ${o.user}, key '${o.label}' -> ${o.root}`);
   const ctx = new Ctx(o.user, o.group, sshd.effective(o.sshdConfig, o.user));
   const { changes, warnings } = runPlan(buildPlan(layout), ctx, { dry: o.dry, out });
