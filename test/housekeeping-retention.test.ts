@@ -2,12 +2,12 @@
 // chains than --keep-full, and the next scheduled prune must still remove no real file that arrived
 // less than housekeeping.retentionDays ago. Past the floor (the clock given with --now, never slept
 // for) the keep rules apply as before. Versions kept by the replace policy obey the same floor.
-import t, { type Test } from "tap";
+import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
-import { sandbox, run, auditLines, BIN, FAKE_SSH, type Sandbox } from "./helpers/env.js";
-import { chain, fullSet, incSet, plant, runRoot, exists, ts } from "./helpers/duplicity.js";
+import { sandbox, run, auditLines, BIN, type Sandbox } from "./helpers/env.js";
+import { chain, fullSet, incSet, plant, runRoot, exists, ts, uploadSftp } from "./helpers/duplicity.js";
 import { commands } from "../src/remote/schedule.js";
 import { loadConfig } from "../src/config/load.js";
 import { versionKey } from "../src/vault/versions.js";
@@ -15,20 +15,6 @@ import { versionKey } from "../src/vault/versions.js";
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
 const base = Date.UTC(2025, 0, 1);
-
-/** Upload `files` (in order) into `dir` through the real gate, with OpenSSH sftp. */
-async function upload(t: Test, sb: Sandbox, dir: string, files: [string, Buffer][]): Promise<void> {
-  const local = fs.mkdtempSync("/tmp/vb-retention-local-");
-  t.teardown(() => fs.rmSync(local, { recursive: true, force: true }));
-  const batch = [`-mkdir ${dir}`];
-  files.forEach(([name, bytes], i) => {
-    fs.writeFileSync(path.join(local, String(i)), bytes);
-    batch.push(`put ${i} ${dir}/${name}`);
-  });
-  fs.writeFileSync(path.join(local, "batch"), batch.join("\n") + "\n");
-  const r = await run(["sftp", "-S", FAKE_SSH, "-b", "batch", "x:"], { env: sb.sshEnv, cwd: local }, { timeoutMs: 120_000 });
-  t.equal(r.code, 0, `sftp upload into ${dir}: ${r.stderr}`);
-}
 
 /** The prune command line install-remote schedules for this sandbox's config, as argv. */
 function scheduledPrune(sb: Sandbox): string[] {
@@ -43,12 +29,12 @@ t.test("fake complete chains uploaded with SOURCE's key do not make the schedule
   const sb = sandbox(t);
   const real = [...chain(base, 2), ...chain(base + 10 * DAY, 1)];
   const realFiles = real.map((n): [string, Buffer] => [n, crypto.randomBytes(2000 + (n.length % 7) * 100)]);
-  await upload(t, sb, "host", realFiles);
+  await uploadSftp(t, sb, "host", realFiles);
   const before = new Map(real.map((n) => [n, sha(path.join(sb.root, "host", n))]));
 
   // The attack: one manifest per set makes a complete full chain; five of them, more than --keep-full 4.
   const fakes = Array.from({ length: 5 }, (_, i) => `duplicity-full.${ts(base + (20 + i) * DAY)}.manifest.gpg`);
-  await upload(t, sb, "host", fakes.map((n): [string, Buffer] => [n, Buffer.from([0x8c, 0x01, 0x00])]));
+  await uploadSftp(t, sb, "host", fakes.map((n): [string, Buffer] => [n, Buffer.from([0x8c, 0x01, 0x00])]));
 
   const argv = scheduledPrune(sb);
   t.match(argv.join(" "), / prune --config \S+ --keep-full 4$/, "the scheduled command line");

@@ -3,7 +3,7 @@
 // never replaces. The walk never follows a link: directories are opened fd by fd with O_NOFOLLOW.
 import fs from "node:fs";
 import { spawnSync } from "node:child_process";
-import { VbError } from "../errors.js";
+import { VbError, type AuditFields } from "../errors.js";
 import { cleanBytes } from "../audit/sanitize.js";
 import { guardUpload } from "../pgp/guard.js";
 import { FILE_MODE_MASK, type Vault } from "./vault.js";
@@ -49,10 +49,10 @@ class Publisher {
     return this.vault.session;
   }
 
-  private skip(display: string, reason: string): void {
+  private skip(display: string, reason: string, fields?: AuditFields): void {
     this.result.skipped++;
     this.session.counters.skipped++;
-    this.session.audit.event("skipped", { path: display, reason, via: "rsync" });
+    this.session.audit.event("skipped", { ...fields, path: display, reason, via: "rsync" });
     if (display === this.watch) this.result.watchedSkip = reason;
   }
 
@@ -88,7 +88,7 @@ class Publisher {
     try {
       this.vault.mkdirp(v);
     } catch (e) {
-      if (e instanceof VbError) return this.skip(v.display, e.message);
+      if (e instanceof VbError) return this.skip(v.display, e.message, e.audit);
       throw e;
     }
     const fd = openDirAt(parentFd, name);
@@ -136,7 +136,7 @@ class Publisher {
       this.session.counters.bytesIn += st.size;
       this.session.audit.event("publish", { path: v.display, size: st.size, sha256, via: "rsync" });
     } catch (e) {
-      if (e instanceof VbError) return this.skip(v.display, e.message);
+      if (e instanceof VbError) return this.skip(v.display, e.message, e.audit);
       throw e;
     } finally {
       closeQuietly(fd);
