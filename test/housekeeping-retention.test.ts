@@ -11,6 +11,7 @@ import { chain, fullSet, incSet, plant, runRoot, exists, ts, uploadSftp } from "
 import { commands } from "../src/remote/schedule.js";
 import { loadConfig } from "../src/config/load.js";
 import { versionKey } from "../src/vault/versions.js";
+import { ARRIVALS_FILE } from "../src/housekeeping/arrivals.js";
 
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
@@ -53,6 +54,34 @@ t.test("fake complete chains uploaded with SOURCE's key do not make the schedule
   t.ok(fakes.slice(1).every((n) => exists(path.join(sb.root, "host", n))), "the four newest chains stay");
   t.notOk(exists(path.join(sb.root, "host", fakes[0]!)), "the oldest fake has four newer ones too");
   t.match(auditLines(sb).filter((l) => l.event === "prune").at(-1), { now: later, retentionDays: 30 });
+});
+
+t.test("a version the replace policy kept through the gate holds its chain for the floor, even when every file arrived long ago", async (t) => {
+  const sb = sandbox(t);
+  const set = fullSet(ts(base), { vols: 2 });
+  const [vol1, vol2, sig, manifest] = set as [string, string, string, string];
+  const bytes = (n: string) => crypto.createHash("sha256").update(n).digest();
+  await uploadSftp(t, sb, "host", [vol1, vol2, sig].map((n): [string, Buffer] => [n, bytes(n)]));
+  // duplicity resuming: the last volume again (the old bytes go to state/versions), then the manifest.
+  await uploadSftp(t, sb, "host", [[vol2, Buffer.from("resumed volume\n")], [manifest, bytes(manifest)]]);
+  const area = path.join(sb.state, "versions", versionKey(`host/${vol2}`));
+  t.ok(exists(path.join(area, "1")), "the replaced bytes were kept");
+  // Root moves every arrival 40 days back: the chain's files are past the floor, the version is not.
+  const log = path.join(sb.state, ARRIVALS_FILE);
+  fs.writeFileSync(log, fs.readFileSync(log, "utf8").replace(/"t":(\d+)/g, (_m, ms: string) => `"t":${Number(ms) - 40 * DAY}`));
+  const fakes = Array.from({ length: 5 }, (_, i) => `duplicity-full.${ts(base + (20 + i) * DAY)}.manifest.gpg`);
+  await uploadSftp(t, sb, "host", fakes.map((n): [string, Buffer] => [n, Buffer.from([0x8c, 0x01, 0x00])]));
+
+  const argv = scheduledPrune(sb);
+  const r = await run(argv, { env: { PATH: "/usr/bin:/bin" } }, { timeoutMs: 120_000 });
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout.toString(), new RegExp(`kept host/duplicity-full\\.${ts(base)}… \\(4 files\\): a version of ${vol2.replace(/\./g, "\\.")} was kept 0 hours ago, within the retention floor`));
+  t.ok(set.every((n) => exists(path.join(sb.root, "host", n))) && exists(path.join(area, "1")), "the chain and its version stay");
+
+  const p = await run([...argv, "--now", new Date(Date.now() + 31 * DAY).toISOString()], { env: { PATH: "/usr/bin:/bin" } }, { timeoutMs: 120_000 });
+  t.equal(p.code, 5, p.stderr);
+  t.ok(set.every((n) => !exists(path.join(sb.root, "host", n))), "past the floor the chain goes");
+  t.notOk(exists(area), "with its versions");
 });
 
 t.test("the floor holds for --older-than, for a file without an arrival record and for kept versions; housekeeping.retentionDays changes it", async (t) => {
