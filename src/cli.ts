@@ -35,7 +35,7 @@ const SUBCOMMANDS: Record<string, Sub> = {
     run: async () => (await import("./demo.js")).demo,
   },
   "install-remote": {
-    summary: "--user NAME --root DIR --key PUBKEY_FILE [--from P] [--access M] [--label L] [--keep-full N] [--schedule S] [--sshd-dropin] [--dry-run]   (root)",
+    summary: "--user NAME --root DIR --key PUBKEY_FILE [--from P] [--access M] [--label L] [--keep-full N] [--retention-days N] [--schedule S] [--sshd-dropin] [--dry-run]   (root)",
     run: async () => (await import("./remote/install.js")).installMain,
   },
   check: {

@@ -14,10 +14,14 @@ export const CODES = [
 ] as const;
 export type Code = (typeof CODES)[number];
 
+/** Facts for the refusal's audit line, beside code and reason: what a review reads, never parses from the message. */
+export type AuditFields = Record<string, string | number | boolean>;
+
 export class VbError extends Error {
   constructor(
     readonly code: Code,
     message: string,
+    readonly audit?: AuditFields,
   ) {
     super(message);
     this.name = "VbError";

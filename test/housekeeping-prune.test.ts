@@ -12,6 +12,9 @@ const DAY = 86_400_000;
 const HOUR = 3_600_000;
 const base = Date.UTC(2025, 0, 1);
 const NOW = Date.now();
+// These tests are about the keep rules: the lowest retention floor, one day, leaves them the say over
+// chains planted days ago (housekeeping-retention.test.ts tests the floor itself).
+const FLOOR_1D = { housekeeping: { retentionDays: 1 } };
 
 interface Planted {
   A: string[];
@@ -47,12 +50,14 @@ function recorded(sb: Sandbox): string[] {
 }
 
 t.test("prune --keep-full 1 removes older chains whole, with their versions and arrival records", async (t) => {
-  const sb = sandbox(t);
+  const sb = sandbox(t, { config: FLOOR_1D });
   const { A, B, C } = threeChains(sb);
   const kept = path.join(sb.state, "versions", versionKey(`host/${A[1]}`));
   fs.mkdirSync(kept, { recursive: true });
   fs.writeFileSync(path.join(kept, "1"), "old bytes");
-  const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  // The version is planted now, where the replace policy would have kept it before A's last file
+  // arrived: a clock a day and a half on puts it past the one-day floor too.
+  const r = await runRoot(sb, ["prune", "--keep-full", "1", "--now", new Date(NOW + 36 * HOUR).toISOString()]);
   t.equal(r.code, 0, r.stderr + r.stdout);
   t.ok(none(present(sb, "host", [...A, ...B])), "A and B removed");
   t.ok(all(present(sb, "host", [...C, "notes.txt"])), "C and the other file kept");
@@ -75,7 +80,7 @@ t.test("prune --keep-full 2 keeps two; --older-than keeps what arrived recently;
     [["--keep-full", "1", "--older-than", "25d"], ["A"]],
     [["--keep-full", "2", "--older-than", "1d"], ["A"]],
   ] as [string[], string[]][]) {
-    const sb = sandbox(t);
+    const sb = sandbox(t, { config: FLOOR_1D });
     const chains = threeChains(sb);
     const r = await runRoot(sb, ["prune", ...args]);
     t.equal(r.code, 0, r.stderr);
@@ -88,7 +93,7 @@ t.test("prune --keep-full 2 keeps two; --older-than keeps what arrived recently;
 });
 
 t.test("prune orders by arrival, never by names: fakes planted by root cannot push out the newest real chain", async (t) => {
-  const sb = sandbox(t);
+  const sb = sandbox(t, { config: FLOOR_1D });
   const old = chain(base, 1);
   const real = chain(base + 10 * DAY, 1);
   plant(sb, ".", old, NOW - 20 * DAY);
@@ -114,7 +119,7 @@ t.test("prune orders by arrival, never by names: fakes planted by root cannot pu
 });
 
 t.test("prune never removes a chain an unfinished set builds on, nor an unfinished full", async (t) => {
-  const sb = sandbox(t);
+  const sb = sandbox(t, { config: FLOOR_1D });
   const A = [...chain(base, 1), ...incSet(ts(base + DAY), ts(base + 2 * DAY), { manifest: false })];
   const B = chain(base + 10 * DAY, 1);
   const U = fullSet(ts(base + 5 * DAY), { manifest: false });
@@ -128,7 +133,7 @@ t.test("prune never removes a chain an unfinished set builds on, nor an unfinish
 });
 
 t.test("prune follows no link: symlinks, hard links and a FIFO among a chain's names; a linked directory", async (t) => {
-  const sb = sandbox(t);
+  const sb = sandbox(t, { config: FLOOR_1D });
   const { uid, gid } = gateIds();
   const canary = path.join(sb.outside, "canary.txt");
   fs.chownSync(canary, uid, gid);
@@ -162,21 +167,21 @@ t.test("prune follows no link: symlinks, hard links and a FIFO among a chain's n
 });
 
 t.test("prune warns (exit 5, audit, stderr) when nothing arrived for longer than configured", async (t) => {
-  const sb = sandbox(t, { config: { housekeeping: { warnNoArrivalHours: 24 } } });
+  const sb = sandbox(t, { config: { housekeeping: { ...FLOOR_1D.housekeeping, warnNoArrivalHours: 24 } } });
   plant(sb, ".", chain(base, 0), NOW - 3 * DAY);
   const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
   t.equal(r.code, 5);
   t.match(r.stderr, /WARNING: nothing arrived for 3 days/);
   t.match(auditLines(sb).at(-1), { event: "no-arrivals", anomaly: true, level: "warn" });
 
-  const empty = sandbox(t);
+  const empty = sandbox(t, { config: FLOOR_1D });
   const e = await runRoot(empty, ["prune", "--older-than", "90d"]);
   t.equal(e.code, 5);
   t.match(e.stderr, /no arrival was ever recorded/);
 });
 
 t.test("prune --dry-run changes nothing; bad arguments are refused", async (t) => {
-  const sb = sandbox(t);
+  const sb = sandbox(t, { config: FLOOR_1D });
   threeChains(sb);
   const before = snapshot(sb.root);
   const log = fs.readFileSync(path.join(sb.state, ARRIVALS_FILE));

@@ -113,6 +113,32 @@ t.test("a second key: its own root, config and log; the same key again is replac
   t.match(ak()[0], /,restrict,from="10\.0\.0\.1" ssh-ed25519 /);
 });
 
+t.test("roots do not nest: a second key's root or state inside, around or at the first key's is refused, naming it", async (t) => {
+  const a = account(t);
+  const k1 = clientKey(a.dir, "k1");
+  const k2 = clientKey(a.dir, "k2");
+  await install(t, a, ["--key", `${k1}.pub`]);
+  const before = layoutSnap(a);
+  const config1 = path.join(a.configDir, `${a.user}.json`);
+  const withRoot = (root: string) => a.args.map((x) => (x === a.root ? root : x));
+  for (const [root, how] of [
+    [path.join(a.root, "inner"), `--root ${path.join(a.root, "inner")} lies inside the root ${a.root}`],
+    [path.dirname(a.root), `--root ${path.dirname(a.root)} contains the root ${a.root}`],
+    [a.root, `--root ${a.root} is the root ${a.root}`],
+    [path.join(`${a.root}.state`, "x"), `--root ${path.join(`${a.root}.state`, "x")} lies inside the state ${a.root}.state`],
+  ] as const) {
+    const r = await vb(["install-remote", ...withRoot(root), "--key", `${k2}.pub`, "--label", "second"]);
+    t.equal(r.code, 2, `${root}: refused`);
+    t.match(r.stderr, `${how} of the key '${a.user}' (${config1}): roots and states of two keys must not nest`);
+  }
+  t.same(layoutSnap(a), before, "nothing was changed");
+  // Whole components: .../root2 is beside .../root, not inside it.
+  const beside = await vb(["install-remote", ...withRoot(`${a.root}2`), "--key", `${k2}.pub`, "--label", "second", "--dry-run"]);
+  succeeded(t, beside, "a root beside the first one is planned");
+  // The first key again (its own config is not another key's) is not refused.
+  succeeded(t, await vb(["install-remote", ...a.args, "--key", `${k1}.pub`, "--dry-run"]), "the same key again");
+});
+
 t.test("a careless existing account is repaired: owned home, dotfiles, shell, password, stray links", FULL_ONLY, async (t) => {
   const a = account(t);
   const key = clientKey(a.dir);
@@ -148,14 +174,14 @@ t.test("the housekeeping schedule from cron: root's file runs seal, prune, recor
   const key = clientKey(a.dir);
   // '.' and '@' are not allowed in a cron.d file name: the label's become '-'.
   const label = "host1.example@b";
-  await install(t, a, ["--key", `${key}.pub`, "--label", label, "--keep-full", "3"]);
+  await install(t, a, ["--key", `${key}.pub`, "--label", label, "--keep-full", "3", "--retention-days", "45"]);
   const file = path.join(a.scheduleDir, "validate-backup-host1-example-b");
   t.equal(mode(a.scheduleDir), "0755 root:root");
   t.equal(mode(file), "0644 root:root");
   const config = path.join(a.configDir, `${label}.json`);
   const log = path.join(a.logDir, `${label}.log`);
   const bin = `${TOP}/bin/validate-backup`;
-  t.match(JSON.parse(fs.readFileSync(config, "utf8")), { housekeeping: { keepFull: 3 } }, "--keep-full is kept in the config");
+  t.match(JSON.parse(fs.readFileSync(config, "utf8")), { housekeeping: { keepFull: 3, retentionDays: 45 } }, "--keep-full and --retention-days are kept in the config");
   const text = fs.readFileSync(file, "utf8");
   t.match(text, /^SHELL=\/bin\/sh\nPATH=\/usr\/sbin:\/usr\/bin:\/sbin:\/bin\n/m);
   const hourly = text.match(new RegExp(`^\\d{1,2} \\* \\* \\* \\* root (${esc(bin)} seal --config ${esc(config)} >/dev/null; ${esc(bin)} audit --record-head --file ${esc(log)} >/dev/null)$`, "m"));
@@ -173,6 +199,7 @@ t.test("the housekeeping schedule from cron: root's file runs seal, prune, recor
 
   const ok = await vb(["check", "--user", a.user, ...a.schedule]);
   succeeded(t, ok, "check of the schedule");
+  t.match(ok.stdout.toString(), `key '${label}': prune keeps 3 full chain(s) and removes nothing that arrived less than 45 day(s) ago (housekeeping.retentionDays)`, "check shows the retention floor");
   fs.writeFileSync(file, text.replace(" seal --config", " seal --dry-run --config"));
   const edited = await vb(["check", "--user", a.user, ...a.schedule]);
   t.equal(edited.code, 1, "check fails on an edited schedule");
@@ -261,6 +288,7 @@ t.test("refusals: not root, unknown option, bad names", async (t) => {
   t.match(inHome.stderr, /outside ~\/\.ssh/);
   for (const [opt, why] of [
     [["--keep-full", "0"], /--keep-full needs a whole number of at least 1/],
+    [["--retention-days", "0"], /--retention-days needs a whole number of days from 1 to 36500/],
     [["--schedule", "weekly"], /--schedule must be one of auto, systemd, cron, none/],
   ] as const) {
     const r = await vb(["install-remote", ...a.args, "--key", `${key}.pub`, ...opt]);

@@ -1,12 +1,16 @@
 // `validate-backup audit`: the audit log as an admin wants to read it. Sessions per key, files and
 // bytes per day, every refusal with its reason and client address, and what deserves a look:
 // bursts of refusals, a client address never seen before for the key, lines flagged as anomalies
-// (replaced files), and no upload for longer than expected. `--verify` checks the hash chain and
-// the recorded heads (chain.ts); `--record-head` is what root's timer runs.
+// (replaced files), no upload for longer than expected, and what someone holding SOURCE's key does
+// to make root's prune or SOURCE's own backups work against them: a flood of complete full chains,
+// a full backup far smaller than the one before, an incremental refused because a planted set took
+// its start. `--verify` checks the hash chain and the recorded heads (chain.ts); `--record-head` is
+// what root's timer runs.
 //
 // One streaming pass per log: memory grows with the number of keys, days and refusals, not lines.
 import fs from "node:fs";
 import { verifyLog, recordHead, defaultHeadFile, type VerifyResult } from "./chain.js";
+import { parseName, START_TAKEN } from "../profile/duplicity.js";
 
 const USAGE = [
   "usage: validate-backup audit [--file LOG | --config F]… [--since T] [--denied] [--json] [--max-gap D]",
@@ -19,6 +23,11 @@ const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 8
 /** A burst: at least BURST_COUNT refusals from one client, each within BURST_GAP of the previous. */
 export const BURST_COUNT = 5;
 export const BURST_GAP_MS = 10 * 60_000;
+/** A chain flood: more than FLOOD_FULLS complete full sets arriving for one directory within FLOOD_WINDOW_MS. */
+export const FLOOD_FULLS = 2;
+export const FLOOD_WINDOW_MS = 24 * 3_600_000;
+/** A full set smaller than the previous one divided by this is suspect. */
+export const SMALL_FULL_RATIO = 10;
 
 export function parseAge(s: string): number | null {
   const m = /^(\d{1,9})([smhdw])$/.exec(s);
@@ -107,8 +116,20 @@ export interface Refusal {
 export interface Anomaly {
   time: string;
   label: string;
-  kind: "refusal burst" | "new client" | "flagged" | "upload gap";
+  kind: "refusal burst" | "new client" | "flagged" | "upload gap" | "chain flood" | "small full backup" | "blocked incremental";
   detail: string;
+  /** The file or directory concerned, when there is one. */
+  path?: string;
+}
+
+/** What the review knows of the full sets of one directory of one key, from the publish lines. */
+interface FullSets {
+  /** Unfinished full sets: set key -> name -> size (a resumed volume's later size wins). */
+  open: Map<string, Map<string, number>>;
+  /** The last full set completed (its manifest published). */
+  last?: { name: string; bytes: number };
+  /** When full sets completed within the last FLOOD_WINDOW_MS. */
+  recent: number[];
 }
 
 interface KeyStats {
@@ -149,6 +170,7 @@ export class Reviewer {
   private known = new Map<string, Set<string>>();
   private lastUpload = new Map<string, number>();
   private bursts = new Map<string, Burst>();
+  private fulls = new Map<string, FullSets>();
   readonly refusals: Refusal[] = [];
   readonly anomalies: Anomaly[] = [];
 
@@ -183,6 +205,7 @@ export class Reviewer {
       if (inWindow && prev !== undefined && t - prev > this.maxGapMs)
         this.anomalies.push({ time, label, kind: "upload gap", detail: `no upload for ${hours(t - prev)} (since ${new Date(prev).toISOString()})` });
       this.lastUpload.set(label, t);
+      this.fullSet(label, str(j.path), typeof j.size === "number" ? j.size : 0, t, time, inWindow);
     }
     if (!inWindow) return;
 
@@ -206,8 +229,55 @@ export class Reviewer {
       this.refusals.push({ time, label, client, event, code: str(j.code), reason: str(j.reason), what: str(j.command ?? j.path) });
       this.burst(label, client, time, t);
     }
-    if (j.anomaly === true)
+    if (j.blocked === START_TAKEN) this.anomalies.push({ time, label, kind: "blocked incremental", path: str(j.path), detail: blockedDetail(str(j.path), str(j.start), str(j.takenBy)) });
+    else if (j.anomaly === true)
       this.anomalies.push({ time, label, kind: "flagged", detail: [event, str(j.reason), str(j.path)].filter(Boolean).join(": ") });
+  }
+
+  /** A published file of a full set: when its manifest completes the set, judge the set's arrival and size. */
+  private fullSet(label: string, rel: string, size: number, t: number, time: string, inWindow: boolean): void {
+    const slash = rel.lastIndexOf("/");
+    const dir = slash < 0 ? "." : rel.slice(0, slash);
+    const dn = parseName(rel.slice(slash + 1));
+    if (!dn || dn.kind !== "full") return;
+    const id = `${label}\0${dir}`;
+    let d = this.fulls.get(id);
+    if (!d) this.fulls.set(id, (d = { open: new Map(), recent: [] }));
+    const sizes = d.open.get(dn.setKey) ?? new Map<string, number>();
+    sizes.set(dn.name, size);
+    d.open.set(dn.setKey, sizes);
+    if (dn.role !== "manifest") return;
+    d.open.delete(dn.setKey);
+    const set = { name: `${dir}/${dn.name.replace(/\.manifest(\.gpg)?$/, "")}`, bytes: [...sizes.values()].reduce((a, b) => a + b, 0) };
+    const prev = d.last;
+    d.last = set;
+    d.recent = d.recent.filter((x) => t - x < FLOOD_WINDOW_MS);
+    d.recent.push(t);
+    if (!inWindow) return;
+    if (prev && set.bytes * SMALL_FULL_RATIO < prev.bytes)
+      this.anomalies.push({
+        time,
+        label,
+        kind: "small full backup",
+        path: dir,
+        detail:
+          `the full backup ${set.name} is ${bytes(set.bytes)}, under a tenth of the previous one, ${prev.name} (${bytes(prev.bytes)}). ` +
+          "A fake complete full set (a lone manifest is enough) is this small; so is a SOURCE that lost its data or its include list. " +
+          "Compare with SOURCE's backup logs and restore-test the newest backup; if SOURCE did not send it, treat its key as stolen: replace it (install-remote --key) and review what the key sent.",
+      });
+    // Once per flood: when the count first goes past the limit, not for every set after it.
+    if (d.recent.length === FLOOD_FULLS + 1)
+      this.anomalies.push({
+        time,
+        label,
+        kind: "chain flood",
+        path: dir,
+        detail:
+          `${d.recent.length} complete full backups arrived for ${dir} within 24 hours (the last: ${set.name}); SOURCE's duplicity makes one per run. ` +
+          "Fake complete chains are how someone holding SOURCE's key makes prune --keep-full count the real ones as old. " +
+          "Check SOURCE's backup logs for these runs; if SOURCE did not make them, treat its key as stolen: replace it (install-remote --key) and review what the key sent. " +
+          "prune keeps everything younger than housekeeping.retentionDays meanwhile.",
+      });
   }
 
   private burst(label: string, client: string, time: string, t: number): void {
@@ -247,6 +317,14 @@ export class Reviewer {
       anomalies: this.anomalies,
     };
   }
+}
+
+function blockedDetail(file: string, start: string, takenBy: string): string {
+  return (
+    `${file} was refused: its start ${start} is taken by ${takenBy}. duplicity never makes two incrementals from one point, ` +
+    `so unless an earlier run of SOURCE left ${takenBy}, someone else put it there, and every incremental SOURCE tries from ${start} is refused the same way. ` +
+    `Make a full backup on SOURCE now (duplicity full …); if SOURCE did not upload ${takenBy}, treat its key as stolen: replace it (install-remote --key) and review what the key sent.`
+  );
 }
 
 function hours(ms: number): string {

@@ -59,6 +59,11 @@ export const HousekeepingSchema = z.strictObject({
   // Here rather than only in the schedule's command line: check rebuilds the schedule from the config.
   /** full chains install-remote's schedule has prune keep (--keep-full) */
   keepFull: z._default(int(1, 99999), 4),
+  // The retention floor: whatever --keep-full and --older-than say, prune removes nothing that
+  // arrived (our clock) more recently. A key holder can make chains look old by uploading newer
+  // ones; this is how long they must stay unnoticed before that removes anything real.
+  /** prune never removes a file that arrived, or a version kept, fewer days ago */
+  retentionDays: z._default(int(1, 36500), 30),
 });
 
 export const ConfigSchema = z.strictObject({

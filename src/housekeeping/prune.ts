@@ -7,6 +7,13 @@
 // set was not uploaded through the gatekeeper: it is listed and left alone, and never counts as a
 // newer chain. The newest chain, and any chain an unfinished set builds on, always stay. Given
 // both --keep-full and --older-than, a chain goes only when both allow it.
+//
+// The retention floor (housekeeping.retentionDays, from the config only: no option lowers it) is
+// the last word: a chain stays while any file it would remove arrived, or any version of its files
+// was kept, less than that long ago. Whoever holds SOURCE's key can make every real chain look old
+// by uploading newer fake ones (one manifest makes a "complete" set); the floor is the time they
+// must then stay unnoticed before prune removes anything real. A file prune would remove that has
+// no arrival record counts as arrived now: unknown is young, so a lost record never lets a file go.
 import fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import { VbError } from "../errors.js";
@@ -19,6 +26,7 @@ import { open, parseArgs, parseDuration, requireRoot, main, EXIT, type Housekeep
 
 const LOGGER = "/usr/bin/logger";
 const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 
 export interface PruneRules {
   keepFull?: number;
@@ -44,6 +52,8 @@ export interface PruneReport {
   leftAlone: { path: string; why: string }[];
   lastArrival?: number;
   warning?: string;
+  /** The retention floor: nothing that arrived (or was kept as a version) after this is removed. */
+  floor: { days: number; since: number };
 }
 
 interface Facts {
@@ -52,6 +62,10 @@ interface Facts {
   last?: number; // latest arrival of any file of the chain
   complete: boolean;
   unfinished: boolean;
+  /** A file prune would remove that has no arrival record (treated as arrived now). */
+  unrecorded?: string;
+  /** The names prune would remove. */
+  names: string[];
 }
 
 interface DirContext {
@@ -60,6 +74,11 @@ interface DirContext {
   newest?: Facts;
   /** Arrival times (first) of the complete, dated chains, ascending. */
   completeFirsts: number[];
+  /** Files that arrived, or versions kept, after this stay (the retention floor). */
+  floor: number;
+  retentionDays: number;
+  /** When a version of `name` was last kept (its area's ctime, which only moves forward), if any. */
+  versionKeptAt(name: string): number | undefined;
 }
 
 /** How many values of the ascending `xs` are greater than x. */
@@ -90,15 +109,27 @@ const KEEP: ((f: Facts, x: DirContext) => string | undefined)[] = [
   },
   (f, x) =>
     x.rules.olderThanMs !== undefined && f.last! > x.now - x.rules.olderThanMs ? `its last file arrived ${ago(x.now - f.last!)} ago (--older-than)` : undefined,
+  // The retention floor, whatever the rules above decided.
+  (f, x) => {
+    const floor = `within the retention floor (housekeeping.retentionDays ${x.retentionDays})`;
+    if (f.unrecorded) return `${f.unrecorded} has no arrival record: counted as arrived now, ${floor}`;
+    if (f.last! > x.floor) return `its last file arrived ${ago(x.now - f.last!)} ago, ${floor}`;
+    for (const n of f.names) {
+      const kept = x.versionKeptAt(n);
+      if (kept !== undefined && kept > x.floor) return `a version of ${n} was kept ${ago(x.now - kept)} ago, ${floor}`;
+    }
+    return undefined;
+  },
 ];
 
 class Pruner {
-  readonly report: PruneReport = { chains: [], removedFiles: 0, removedVersions: 0, leftAlone: [] };
+  readonly report: PruneReport;
   private readonly arrivals: ArrivalMap;
   readonly removed = new Set<string>();
   readonly walkedDirs = new Set<string>();
   readonly seen = new Set<string>();
   private versionsFd: number | undefined;
+  private readonly retentionDays: number;
 
   constructor(
     private readonly h: Housekeeping,
@@ -106,6 +137,8 @@ class Pruner {
     private readonly now: number,
     private readonly dryRun: boolean,
   ) {
+    this.retentionDays = h.policy.housekeeping.retentionDays;
+    this.report = { chains: [], removedFiles: 0, removedVersions: 0, leftAlone: [], floor: { days: this.retentionDays, since: now - this.retentionDays * DAY } };
     this.arrivals = readArrivals(h.stateFd);
     this.report.lastArrival = lastArrival(this.arrivals);
     const v = openSubdir(h.stateFd, [], VERSIONS_DIR, h.walk);
@@ -143,14 +176,20 @@ class Pruner {
     const facts: Facts[] = chains.map((chain) => {
       let first: number | undefined;
       let last: number | undefined;
+      let unrecorded: string | undefined;
       for (const set of chain.sets)
         for (const n of namesOf(set)) {
           const t = arrival(n);
-          if (t === undefined) continue;
+          if (t === undefined) {
+            // Only a file prune would remove needs a record; links and the like are left anyway.
+            const st = stats.get(n);
+            if (st && !notPlain(st, this.h.walk.dev)) unrecorded ??= relOf(n);
+            continue;
+          }
           if (set === chain.full && (first === undefined || t < first)) first = t;
           if (last === undefined || t > last) last = t;
         }
-      return { chain, first, last, complete: finished(chain.full), unfinished: chain.sets.some((s) => !finished(s)) };
+      return { chain, first, last, unrecorded, names: chain.sets.flatMap(namesOf), complete: finished(chain.full), unfinished: chain.sets.some((s) => !finished(s)) };
     });
     const dated = facts.filter((f) => f.first !== undefined);
     const x: DirContext = {
@@ -161,12 +200,18 @@ class Pruner {
         .filter((f) => f.complete)
         .map((f) => f.first!)
         .sort((a, b) => a - b),
+      floor: this.report.floor.since,
+      retentionDays: this.retentionDays,
+      versionKeptAt: (n) => {
+        const st = this.versionsFd === undefined ? null : lstatIn(this.versionsFd, versionKey(relOf(n)));
+        return st ? st.ctimeMs : undefined;
+      },
     };
     for (const f of facts) {
-      const keep = KEEP.map((rule) => rule(f, x)).find(Boolean);
-      const names = f.chain.sets.flatMap(namesOf);
-      this.report.chains.push({ dir: dirRel || ".", full: formatTime(f.chain.full.start), files: names.length, first: f.first, last: f.last, remove: !keep, why: keep ?? "removable" });
-      if (!keep) this.removeChain(d, names, stats, relOf);
+      let keep: string | undefined;
+      for (const rule of KEEP) if ((keep = rule(f, x))) break;
+      this.report.chains.push({ dir: dirRel || ".", full: formatTime(f.chain.full.start), files: f.names.length, first: f.first, last: f.last, remove: !keep, why: keep ?? "removable" });
+      if (!keep) this.removeChain(d, f.names, stats, relOf);
     }
   }
 
@@ -226,7 +271,8 @@ function syslog(label: string, message: string): void {
 }
 
 export function describe(r: PruneReport, dryRun: boolean): string {
-  const out = r.chains.map((c) => `${c.remove ? (dryRun ? "would remove" : "removed") : "kept"} ${c.dir}/duplicity-full.${c.full}… (${c.files} files): ${c.why}`);
+  const out = [`retention floor: nothing that arrived after ${new Date(r.floor.since).toISOString()} is removed (housekeeping.retentionDays ${r.floor.days})`];
+  out.push(...r.chains.map((c) => `${c.remove ? (dryRun ? "would remove" : "removed") : "kept"} ${c.dir}/duplicity-full.${c.full}… (${c.files} files): ${c.why}`));
   out.push(`${dryRun ? "would remove" : "removed"} ${r.removedFiles} files and ${r.removedVersions} version areas`);
   if (r.leftAlone.length) out.push(`left alone (${r.leftAlone.length}):`, ...r.leftAlone.slice(0, 50).map((l) => `  ${l.path}: ${l.why}`));
   if (r.leftAlone.length > 50) out.push(`  … and ${r.leftAlone.length - 50} more`);
@@ -246,22 +292,41 @@ function rulesFrom(o: Map<string, string>): PruneRules {
   return rules;
 }
 
+/**
+ * `--now T` (not in the usage): the clock prune judges by, so that tests show the rules past the
+ * retention floor without sleeping for it. An option, not an environment variable: the launcher
+ * clears the environment (env -i), so a variable could not reach prune through the real binary.
+ * Only root runs prune, from root's schedule or shell; the key's forced command serves the
+ * protocols and never reaches a subcommand's argv. Root could remove files without us anyway; the
+ * prune audit line names the clock it was given.
+ */
+function nowFrom(o: Map<string, string>): number | undefined {
+  const s = o.get("--now");
+  if (s === undefined) return undefined;
+  const t = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?Z$/.test(s) ? Date.parse(s) : NaN;
+  if (!Number.isFinite(t)) throw new VbError("BAD_REQUEST", `--now needs a UTC time such as 2026-01-31T12:00:00Z (got '${s.slice(0, 32)}')`);
+  return t;
+}
+
 export async function pruneMain(args: string[]): Promise<number> {
   return main("prune", () => {
-    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--older-than": "value", "--dry-run": "flag" });
+    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--older-than": "value", "--dry-run": "flag", "--now": "value" });
     const config = o.get("--config");
     if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup prune --config FILE --keep-full N | --older-than DURATION [--dry-run]");
     const rules = rulesFrom(o);
+    const now = nowFrom(o);
     requireRoot("prune");
     const h = open(config, "prune");
     try {
       const dryRun = o.has("--dry-run");
-      const r = prune(h, rules, { dryRun });
+      const r = prune(h, rules, { dryRun, now });
       for (const c of r.chains.filter((c) => c.remove)) h.audit.event("prune-chain", { dryRun, dir: c.dir, full: c.full, files: c.files });
       h.audit.event("prune", {
         dryRun,
         keepFull: rules.keepFull ?? null,
         olderThanMs: rules.olderThanMs ?? null,
+        retentionDays: h.policy.housekeeping.retentionDays,
+        ...(now === undefined ? {} : { now: new Date(now).toISOString() }),
         chains: r.chains.length,
         removedChains: r.chains.filter((c) => c.remove).length,
         removedFiles: r.removedFiles,

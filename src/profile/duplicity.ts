@@ -10,7 +10,7 @@
 // `df.<base36>.m`, any tail after the suffix). Every name it could take for a backup file must
 // therefore either be exactly one we understand, or be refused: otherwise a stolen key could plant a
 // set that duplicity believes in and our rules never saw.
-import { VbError, existsError } from "../errors.js";
+import { VbError, existsError, type AuditFields } from "../errors.js";
 
 export type SetKind = "full" | "inc";
 export type Role = "vol" | "manifest" | "sig";
@@ -177,7 +177,27 @@ function suffixClash(set: BackupSet, dn: DupName): string | undefined {
 interface NewNameRule {
   /** A reason, or undefined when the rule is satisfied. */
   check(dn: DupName, set: BackupSet | undefined, ix: DirIndex, now: number): string | undefined;
+  /** Facts the refusal's audit line carries (see takenStart). */
+  audit?(dn: DupName, ix: DirIndex): AuditFields;
 }
+
+/** The other incremental set that starts where `dn` does, if any. */
+function takenStart(dn: DupName, ix: DirIndex): string | undefined {
+  return [...(ix.incsByStart.get(dn.start) ?? [])].find((k) => k !== dn.setKey);
+}
+
+/** "inc:T1:T2" -> "duplicity-inc.T1.to.T2", as a person finds it in a listing. */
+function setName(key: string): string {
+  const [kind, a, b] = key.split(":");
+  return kind === "full" ? `duplicity-full.${formatTime(Number(a))}` : `duplicity-inc.${formatTime(Number(a))}.to.${formatTime(Number(b))}`;
+}
+
+/**
+ * What the audit line of a refused incremental whose start is taken carries. duplicity never
+ * writes two incrementals from one point; one planted there (a single manifest is enough) blocks
+ * every real incremental until SOURCE makes a new full backup: an anomaly, for the review.
+ */
+export const START_TAKEN = "incremental-start-taken";
 
 // What a new file of a backup set must satisfy, in the order a person would want to hear about it.
 const NEW_NAME_RULES: NewNameRule[] = [
@@ -200,11 +220,8 @@ const NEW_NAME_RULES: NewNameRule[] = [
     },
   },
   {
-    check: (dn, _s, ix) => {
-      if (dn.kind !== "inc") return undefined;
-      const taken = [...(ix.incsByStart.get(dn.start) ?? [])].find((k) => k !== dn.setKey);
-      return taken ? `starts at ${formatTime(dn.start)}, where another incremental set already starts` : undefined;
-    },
+    check: (dn, _s, ix) => (dn.kind === "inc" && takenStart(dn, ix) ? `starts at ${formatTime(dn.start)}, where another incremental set already starts` : undefined),
+    audit: (dn, ix) => ({ anomaly: true, blocked: START_TAKEN, start: formatTime(dn.start), takenBy: setName(takenStart(dn, ix)!) }),
   },
   {
     check: (dn, _s, ix) =>
@@ -212,8 +229,8 @@ const NEW_NAME_RULES: NewNameRule[] = [
   },
 ];
 
-function refuseName(display: string, why: string): never {
-  throw new VbError("NOT_ALLOWED", `duplicity profile: '${display}' ${why}`);
+function refuseName(display: string, why: string, audit?: AuditFields): never {
+  throw new VbError("NOT_ALLOWED", `duplicity profile: '${display}' ${why}`, audit);
 }
 
 /** May `name` (not yet stored) be added to the directory indexed by `ix`? Throws NOT_ALLOWED if not. */
@@ -224,7 +241,7 @@ export function checkNew(ix: DirIndex, name: string, nowSec: number, display = n
   const set = ix.sets.get(v.dn.setKey);
   for (const rule of NEW_NAME_RULES) {
     const why = rule.check(v.dn, set, ix, nowSec);
-    if (why) refuseName(display, why);
+    if (why) refuseName(display, why, rule.audit?.(v.dn, ix));
   }
   return v.dn;
 }

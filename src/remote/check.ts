@@ -61,7 +61,7 @@ function sshdFindings(settings: Map<string, string>, user: string, home: string,
 }
 
 /** The key lines: each judged, and the gate's sources found through their configs. */
-function keyFindings(akPath: string, out: Change[]): { sources: SourceLayout[]; launchers: Set<string> } {
+function keyFindings(akPath: string, out: Change[], notes: string[]): { sources: SourceLayout[]; launchers: Set<string> } {
   const sources: SourceLayout[] = [];
   const launchers = new Set<string>();
   let text: string | null = null;
@@ -82,6 +82,11 @@ function keyFindings(akPath: string, out: Change[]): { sources: SourceLayout[]; 
     try {
       const p = loadConfig(gate.config);
       sources.push({ label: p.label, config: gate.config, root: p.root, state: p.state, audit: p.audit.file, launcher: gate.bin, keepFull: p.housekeeping.keepFull, access: p.access });
+      const { keepFull, retentionDays } = p.housekeeping;
+      notes.push(
+        `key '${p.label}': prune keeps ${keepFull} full chain(s) and removes nothing that arrived less than ${retentionDays} day(s) ago (housekeeping.retentionDays): ` +
+          "how long someone holding the key must stay unnoticed before a real backup can go",
+      );
     } catch (e) {
       out.push({ what: `${where}: ${(e as Error).message}`, fix: "run validate-backup install-remote again" });
     }
@@ -90,7 +95,8 @@ function keyFindings(akPath: string, out: Change[]): { sources: SourceLayout[]; 
   return { sources, launchers };
 }
 
-export function checkFindings(user: string, sshdConfig: string, schedule: Layout["schedule"]): Change[] {
+/** `notes`: facts worth showing that are no deviation (each key's retention floor). */
+export function checkFindings(user: string, sshdConfig: string, schedule: Layout["schedule"], notes: string[] = []): Change[] {
   const acct = lookupUser(user);
   if (!acct) return [{ what: `account ${user} does not exist`, fix: `validate-backup install-remote --user ${user} …` }];
   const group = lookupGroup(acct.gid)?.name ?? String(acct.gid);
@@ -98,7 +104,7 @@ export function checkFindings(user: string, sshdConfig: string, schedule: Layout
   const settings = sshd.effective(sshdConfig, user);
   const out: Change[] = [];
   const akPath = path.join(home, ".ssh", "authorized_keys");
-  const { sources, launchers } = keyFindings(akPath, out);
+  const { sources, launchers } = keyFindings(akPath, out, notes);
   const dropin = sshd.dropinPath(sshdConfig, user);
   const dropinExists = lstatPath(dropin) !== null;
   const programs = [...launchers].map((b) => canonical(path.dirname(path.dirname(b))));
@@ -134,13 +140,15 @@ export function checkFindings(user: string, sshdConfig: string, schedule: Layout
 /** Print the findings; the exit code is 1 when any is a deviation. */
 export function runCheck(user: string, sshdConfig: string, out: Out, schedule: Layout["schedule"]): number {
   let found: Change[];
+  const notes: string[] = [];
   try {
-    found = checkFindings(user, sshdConfig, schedule);
+    found = checkFindings(user, sshdConfig, schedule, notes);
   } catch (e) {
     out(`check: ${(e as Error).message}`);
     return e instanceof VbError && e.code !== "IO" ? 2 : 4;
   }
   const dev = found.filter((c) => !c.warn);
+  for (const n of notes) out(n);
   for (const c of found) {
     out(`${c.warn ? "warning" : "DEVIATION"}: ${c.what}`);
     out(`    fix: ${c.fix}`);

@@ -8,7 +8,7 @@ import { parseConfig } from "../config/load.js";
 import { buildPlan, sysctlConf, type Layout, type SourceLayout } from "./plan.js";
 import { runPlan } from "./apply.js";
 import { Ctx } from "./change.js";
-import { readPublicKey, gateLine, mergeKeys, checkFrom } from "./keys.js";
+import { readPublicKey, gateLine, mergeKeys, checkFrom, parseKeyLine, gateOf } from "./keys.js";
 import { lookupUser, lookupGroup, isRoot, runtimeFiles, programFiles } from "./system.js";
 import { canonical, readText } from "./fsops.js";
 import * as sshd from "./sshd.js";
@@ -24,6 +24,7 @@ const USAGE =
   "         [--access append-only|read-only] [--label NAME] [--home DIR] [--sshd-dropin] [--dry-run]\n" +
   "         [--config-dir DIR (/etc/validate-backup)] [--log-dir DIR (/var/log/validate-backup)]\n" +
   "         [--sshd-config FILE (/etc/ssh/sshd_config)] [--keep-full N (the config's, else 4)]\n" +
+  "         [--retention-days N (the config's, else 30): prune removes nothing younger]\n" +
   "         [--schedule auto|systemd|cron|none (auto: systemd where it runs, else cron)]\n" +
   "         [--schedule-dir DIR (/etc/systemd/system or /etc/cron.d)]";
 
@@ -41,6 +42,7 @@ const OPTIONS = {
   "log-dir": { type: "string", default: "/var/log/validate-backup" },
   "sshd-config": { type: "string", default: sshd.DEFAULT_SSHD_CONFIG },
   "keep-full": { type: "string" },
+  "retention-days": { type: "string" },
   schedule: { type: "string", default: "auto" },
   "schedule-dir": { type: "string" },
 } as const;
@@ -84,6 +86,9 @@ function parse(args: string[]) {
   if (within(PROGRAM, root) || within(root, PROGRAM)) bad(`--root ${root} must lie outside the program (${PROGRAM})`);
   const keepFull = v["keep-full"];
   if (keepFull !== undefined && !/^[1-9]\d{0,4}$/.test(keepFull)) bad(`--keep-full needs a whole number of at least 1 (got '${keepFull.slice(0, 16)}')`);
+  const retentionDays = v["retention-days"];
+  if (retentionDays !== undefined && !(/^[1-9]\d{0,4}$/.test(retentionDays) && Number(retentionDays) <= 36500))
+    bad(`--retention-days needs a whole number of days from 1 to 36500 (got '${retentionDays.slice(0, 16)}')`);
   return {
     user,
     label,
@@ -98,6 +103,7 @@ function parse(args: string[]) {
     logDir: absolute("log-dir", v["log-dir"]),
     sshdConfig: absolute("sshd-config", v["sshd-config"]),
     keepFull: keepFull === undefined ? undefined : Number(keepFull),
+    retentionDays: retentionDays === undefined ? undefined : Number(retentionDays),
     schedule: scheduleOption(v.schedule, v["schedule-dir"]),
     createAccount: !existing,
     group: existing ? (lookupGroup(existing.gid)?.name ?? bad(`the primary group ${existing.gid} of ${user} has no name`)) : user,
@@ -106,7 +112,8 @@ function parse(args: string[]) {
 
 /**
  * The key's policy: the fields install-remote owns are set, any other setting an admin made is kept.
- * --keep-full lands in housekeeping.keepFull, so that check rebuilds the schedule from the config.
+ * --keep-full lands in housekeeping.keepFull, so that check rebuilds the schedule from the config;
+ * --retention-days in housekeeping.retentionDays, which prune reads from the config (no option lowers it).
  */
 function configContent(o: Options, s: Omit<SourceLayout, "keepFull" | "access">): { text: string; keepFull: number; access: SourceLayout["access"] } {
   let json: Record<string, unknown> = {};
@@ -120,9 +127,76 @@ function configContent(o: Options, s: Omit<SourceLayout, "keepFull" | "access">)
   }
   json = { ...json, label: s.label, root: s.root, state: s.state, access: o.access, audit: { ...(json.audit as object), file: s.audit } };
   if (o.keepFull !== undefined) json.housekeeping = { ...(json.housekeeping as object), keepFull: o.keepFull };
+  if (o.retentionDays !== undefined) json.housekeeping = { ...(json.housekeeping as object), retentionDays: o.retentionDays };
   const text = JSON.stringify(json, null, 2) + "\n";
   const policy = parseConfig(text, s.config); // the gate must accept what we write
   return { text, keepFull: policy.housekeeping.keepFull, access: policy.access };
+}
+
+/**
+ * The other keys' configs: every *.json in the config directory and every config a gate line of the
+ * account names, except this key's own. Each as [config path, its text, or the reason it is unreadable].
+ */
+function otherConfigs(o: Options, own: string): Map<string, string | Error> {
+  const paths = new Set<string>();
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(o.configDir);
+  } catch {
+    /* no config directory yet: no other key there */
+  }
+  for (const n of names) if (n.endsWith(".json")) paths.add(path.join(o.configDir, n));
+  for (const raw of (readText(path.join(o.home, ".ssh", "authorized_keys")) ?? "").split("\n")) {
+    const k = parseKeyLine(raw);
+    const gate = k && !("bad" in k) ? gateOf(k) : null;
+    if (gate) paths.add(gate.config);
+  }
+  paths.delete(own);
+  const out = new Map<string, string | Error>();
+  for (const p of paths) {
+    try {
+      const text = readText(p);
+      if (text !== null) out.set(p, text);
+    } catch (e) {
+      out.set(p, e as Error);
+    }
+  }
+  return out;
+}
+
+/**
+ * Roots do not nest. A root or state inside (or around) another key's would let the plan take
+ * group-write off the outer root, or put the inner key's state where the outer key can write: one
+ * key could then reach the other's backups. Paths compare canonical, by whole components. An
+ * unreadable config of another key refuses too: we cannot tell where its root is.
+ */
+function refuseNesting(o: Options, own: string, root: string, state: string): void {
+  const mine: [string, string][] = [
+    ["--root", root],
+    ["its state", state],
+  ];
+  for (const [file, text] of otherConfigs(o, own)) {
+    if (text instanceof Error) bad(`cannot tell whether --root ${root} overlaps the key configured in ${file} (${text.message}): fix or remove that config first`);
+    let other;
+    try {
+      other = parseConfig(text, file);
+    } catch (e) {
+      bad(`cannot tell whether --root ${root} overlaps the key configured in ${file} (${(e as Error).message}): fix or remove that config first`);
+    }
+    const theirs: [string, string][] = [
+      ["root", canonical(other.root)],
+      ["state", canonical(other.state)],
+    ];
+    for (const [what, p] of mine)
+      for (const [whose, q] of theirs) {
+        const how = p === q ? "is" : within(q, p) ? "lies inside" : within(p, q) ? "contains" : undefined;
+        if (how)
+          bad(
+            `${what} ${p} ${how} the ${whose} ${q} of the key '${other.label}' (${file}): roots and states of two keys must not nest, ` +
+              "or one key could write where the other's backups or state are. Choose a separate directory for each key.",
+          );
+      }
+  }
 }
 
 export function layoutFor(o: Options): Layout {
@@ -134,6 +208,7 @@ export function layoutFor(o: Options): Layout {
     audit: path.join(o.logDir, `${o.label}.log`),
     launcher: LAUNCHER,
   };
+  refuseNesting(o, base.config, base.root, base.state);
   const { text, keepFull, access } = configContent(o, base);
   const src: SourceLayout = { ...base, configContent: text, keepFull, access };
   const key = readPublicKey(fs.readFileSync(o.keyFile, "utf8"), o.keyFile);
@@ -163,14 +238,15 @@ export function layoutFor(o: Options): Layout {
 export async function installMain(args: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(line + "\n");
   let o: Options;
+  let layout: Layout;
   try {
     o = parse(args);
     if (!o.dry && !isRoot()) bad("install-remote must run as root (or with --dry-run, which changes nothing)");
+    layout = layoutFor(o);
   } catch (e) {
     process.stderr.write(`validate-backup install-remote: ${(e as Error).message}\n`);
-    return 2;
+    return e instanceof VbError && e.code === "BAD_REQUEST" ? 2 : 4;
   }
-  const layout = layoutFor(o);
   out(`${o.dry ? "Plan (dry run: nothing is changed)" : "Installing"} for account ${o.user}, key '${o.label}' -> ${o.root}`);
   const ctx = new Ctx(o.user, o.group, sshd.effective(o.sshdConfig, o.user));
   const { changes, warnings } = runPlan(buildPlan(layout), ctx, { dry: o.dry, out });

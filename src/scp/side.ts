@@ -24,7 +24,7 @@ export abstract class Side {
     const err = toVbError(e);
     this.warnings++;
     this.ctx.session.counters.refused++;
-    this.ctx.session.audit.event("refused", { protocol: "scp", path: shown, code: err.code, reason: err.message });
+    this.ctx.session.audit.event("refused", { ...err.audit, protocol: "scp", path: shown, code: err.code, reason: err.message });
     await this.out.say(WARN, err.message.includes(shown) ? err.message : `${shown}: ${err.message}`);
   }
 

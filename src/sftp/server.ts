@@ -1,7 +1,8 @@
 // The SFTP request table and its dispatcher. Each request type has one entry: how to decode it,
 // what kind of access it is (so read-only mode and `pull: false` are one check, in gate()), and
 // its handler. Handlers are synchronous, so replies leave strictly in request order.
-import { VbError, fromErrno, type Code } from "../errors.js";
+import { VbError, fromErrno, type Code, type AuditFields } from "../errors.js";
+import type { Policy } from "../config/schema.js";
 import type { Session } from "../session.js";
 import type { Vault } from "../vault/vault.js";
 import { FXP, FX, DATA_HEADER, MAX_DATA, Reader, statusPacket, versionPacket } from "./wire.js";
@@ -118,7 +119,7 @@ export class Sftp implements SftpContext {
 
   private failed(id: number, op: string, subject: string | undefined, e: unknown): Buffer {
     const err = e instanceof VbError ? e : fromErrno(e, subject ?? op);
-    if (!isAnswer(op, err.code)) this.record(op, subject, err.code, err.message);
+    if (!isAnswer(op, err.code)) this.record(op, subject, err.code, err.message, err.audit);
     return statusPacket(id, STATUS_OF[err.code], err.message);
   }
 
@@ -128,14 +129,14 @@ export class Sftp implements SftpContext {
     return statusPacket(id, FX.OP_UNSUPPORTED, message);
   }
 
-  record(op: string, subject: string | undefined, code: Code, reason: string): void {
+  record(op: string, subject: string | undefined, code: Code, reason: string, fields?: AuditFields): void {
     const { audit, counters } = this.session;
     if (code !== "IO") counters.refused++;
     // A client looping on refused requests must not fill the (append-only) audit log's disk: past
     // the cap, refusals are only counted, and session-end carries the total.
     if (counters.refused > LOGGED_REFUSALS) return;
     if (code === "IO") audit.event("error", { op, path: subject, code, reason });
-    else audit.event("refused", { op, path: subject, code, reason });
+    else audit.event("refused", { ...fields, op, path: subject, code, reason });
     if (counters.refused === LOGGED_REFUSALS)
       audit.event("refused", { op: "*", code: "QUOTA", anomaly: true, reason: `${LOGGED_REFUSALS} refusals in this session: further ones are counted in session-end, not logged one by one` });
     process.stderr.write(`validate-backup: sftp ${op}: ${reason}\n`);

@@ -3,7 +3,7 @@
 // never replaces. The walk never follows a link: directories are opened fd by fd with O_NOFOLLOW.
 import fs from "node:fs";
 import { spawnSync } from "node:child_process";
-import { VbError } from "../errors.js";
+import { VbError, type AuditFields } from "../errors.js";
 import { cleanBytes } from "../audit/sanitize.js";
 import type { Vault } from "./vault.js";
 import { vpath, MAX_DEPTH, type VPath } from "./paths.js";
@@ -48,10 +48,10 @@ class Publisher {
   }
 
   /** `counted`: the vault's admission counted it already. */
-  private skip(display: string, reason: string, counted = false): void {
+  private skip(display: string, reason: string, fields?: AuditFields, counted = false): void {
     this.result.skipped++;
     if (!counted) this.session.counters.skipped++;
-    this.session.audit.event("skipped", { path: display, reason, via: "rsync" });
+    this.session.audit.event("skipped", { ...fields, path: display, reason, via: "rsync" });
     if (display === this.watch) this.result.watchedSkip = reason;
   }
 
@@ -87,7 +87,7 @@ class Publisher {
     try {
       this.vault.mkdirp(v);
     } catch (e) {
-      if (e instanceof VbError) return this.skip(v.display, e.message);
+      if (e instanceof VbError) return this.skip(v.display, e.message, e.audit);
       throw e;
     }
     const fd = openDirAt(parentFd, name);
@@ -123,7 +123,7 @@ class Publisher {
       this.vault.admit({ fd, v, size: st.size, src: at(dirFd, name), mode: st.mode, uncounted: st.size, synced: this.synced, via: "rsync" });
       this.result.published++;
     } catch (e) {
-      if (e instanceof VbError) return this.skip(v.display, e.code === "EXISTS" ? "exists" : e.message, true);
+      if (e instanceof VbError) return this.skip(v.display, e.code === "EXISTS" ? "exists" : e.message, e.audit, true);
       throw e;
     } finally {
       closeQuietly(fd);

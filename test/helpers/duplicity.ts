@@ -1,9 +1,10 @@
 // Fixtures for the duplicity profile and the housekeeping commands: names of backup sets as
 // duplicity 0.8 writes them, files planted in a sandbox's root as root (simulating anything that
 // bypassed the gatekeeper) with or without an arrival record, and root-side runs of seal and prune.
+import type { Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { BIN, run, gateIds, type Sandbox, type RunResult } from "./env.js";
+import { BIN, FAKE_SSH, run, gateIds, type Sandbox, type RunResult } from "./env.js";
 import { recordArrival } from "../../src/vault/arrivals.js";
 
 export const ts = (d: Date | number) => new Date(d).toISOString().replace(/[-:]/g, "").replace(/\.\d{3}/, "");
@@ -71,4 +72,22 @@ export function exists(p: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Upload files, in order, into `dir` of the sandbox's root through the real gate with OpenSSH sftp
+ * (what SOURCE's key can do). A name in `mayFail` may be refused without failing the batch.
+ */
+export async function uploadSftp(t: Test, sb: Sandbox, dir: string, files: [string, Buffer][], mayFail: string[] = []): Promise<RunResult> {
+  const local = fs.mkdtempSync("/tmp/vb-upload-");
+  t.teardown(() => fs.rmSync(local, { recursive: true, force: true }));
+  const batch = [`-mkdir ${dir}`];
+  files.forEach(([name, bytes], i) => {
+    fs.writeFileSync(path.join(local, String(i)), bytes);
+    batch.push(`${mayFail.includes(name) ? "-" : ""}put ${i} ${dir}/${name}`);
+  });
+  fs.writeFileSync(path.join(local, "batch"), batch.join("\n") + "\n");
+  const r = await run(["sftp", "-S", FAKE_SSH, "-b", "batch", "x:"], { env: sb.sshEnv, cwd: local }, { timeoutMs: 120_000 });
+  t.equal(r.code, 0, `sftp upload into ${dir}: ${r.stderr}`);
+  return r;
 }
