@@ -144,7 +144,9 @@ t.test("own renames and removals over SFTP, rsync single-file and tree pushes: f
 });
 
 t.test("replaced volumes: kept versions are judged too, a changed one is named; prune's removals are followed", async (t) => {
-  const sb = sandbox(t);
+  // The smallest retention floor, and prune's clock 36 hours on: past the floor, short of the
+  // warning for a key with no arrivals (48 hours).
+  const sb = sandbox(t, { config: { housekeeping: { retentionDays: 1 } } });
   const older = [...fullSet(T0), ...incSet(T0, T1)];
   const unfinished = fullSet(T2, { vols: 3, manifest: false });
   const vol3 = unfinished[2]!;
@@ -193,7 +195,7 @@ t.test("replaced volumes: kept versions are judged too, a changed one is named; 
     await put(t, c, `host/duplicity-full.${T2}.manifest.gpg`, "manifest\n");
     for (const n of newer) await put(t, c, `host/${n}`, `bytes of ${n}\n`);
   });
-  const p = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  const p = await runRoot(sb, ["prune", "--keep-full", "1", "--now", new Date(Date.now() + 36 * 3_600_000).toISOString()]);
   t.equal(p.code, 0, p.stderr + p.stdout);
   t.match(p.stdout, new RegExp(`removed host/duplicity-full\\.${T0}…`));
   t.notOk(fs.existsSync(path.join(sb.root, "host", older[0]!)), "the oldest chain is gone");
