@@ -71,6 +71,7 @@ export class Sftp implements SftpContext {
   /** Buffers of DATA replies, back in the pool once written: a few, as the output queue is bounded. */
   readonly replies = new BufferPool(DATA_HEADER + MAX_DATA, 16);
   private ready = false;
+  private trailingNoted = false;
 
   constructor(
     readonly session: Session,
@@ -107,7 +108,7 @@ export class Sftp implements SftpContext {
     let subject: string | undefined;
     try {
       const args = entry.decode(r);
-      r.end();
+      if (r.left() > 0) this.trailing(entry.name, r.left());
       subject = entry.subject?.(args, this);
       const access = typeof entry.access === "function" ? entry.access(args) : entry.access;
       demand(this.session.policy, access, REFUSED[access]);
@@ -115,6 +116,17 @@ export class Sftp implements SftpContext {
     } catch (e) {
       return this.failed(id, entry.name, subject, e);
     }
+  }
+
+  /**
+   * Bytes after a request's last field are dropped, as OpenSSH's sftp-server drops them: what the
+   * declared lengths delimit is the whole request. Noted once per session, not per packet (rclone
+   * sends them with every file's last WRITE).
+   */
+  private trailing(op: string, bytes: number): void {
+    if (this.trailingNoted) return;
+    this.trailingNoted = true;
+    this.session.audit.event("trailing-bytes", { op, bytes, reason: "bytes after a request's last field are ignored (as OpenSSH's sftp-server does); noted once per session" });
   }
 
   private failed(id: number, op: string, subject: string | undefined, e: unknown): Buffer {

@@ -1,6 +1,7 @@
 // SETSTAT and FSETSTAT. On what this session created: permissions (the vault masks them) and
-// times, and a size only when it equals what was written (scp sends one). Everything else, and
-// anything on objects the session did not create, is refused.
+// times, and a size only when it equals what was written (scp sends one). On a file this key
+// published on another of its sessions within the hour, the times alone (rclone's pool sets them
+// there; the rule is the vault's, vault/recent.ts). Everything else is refused.
 import { VbError, type Code } from "../errors.js";
 import type { Vault } from "../vault/vault.js";
 import type { VPath } from "../vault/paths.js";

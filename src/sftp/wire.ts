@@ -119,9 +119,13 @@ export class Reader {
     return out;
   }
 
-  /** The request must end where its last field does. */
-  end(): void {
-    if (this.pos !== this.buf.length) throw malformed(`${this.buf.length - this.pos} unexpected bytes after the last field`);
+  /**
+   * Bytes after the last field the request's declared lengths reach: the caller drops them, as
+   * OpenSSH's sftp-server does (rclone's pkg/sftp sends a file's short last WRITE in a longer
+   * message). A length pointing past the end was refused by need() already.
+   */
+  left(): number {
+    return this.buf.length - this.pos;
   }
 }
 

@@ -21,15 +21,19 @@ export interface Arrival {
   p: string;
   /** "dev:ino" of the file when it arrived. */
   i: string;
+  /** Its birth time in ms, where the filesystem records one: with i, what tells it from a later file on a reused inode. */
+  b?: number;
+  /** The label of the key that published it (recent.ts: the key's other sessions may set its times). */
+  k?: string;
 }
 
 function line(a: Arrival): string {
-  return JSON.stringify({ t: a.t, p: a.p, i: a.i }) + "\n";
+  return JSON.stringify({ t: a.t, p: a.p, i: a.i, ...(a.b ? { b: a.b } : {}), ...(a.k !== undefined ? { k: a.k } : {}) }) + "\n";
 }
 
-/** Session side: note that `rel` arrived now. A failure is reported to the caller, who audits it. */
-export function recordArrival(state: string, rel: string, st: { dev: number; ino: number }, t = Date.now()): void {
-  const text = Buffer.from(line({ t, p: rel, i: `${st.dev}:${st.ino}` }));
+/** Session side: note that `rel` arrived now, published by the key `k`. A failure is reported to the caller, who audits it. */
+export function recordArrival(state: string, rel: string, st: { dev: number; ino: number; birthtimeMs?: number }, t = Date.now(), k?: string): void {
+  const text = Buffer.from(line({ t, p: rel, i: `${st.dev}:${st.ino}`, b: st.birthtimeMs, k }));
   withLock(path.join(state, "locks", LOCK_FILE), () => {
     const fd = fs.openSync(path.join(state, ARRIVALS_FILE), fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
     try {
@@ -40,10 +44,15 @@ export function recordArrival(state: string, rel: string, st: { dev: number; ino
   });
 }
 
-function parseLine(s: string): Arrival | undefined {
+export function parseLine(s: string): Arrival | undefined {
   try {
     const o = JSON.parse(s) as Partial<Arrival>;
-    if (typeof o.t === "number" && Number.isFinite(o.t) && typeof o.p === "string" && typeof o.i === "string") return { t: o.t, p: o.p, i: o.i };
+    if (typeof o.t === "number" && Number.isFinite(o.t) && typeof o.p === "string" && typeof o.i === "string") {
+      const a: Arrival = { t: o.t, p: o.p, i: o.i };
+      if (typeof o.b === "number" && Number.isFinite(o.b)) a.b = o.b;
+      if (typeof o.k === "string") a.k = o.k;
+      return a;
+    }
   } catch {
     /* a torn or forged line counts for nothing */
   }

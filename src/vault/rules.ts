@@ -114,7 +114,7 @@ export class NameRules {
   /** `file`: what was published (link and rename keep the inode, so no need to look again). */
   private arrived(v: VPath, file: fs.Stats): void {
     try {
-      recordArrival(this.state, v.display, file);
+      recordArrival(this.state, v.display, file, Date.now(), this.session.policy.label);
     } catch (e) {
       // The file is stored; without a record prune will simply never remove it.
       this.session.audit.event("arrival-not-recorded", { anomaly: true, path: v.display, reason: (e as Error).message });

@@ -17,10 +17,13 @@ import { guardUpload } from "../pgp/guard.js";
 import { sha256OfFd } from "./hasher.js";
 import { sweepStale } from "./state.js";
 import { NameRules } from "./rules.js";
+import { RecentArrivals, whyNotTimes } from "./recent.js";
 
 const C = fs.constants;
 /** Directories kept open for their fsync at the end of the session; past this they are synced at once. */
 const MAX_UNSYNCED_DIRS = 64;
+/** Times set under recent.ts's rule logged one by one per session; past this only counted. */
+const LOGGED_TIMES = 1000;
 
 export interface Entry {
   name: string;
@@ -38,6 +41,10 @@ export class Vault {
   private readonly unsyncedDirs = new Map<string, number>();
   /** The profile's naming rules and the replace policy (src/vault/rules.ts). */
   readonly rules: NameRules;
+  /** The arrivals of the last hour, read once a SETSTAT asks for a file of another session. */
+  private recent: RecentArrivals | undefined;
+  /** Changes of times made under recent.ts's rule (the audit lines stop at LOGGED_TIMES). */
+  private timesSet = 0;
   private tmpCounter = 0;
   private tmpDirMade = false;
   readonly tmpDir: string;
@@ -357,11 +364,17 @@ export class Vault {
     return this.confiner.absolute(v);
   }
 
-  /** Change mode or times of something this session created; anything else is immutable. */
+  /**
+   * Change mode or times of something this session created. Of a file this key published on
+   * another of its sessions within the last hour, the times only (recent.ts); anything else is
+   * immutable.
+   */
   setAttrs(v: VPath, attrs: { mode?: number; atime?: number; mtime?: number }): void {
     this.assertWritable(v, "changed");
     const st = this.lstat(v);
     const own = st.isDirectory() ? this.isOwnDir(st) : this.isOwnFile(st);
+    if (!own && attrs.mode === undefined && attrs.atime !== undefined && attrs.mtime !== undefined && !st.isDirectory())
+      return this.setRecentTimes(v, st, attrs.atime, attrs.mtime);
     if (!own) throw new VbError("IMMUTABLE", `append-only: '${v.display}' existed before this session and cannot be changed`);
     this.withParent(v, (dirFd, name) => {
       const fd = fs.openSync(at(dirFd, name), st.isDirectory() ? DIR_FLAGS : READ_FLAGS);
@@ -374,6 +387,28 @@ export class Vault {
         fs.closeSync(fd);
       }
     });
+  }
+
+  private setRecentTimes(v: VPath, st: fs.Stats, atime: number, mtime: number): void {
+    const { policy, audit } = this.session;
+    this.recent ??= new RecentArrivals(policy.state);
+    const arrival = this.recent.find(v.display);
+    const judge = (file: fs.Stats) => whyNotTimes({ st: file, arrival, label: policy.label, uid: process.geteuid!(), now: Date.now() });
+    const why = judge(st);
+    if (why || !arrival) throw new VbError("IMMUTABLE", `append-only: '${v.display}' existed before this session and cannot be changed; its times neither, as ${why}`);
+    this.withParent(v, (dirFd, name) => {
+      const fd = fs.openSync(at(dirFd, name), READ_FLAGS);
+      try {
+        // The same rule on what was opened: a file swapped or sealed since the lstat is left alone.
+        if (judge(fs.fstatSync(fd))) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile; left alone`);
+        fs.futimesSync(fd, atime, mtime);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+    // One line per change up to a cap, then a count at the end of the session: a client looping on
+    // SETSTAT must not fill the append-only log.
+    if (++this.timesSet <= LOGGED_TIMES) audit.event("times-set", { path: v.display, atime, mtime, published: new Date(arrival.t).toISOString() });
   }
 
   /**
@@ -406,6 +441,7 @@ export class Vault {
 
   /** End of session: abandon unfinished uploads, put new names on disk, remove our temporary area. */
   close(): void {
+    if (this.timesSet > LOGGED_TIMES) this.session.audit.event("times-set", { count: this.timesSet, reason: `${this.timesSet} changes of times of files published on other sessions; the first ${LOGGED_TIMES} were logged one by one` });
     for (const up of this.uploads) up.abort();
     this.syncDirs();
     this.rules.release();

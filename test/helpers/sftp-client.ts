@@ -293,6 +293,8 @@ export class SftpClient {
   readonly exited: Promise<Exit>;
   private onReply: ((r: Reply) => void) | undefined;
   protocolError: string | undefined;
+  /** Bytes appended to every request after its last field (OpenSSH's server ignores them; so do we). */
+  trailer: Buffer = Buffer.alloc(0);
 
   constructor(readonly child: ChildProcess) {
     child.stdin!.on("error", () => {}); // EPIPE after the server hung up is expected in attack tests
@@ -413,7 +415,7 @@ export class SftpClient {
   requestWithId(id: number, type: number, ...fields: Buffer[]): Promise<Reply> {
     if (!this.alive) return Promise.reject(new Disconnected(this.exitInfo));
     const p = new Promise<Reply>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
-    this.sendRaw(packet(type, u32(id), ...fields));
+    this.sendRaw(packet(type, u32(id), ...fields, this.trailer));
     return p;
   }
 
