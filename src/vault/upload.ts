@@ -2,7 +2,7 @@
 // file to the vault's admission (the same for every protocol), or fails without touching anything.
 import fs from "node:fs";
 import crypto from "node:crypto";
-import { VbError } from "../errors.js";
+import { VbError, fromErrno } from "../errors.js";
 import type { Session } from "../session.js";
 import type { VPath } from "./paths.js";
 import type { Arrival, Published } from "./admission.js";
@@ -33,6 +33,8 @@ export class Upload {
   private times: { atime: number; mtime: number } | undefined;
   /** Committed or abandoned. */
   ended = false;
+  /** Set by a failed write: the upload can only be abandoned (see poison()). */
+  private failed: VbError | undefined;
   readonly v: VPath;
   readonly fd: number;
 
@@ -51,6 +53,35 @@ export class Upload {
 
   write(data: Buffer, offset: number): void {
     if (this.ended) throw new VbError("BAD_REQUEST", "the upload is already closed");
+    if (this.failed) throw this.failed;
+    try {
+      this.put(data, offset);
+    } catch (e) {
+      this.poison(e);
+    }
+  }
+
+  /**
+   * A write that failed (ENOSPC, EIO, EDQUOT, a limit, a bad offset) leaves a hole the client will
+   * not fill: the upload can never be published. Its bytes are freed now, not at CLOSE (on a full
+   * disk every other upload is waiting for them), and every later WRITE and the CLOSE fail.
+   */
+  private poison(e: unknown): never {
+    const err = fromErrno(e, this.v.display);
+    this.failed = new VbError(err.code, `'${this.v.display}' was not stored: a write failed (${err.message})`);
+    this.trail?.stop();
+    this.trail = undefined;
+    try {
+      fs.ftruncateSync(this.fd, 0);
+    } catch {
+      /* unlinked below; closed at CLOSE */
+    }
+    this.unlinkTmp();
+    this.session.audit.event("upload-failed", { path: this.v.display, code: err.code, reason: err.message, bytes: this.size });
+    throw err;
+  }
+
+  private put(data: Buffer, offset: number): void {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new VbError("BAD_REQUEST", "bad write offset");
     const end = offset + data.length;
     if (end > this.limits.maxFileBytes) throw new VbError("QUOTA", `'${this.v.display}': file larger than the limit of ${this.limits.maxFileBytes} bytes`);
@@ -106,6 +137,10 @@ export class Upload {
   /** All bytes are there: the vault's admission publishes the file, or throws and stores nothing. */
   commit(): Published {
     if (this.ended) throw new VbError("BAD_REQUEST", "the upload is already closed");
+    if (this.failed) {
+      this.abandon();
+      throw this.failed;
+    }
     this.ended = true;
     this.trail?.last(this.size); // the worker finishes hashing while the disk catches up
     const { v, fd, tmpPath, parentFd, replaces } = this.init;
@@ -118,19 +153,27 @@ export class Upload {
 
   abort(): void {
     if (this.ended) return;
+    if (!this.failed) this.session.audit.event("upload-abandoned", { path: this.v.display, bytes: this.size });
+    this.abandon();
+  }
+
+  private abandon(): void {
     this.ended = true;
-    this.session.audit.event("upload-abandoned", { path: this.v.display, bytes: this.size });
     this.discard();
     closeQuietly(this.init.parentFd);
   }
 
   private discard(): void {
     this.trail?.stop(); // before the descriptor is closed: the worker may be reading it
+    this.unlinkTmp();
+    closeQuietly(this.fd);
+  }
+
+  private unlinkTmp(): void {
     try {
       fs.unlinkSync(this.init.tmpPath);
     } catch {
-      /* swept later */
+      /* gone already, or swept later */
     }
-    closeQuietly(this.fd);
   }
 }

@@ -1,0 +1,75 @@
+// A full disk never publishes a partial file (issue 17, item 1): root and state on a small tmpfs of
+// their own, an upload bigger than the filesystem through the real sftp, scp and rsync clients. The
+// client is told, nothing appears under the name, no publish line, the temporary bytes are freed at
+// once (a small upload in the same session then works), and a small upload works afterwards.
+import t, { type Test } from "tap";
+import fs from "node:fs";
+import path from "node:path";
+import crypto from "node:crypto";
+import { sandbox, snapshotAll, auditLines, run, FAKE_SSH, type Sandbox } from "./helpers/env.js";
+import { rsyncClient, localTree, leftovers } from "./helpers/rsync-client.js";
+import { scpClient } from "./helpers/scp-wire.js";
+
+t.setTimeout(10 * 60_000);
+
+const MiB = 1024 * 1024;
+const FS_BYTES = 16 * MiB;
+const BIG = crypto.randomBytes(24 * MiB);
+
+function fullDisk(t: Test): { sb: Sandbox; local: string } {
+  const sb = sandbox(t, { fsBytes: FS_BYTES, files: { "old.gpg": "stored before\n" } });
+  const local = localTree(t, { "big.gpg": BIG, "small.gpg": "small\n", "small2.gpg": "small 2\n" });
+  return { sb, local };
+}
+
+/** Nothing of the big upload anywhere: no name, no publish line, nothing left in state. */
+function nothingOfBig(t: Test, sb: Sandbox, code: RegExp): void {
+  t.notOk(fs.existsSync(path.join(sb.root, "big.gpg")), "no file under the final name");
+  const lines = auditLines(sb);
+  t.notOk(lines.some((l) => l.event === "publish" && l.path === "big.gpg"), "no publish line for it");
+  t.ok(lines.some((l) => (l.event === "refused" || l.event === "error" || l.event === "rsync-exit" || l.event === "skipped") && JSON.stringify(l).match(code)), "the failure is audited");
+  t.same(leftovers(sb), [], "nothing left in state's tmp and staging");
+}
+
+t.test("sftp put of more than the filesystem holds: CLOSE fails, nothing published, the space is back at once", async (t) => {
+  const { sb, local } = fullDisk(t);
+  const before = snapshotAll(sb);
+  fs.writeFileSync(path.join(local, "batch"), "-put big.gpg big.gpg\nput small.gpg small.gpg\n");
+  let r = await run(["sftp", "-S", FAKE_SSH, "-b", "batch", "x:"], { env: sb.sshEnv, cwd: local }, { timeoutMs: 240_000 });
+  t.equal(r.code, 0, `the small upload after the failed one works in the same session: ${r.stderr.slice(-400)}`);
+  t.match(r.stderr, /big\.gpg/, "the client reports the failed put");
+  nothingOfBig(t, sb, /no space left|QUOTA/);
+  t.equal(fs.readFileSync(path.join(sb.root, "small.gpg"), "utf8"), "small\n");
+  fs.writeFileSync(path.join(local, "batch"), "put small2.gpg small2.gpg\n");
+  r = await run(["sftp", "-S", FAKE_SSH, "-b", "batch", "x:"], { env: sb.sshEnv, cwd: local }, { timeoutMs: 240_000 });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(fs.readFileSync(path.join(sb.root, "small2.gpg"), "utf8"), "small 2\n");
+  const after = snapshotAll(sb);
+  delete after["root/small.gpg"];
+  delete after["root/small2.gpg"];
+  delete after["root/."];
+  delete before["root/."];
+  t.same(after, before, "nothing else changed");
+});
+
+t.test("scp of more than the filesystem holds: refused, nothing published, a small upload works afterwards", async (t) => {
+  const { sb, local } = fullDisk(t);
+  let r = await scpClient(sb, ["big.gpg", "host:"], local);
+  t.not(r.code, 0);
+  t.match(r.stderr, /big\.gpg.*(no space left|not stored)/);
+  nothingOfBig(t, sb, /no space left|QUOTA/);
+  r = await scpClient(sb, ["small.gpg", "host:"], local);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(fs.readFileSync(path.join(sb.root, "small.gpg"), "utf8"), "small\n");
+});
+
+t.test("rsync of more than the filesystem holds: fails, nothing published, a small upload works afterwards", async (t) => {
+  const { sb, local } = fullDisk(t);
+  let r = await rsyncClient(sb, ["-t", path.join(local, "big.gpg"), "h:"]);
+  t.not(r.code, 0);
+  t.notOk(fs.existsSync(path.join(sb.root, "big.gpg")), "no file under the final name");
+  t.same(leftovers(sb), [], "staging removed");
+  r = await rsyncClient(sb, ["-t", path.join(local, "small.gpg"), "h:"]);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(fs.readFileSync(path.join(sb.root, "small.gpg"), "utf8"), "small\n");
+});
