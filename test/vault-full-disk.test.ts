@@ -67,6 +67,8 @@ t.test("rsync of more than the filesystem holds: fails, nothing published, a sma
   const { sb, local } = fullDisk(t);
   let r = await rsyncClient(sb, ["-t", path.join(local, "big.gpg"), "h:"]);
   t.not(r.code, 0);
+  t.match(r.stderr, /No space left on device/, "rsync's own message reaches the client");
+  t.notMatch(r.stderr, /staging|\.state|\/tmp\//, "without our internal paths");
   t.notOk(fs.existsSync(path.join(sb.root, "big.gpg")), "no file under the final name");
   t.same(leftovers(sb), [], "staging removed");
   r = await rsyncClient(sb, ["-t", path.join(local, "small.gpg"), "h:"]);

@@ -16,6 +16,8 @@ import { removeTree } from "../vault/state.js";
 import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
 
 const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
+/** rsync's own RERR_PARTIAL, "some files were not transferred": a push that left a sent file unstored. */
+const PARTIAL = 23;
 const UMASK = 0o027;
 
 // Added to every push, after the client's options (the last value wins in rsync):
@@ -29,13 +31,9 @@ const PUSH_OPTIONS = [
   "--whole-file",
   // Staged directories stay walkable and removable; file modes are masked again when published.
   "--chmod=Du=rwx,Dgo=,Fu=rw,Fg-wx,Fo=",
+  // Every message on stderr, where run.ts cuts our internal paths out of it (see hidingPaths).
+  "--msgs2stderr",
 ];
-
-/** Where rsync writes a push: staging/t mirrors the root. */
-function stagingPath(top: string, t: RsyncTarget): string {
-  const p = path.join(top, ...t.v.comps);
-  return t.slash ? `${p}/` : p;
-}
 
 function relPath(t: RsyncTarget): string {
   const p = t.v.comps.length ? t.v.comps.join("/") : ".";
@@ -92,15 +90,37 @@ function planDestination(vault: Vault, v: VPath): { mkdir: VPath; compareDest?: 
   return { mkdir: vpath(v.comps.slice(0, -1)) };
 }
 
-function spawnRsync(rsyncPath: string, args: string[], cwd: string): Promise<number> {
+/**
+ * rsync's error messages name files by their full path ("write failed on \"/srv/…state/staging/…\"").
+ * A push runs with `--msgs2stderr` (every message on stderr, none inside the protocol stream) and its
+ * stderr passes through here line by line, each internal prefix cut off, before it reaches the client.
+ */
+function hidingPaths(from: NodeJS.ReadableStream, prefixes: Array<[string, string]>): void {
+  let rest = "";
+  const out = (text: string) => {
+    for (const [p, by] of prefixes) text = text.split(p).join(by);
+    process.stderr.write(text);
+  };
+  from.setEncoding("utf8");
+  from.on("data", (chunk: string) => {
+    const text = rest + chunk;
+    const nl = text.lastIndexOf("\n") + 1;
+    rest = text.slice(nl);
+    if (nl) out(text.slice(0, nl));
+  });
+  from.on("end", () => rest && out(rest));
+}
+
+function spawnRsync(rsyncPath: string, args: string[], cwd: string, hide?: Array<[string, string]>): Promise<number> {
   if (!path.isAbsolute(rsyncPath)) throw new VbError("IO", `rsync path '${rsyncPath}' is not absolute`);
   const old = process.umask(UMASK);
   let child;
   try {
-    child = spawn(rsyncPath, args, { cwd, env: ENV, stdio: "inherit", shell: false });
+    child = spawn(rsyncPath, args, { cwd, env: ENV, stdio: ["inherit", "inherit", hide ? "pipe" : "inherit"], shell: false });
   } finally {
     process.umask(old);
   }
+  if (hide) hidingPaths(child.stderr!, hide);
   // serve.ts ends the process on a signal or at the end of the session's lifetime: rsync goes too.
   const kill = () => child.kill("SIGKILL");
   process.once("exit", kill);
@@ -109,7 +129,8 @@ function spawnRsync(rsyncPath: string, args: string[], cwd: string): Promise<num
       process.removeListener("exit", kill);
       reject(new VbError("IO", `rsync could not be started: ${e.message}`));
     });
-    child.once("exit", (code, signal) => {
+    // "close", not "exit": the last of its stderr has been passed on.
+    child.once("close", (code, signal) => {
       process.removeListener("exit", kill);
       resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0));
     });
@@ -137,21 +158,25 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     fs.mkdirSync(path.join(top, ...plan.mkdir.comps), { recursive: true, mode: 0o700 });
     const timeout = req.options.some((o) => o.startsWith("--timeout=")) ? [] : [`--timeout=${session.policy.limits.idleSeconds}`];
     const compare = plan.compareDest ? [`--compare-dest=${plan.compareDest}`] : [];
-    const args = ["--server", ...req.options, ...timeout, ...PUSH_OPTIONS, ...compare, "--", ".", stagingPath(top, target)];
+    // staging/t mirrors the root, and rsync runs in it with the destination as the client wrote it
+    // (relative): its messages ("created directory new/enc") name no internal path.
+    const args = ["--server", ...req.options, ...timeout, ...PUSH_OPTIONS, ...compare, "--", ".", relPath(target)];
     session.audit.event("rsync", { direction: "push", path: target.v.display, compareDest: Boolean(plan.compareDest) });
-    const code = await spawnRsync(session.policy.rsync.path, args, vault.stagingDir);
+    const hide: Array<[string, string]> = [[`${top}/`, ""], [top, "."], [session.policy.state, "[state]"]];
+    const code = await spawnRsync(session.policy.rsync.path, args, top, hide);
     if (code !== 0) {
       // A failed or killed transfer may have left partial files in staging: publish nothing.
       session.audit.event("rsync-exit", { exit: code, published: 0, reason: "rsync failed: nothing published" });
       return code;
     }
-    const single = lstatPlain(stagingPath(top, { ...target, slash: false }))?.isFile() ? target.v : undefined;
-    const result = publishStaging(vault, top, single);
-    if (single && result.watchedSkip)
-      throw result.watchedSkip === "exists"
-        ? existsError(single.display, "nothing was stored")
-        : new VbError("NOT_ALLOWED", `'${single.display}' was not stored: ${result.watchedSkip}`);
-    return 0;
+    const { unstored, published } = publishStaging(vault, top);
+    if (!unstored.count) return 0;
+    // Every file sent and not stored fails the push (duplicity must not record a volume that is not
+    // there), but for an existing name with the same bytes, which --ignore-existing skips anyway.
+    for (const u of unstored.first) say(`'${u.path}' was not stored: ${u.reason}`);
+    if (unstored.count > unstored.first.length) say(`${unstored.count - unstored.first.length} more files were not stored (the audit log names them)`);
+    session.audit.event("rsync-exit", { exit: PARTIAL, published, unstored: unstored.count, reason: "files sent were not stored" });
+    return PARTIAL;
   } finally {
     process.removeListener("exit", cleanup);
     try {
@@ -162,12 +187,8 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
   }
 }
 
-function lstatPlain(p: string): fs.Stats | null {
-  try {
-    return fs.lstatSync(p);
-  } catch {
-    return null;
-  }
+function say(message: string): void {
+  process.stderr.write(`validate-backup: rsync: ${message}\n`);
 }
 
 export async function runRsync(plan: { rsync: RsyncRequest }, ctx: Context): Promise<number> {
