@@ -3,6 +3,7 @@
 import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
+import crypto from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { sandbox, snapshotAll } from "./helpers/env.js";
 import { rsyncClient, localTree, contents, leftovers, lastSession } from "./helpers/rsync-client.js";
@@ -88,4 +89,36 @@ t.test("the rsync client never sees the staging area's path", async (t) => {
   t.notMatch(said, /staging|\.state/, "no internal path in rsync's messages");
   t.match(said, /created directory new\/enc/, "rsync names the destination as the client gave it");
   t.equal(fs.readFileSync(path.join(sb.root, "new/enc/sub/b.gpg"), "utf8"), "b\n");
+});
+
+t.test("limits.maxFileBytes: rsync gets --max-size and never receives a file over it; the push exits 23 (issue 16, item 6)", async (t) => {
+  const sb = sandbox(t, { config: { limits: { maxFileBytes: 1000 } } });
+  const src = localTree(t, { "big.gpg": crypto.randomBytes(300 * 1024), "ok.gpg": "small enough\n" });
+  const before = snapshotAll(sb);
+  let r = await rsyncClient(sb, ["--stats", path.join(src, "big.gpg"), "h:"]);
+  t.equal(r.code, 23, "a file over the limit is a file sent and not stored");
+  t.match(r.stderr, /validate-backup: rsync: 'big\.gpg' was not stored: larger than the limit of 1000 bytes per file/);
+  const sent = Number(/Total bytes sent: ([\d,]+)/.exec(r.stdout.toString())?.[1]?.replace(/,/g, ""));
+  t.ok(sent < 10_000, `its bytes were never sent (${sent} bytes in all)`);
+  t.same(snapshotAll(sb), before);
+  r = await rsyncClient(sb, ["-r", `${src}/`, "h:d/"]);
+  t.equal(r.code, 23, "in a directory push too");
+  t.equal(fs.readFileSync(path.join(sb.root, "d/ok.gpg"), "utf8"), "small enough\n", "the file within the limit is stored");
+  t.notOk(fs.existsSync(path.join(sb.root, "d/big.gpg")));
+  t.same(leftovers(sb), []);
+});
+
+t.test("--preallocate is refused: it would reserve space for bytes never sent (issue 16, item 6)", async (t) => {
+  const sb = sandbox(t);
+  const src = localTree(t);
+  // A sparse file declared far larger than what it holds.
+  fs.closeSync(fs.openSync(path.join(src, "sparse.gpg"), "w"));
+  fs.truncateSync(path.join(src, "sparse.gpg"), 168 * 1024 * 1024);
+  const before = snapshotAll(sb);
+  const r = await rsyncClient(sb, ["-S", "--preallocate", path.join(src, "sparse.gpg"), "h:"]);
+  t.not(r.code, 0);
+  t.match(r.stderr, /validate-backup: rsync: option '--preallocate' is refused: --preallocate would reserve disk space for bytes never sent/);
+  t.match(lastSession(sb)[0], { event: "request", decision: "deny", reason: /--preallocate/ });
+  t.same(snapshotAll(sb), before);
+  t.same(leftovers(sb), []);
 });

@@ -13,6 +13,8 @@ import type { Vault } from "../vault/vault.js";
 import { vpath, type VPath } from "../vault/paths.js";
 import { publishStaging } from "../vault/publish.js";
 import { removeTree } from "../vault/state.js";
+import { treeBytes } from "../vault/quota.js";
+import { toVbError } from "../handler.js";
 import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
 
 const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
@@ -31,9 +33,21 @@ const PUSH_OPTIONS = [
   "--whole-file",
   // Staged directories stay walkable and removable; file modes are masked again when published.
   "--chmod=Du=rwx,Dgo=,Fu=rw,Fg-wx,Fo=",
-  // Every message on stderr, where run.ts cuts our internal paths out of it (see hidingPaths).
+  // Every message on stderr, where run.ts cuts our internal paths out of it (see filterLines), and
+  // the "is over max-size" line, which tells us of a file --max-size skipped.
   "--msgs2stderr",
+  "--info=skip1",
 ];
+/** rsync's generator.c, when --max-size skips a file (with --info=skip1). */
+const OVER_MAX_SIZE = /^(.*) is over max-size$/;
+/** How often the staging tree is measured against the quota while rsync receives. */
+const POLL_MS = 500;
+const NAMED = 20;
+
+interface Unstored {
+  path: string;
+  reason: string;
+}
 
 function relPath(t: RsyncTarget): string {
   const p = t.v.comps.length ? t.v.comps.join("/") : ".";
@@ -93,45 +107,52 @@ function planDestination(vault: Vault, v: VPath): { mkdir: VPath; compareDest?: 
 /**
  * rsync's error messages name files by their full path ("write failed on \"/srv/…state/staging/…\"").
  * A push runs with `--msgs2stderr` (every message on stderr, none inside the protocol stream) and its
- * stderr passes through here line by line, each internal prefix cut off, before it reaches the client.
+ * stderr passes through `line` here, which may rewrite each line, before it reaches the client.
  */
-function hidingPaths(from: NodeJS.ReadableStream, prefixes: Array<[string, string]>): void {
+function filterLines(from: NodeJS.ReadableStream, line: (text: string) => string): void {
   let rest = "";
-  const out = (text: string) => {
-    for (const [p, by] of prefixes) text = text.split(p).join(by);
-    process.stderr.write(text);
-  };
   from.setEncoding("utf8");
   from.on("data", (chunk: string) => {
-    const text = rest + chunk;
-    const nl = text.lastIndexOf("\n") + 1;
-    rest = text.slice(nl);
-    if (nl) out(text.slice(0, nl));
+    const lines = (rest + chunk).split("\n");
+    rest = lines.pop()!;
+    for (const l of lines) process.stderr.write(`${line(l)}\n`);
   });
-  from.on("end", () => rest && out(rest));
+  from.on("end", () => rest && process.stderr.write(line(rest)));
 }
 
-function spawnRsync(rsyncPath: string, args: string[], cwd: string, hide?: Array<[string, string]>): Promise<number> {
+function spawnRsync(rsyncPath: string, args: string[], cwd: string, opts: { line?: (text: string) => string; poll?: (kill: () => void) => void } = {}): Promise<number> {
   if (!path.isAbsolute(rsyncPath)) throw new VbError("IO", `rsync path '${rsyncPath}' is not absolute`);
   const old = process.umask(UMASK);
   let child;
   try {
-    child = spawn(rsyncPath, args, { cwd, env: ENV, stdio: ["inherit", "inherit", hide ? "pipe" : "inherit"], shell: false });
+    // Its own process group: rsync forks (generator and receiver), and a kill must reach both.
+    child = spawn(rsyncPath, args, { cwd, env: ENV, stdio: ["inherit", "inherit", opts.line ? "pipe" : "inherit"], shell: false, detached: true });
   } finally {
     process.umask(old);
   }
-  if (hide) hidingPaths(child.stderr!, hide);
+  if (opts.line) filterLines(child.stderr!, opts.line);
   // serve.ts ends the process on a signal or at the end of the session's lifetime: rsync goes too.
-  const kill = () => child.kill("SIGKILL");
+  const kill = () => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      child.kill("SIGKILL"); // the group is gone already
+    }
+  };
   process.once("exit", kill);
+  const poller = opts.poll && setInterval(() => opts.poll!(kill), POLL_MS);
   return new Promise((resolve, reject) => {
-    child.once("error", (e) => {
+    const done = () => {
       process.removeListener("exit", kill);
+      if (poller) clearInterval(poller);
+    };
+    child.once("error", (e) => {
+      done();
       reject(new VbError("IO", `rsync could not be started: ${e.message}`));
     });
     // "close", not "exit": the last of its stderr has been passed on.
     child.once("close", (code, signal) => {
-      process.removeListener("exit", kill);
+      done();
       resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0));
     });
   });
@@ -160,22 +181,56 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     const compare = plan.compareDest ? [`--compare-dest=${plan.compareDest}`] : [];
     // staging/t mirrors the root, and rsync runs in it with the destination as the client wrote it
     // (relative): its messages ("created directory new/enc") name no internal path.
-    const args = ["--server", ...req.options, ...timeout, ...PUSH_OPTIONS, ...compare, "--", ".", relPath(target)];
+    const { maxFileBytes } = session.policy.limits;
+    // --max-size: rsync does not even receive a file over the limit (it once staged 300 MB of one).
+    const args = ["--server", ...req.options, ...timeout, ...PUSH_OPTIONS, `--max-size=${maxFileBytes}`, ...compare, "--", ".", relPath(target)];
     session.audit.event("rsync", { direction: "push", path: target.v.display, compareDest: Boolean(plan.compareDest) });
+    const unstored: Unstored[] = [];
     const hide: Array<[string, string]> = [[`${top}/`, ""], [top, "."], [session.policy.state, "[state]"]];
-    const code = await spawnRsync(session.policy.rsync.path, args, top, hide);
+    const line = (text: string): string => {
+      // Our internal paths never reach the client.
+      for (const [p, by] of hide) text = text.split(p).join(by);
+      // --max-size makes rsync skip a file without failing: we make it count (exit 23).
+      const over = OVER_MAX_SIZE.exec(text);
+      if (over) unstored.push({ path: over[1]!, reason: `larger than the limit of ${maxFileBytes} bytes per file` });
+      return text;
+    };
+    // The staging tree counts against the quota and the reserve while it fills: past either, rsync is stopped.
+    let refused: VbError | undefined;
+    const poll = (kill: () => void) => {
+      try {
+        vault.quota.setInflight(treeBytes(top));
+      } catch (e) {
+        refused ??= toVbError(e);
+        kill();
+      }
+    };
+    const code = await spawnRsync(session.policy.rsync.path, args, top, { line, poll });
+    if (!refused && code === 0)
+      try {
+        vault.quota.setInflight(treeBytes(top)); // what arrived since the last look
+      } catch (e) {
+        refused = toVbError(e);
+      }
+    if (refused) {
+      say(refused.message);
+      session.audit.event("rsync-exit", { exit: PARTIAL, published: 0, code: refused.code, reason: `${refused.message}: nothing published` });
+      return PARTIAL;
+    }
     if (code !== 0) {
       // A failed or killed transfer may have left partial files in staging: publish nothing.
       session.audit.event("rsync-exit", { exit: code, published: 0, reason: "rsync failed: nothing published" });
       return code;
     }
-    const { unstored, published } = publishStaging(vault, top);
-    if (!unstored.count) return 0;
+    const result = publishStaging(vault, top);
+    const count = result.unstored.count + unstored.length;
+    if (!count) return 0;
     // Every file sent and not stored fails the push (duplicity must not record a volume that is not
     // there), but for an existing name with the same bytes, which --ignore-existing skips anyway.
-    for (const u of unstored.first) say(`'${u.path}' was not stored: ${u.reason}`);
-    if (unstored.count > unstored.first.length) say(`${unstored.count - unstored.first.length} more files were not stored (the audit log names them)`);
-    session.audit.event("rsync-exit", { exit: PARTIAL, published, unstored: unstored.count, reason: "files sent were not stored" });
+    const named = [...unstored, ...result.unstored.first].slice(0, NAMED);
+    for (const u of named) say(`'${u.path}' was not stored: ${u.reason}`);
+    if (count > named.length) say(`${count - named.length} more files were not stored (the audit log names them)`);
+    session.audit.event("rsync-exit", { exit: PARTIAL, published: result.published, unstored: count, reason: "files sent were not stored" });
     return PARTIAL;
   } finally {
     process.removeListener("exit", cleanup);

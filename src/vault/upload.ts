@@ -8,6 +8,7 @@ import type { VPath } from "./paths.js";
 import type { Arrival, Published } from "./admission.js";
 import { closeQuietly } from "../fsat.js";
 import { TrailingHash, OFFLOAD_AT, sha256OfFd } from "./hasher.js";
+import type { Quota } from "./quota.js";
 
 export interface UploadInit {
   readonly v: VPath;
@@ -20,6 +21,8 @@ export interface UploadInit {
   readonly replaces: string | undefined;
   /** The vault's admission: the upload only hands its finished file over. */
   readonly admit: (a: Arrival) => Published;
+  /** The key's quota and the free-space reserve: asked before each byte past the end is written. */
+  readonly quota: Quota;
 }
 
 export class Upload {
@@ -35,6 +38,8 @@ export class Upload {
   ended = false;
   /** Set by a failed write: the upload can only be abandoned (see poison()). */
   private failed: VbError | undefined;
+  /** Bytes counted against the quota as in flight (the highest end written), until published or freed. */
+  private held = 0;
   readonly v: VPath;
   readonly fd: number;
 
@@ -77,6 +82,7 @@ export class Upload {
       /* unlinked below; closed at CLOSE */
     }
     this.unlinkTmp();
+    this.release();
     this.session.audit.event("upload-failed", { path: this.v.display, code: err.code, reason: err.message, bytes: this.size });
     throw err;
   }
@@ -88,6 +94,10 @@ export class Upload {
     const counters = this.session.counters;
     if (counters.bytesIn + data.length > this.limits.maxSessionBytes)
       throw new VbError("QUOTA", `session upload limit of ${this.limits.maxSessionBytes} bytes reached`);
+    if (end > this.held) {
+      this.init.quota.grow(end - this.held);
+      this.held = end;
+    }
     let written = 0;
     while (written < data.length) written += fs.writeSync(this.fd, data, written, data.length - written, offset + written);
     counters.bytesIn += data.length;
@@ -145,7 +155,9 @@ export class Upload {
     this.trail?.last(this.size); // the worker finishes hashing while the disk catches up
     const { v, fd, tmpPath, parentFd, replaces } = this.init;
     try {
-      return this.init.admit({ fd, v, size: this.size, src: tmpPath, mode: this.mode, times: this.times, uncounted: 0, sha256: () => this.digest(), dir: { fd: parentFd, replaces } });
+      const pub = this.init.admit({ fd, v, size: this.size, src: tmpPath, mode: this.mode, times: this.times, uncounted: 0, sha256: () => this.digest(), dir: { fd: parentFd, replaces } });
+      this.held = 0; // the admission counted it as stored
+      return pub;
     } finally {
       this.discard();
     }
@@ -167,6 +179,12 @@ export class Upload {
     this.trail?.stop(); // before the descriptor is closed: the worker may be reading it
     this.unlinkTmp();
     closeQuietly(this.fd);
+    this.release();
+  }
+
+  private release(): void {
+    this.init.quota.shrink(this.held);
+    this.held = 0;
   }
 
   private unlinkTmp(): void {
