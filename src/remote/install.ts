@@ -5,6 +5,7 @@ import fs from "node:fs";
 import { parseArgs } from "node:util";
 import { VbError } from "../errors.js";
 import { parseConfig } from "../config/load.js";
+import { parseSize } from "../config/size.js";
 import { buildPlan, sysctlConf, type Layout, type SourceLayout } from "./plan.js";
 import { runPlan } from "./apply.js";
 import { Ctx } from "./change.js";
@@ -24,6 +25,7 @@ const USAGE =
   "         [--access append-only|read-only] [--label NAME] [--home DIR] [--sshd-dropin] [--dry-run]\n" +
   "         [--config-dir DIR (/etc/validate-backup)] [--log-dir DIR (/var/log/validate-backup)]\n" +
   "         [--sshd-config FILE (/etc/ssh/sshd_config)] [--keep-full N (the config's, else 4)]\n" +
+  "         [--quota SIZE (bytes the key may store, root and state together: 500G, 2T; the config's, else none)]\n" +
   "         [--schedule auto|systemd|cron|none (auto: systemd where it runs, else cron)]\n" +
   "         [--schedule-dir DIR (/etc/systemd/system or /etc/cron.d)]";
 
@@ -41,6 +43,7 @@ const OPTIONS = {
   "log-dir": { type: "string", default: "/var/log/validate-backup" },
   "sshd-config": { type: "string", default: sshd.DEFAULT_SSHD_CONFIG },
   "keep-full": { type: "string" },
+  quota: { type: "string" },
   schedule: { type: "string", default: "auto" },
   "schedule-dir": { type: "string" },
 } as const;
@@ -84,6 +87,7 @@ function parse(args: string[]) {
   if (within(PROGRAM, root) || within(root, PROGRAM)) bad(`--root ${root} must lie outside the program (${PROGRAM})`);
   const keepFull = v["keep-full"];
   if (keepFull !== undefined && !/^[1-9]\d{0,4}$/.test(keepFull)) bad(`--keep-full needs a whole number of at least 1 (got '${keepFull.slice(0, 16)}')`);
+  const quota = v.quota === undefined ? undefined : (parseSize(v.quota) ?? bad(`--quota needs a size such as 500G or 2T (got '${v.quota.slice(0, 16)}')`));
   return {
     user,
     label,
@@ -98,6 +102,7 @@ function parse(args: string[]) {
     logDir: absolute("log-dir", v["log-dir"]),
     sshdConfig: absolute("sshd-config", v["sshd-config"]),
     keepFull: keepFull === undefined ? undefined : Number(keepFull),
+    quota,
     schedule: scheduleOption(v.schedule, v["schedule-dir"]),
     createAccount: !existing,
     group: existing ? (lookupGroup(existing.gid)?.name ?? bad(`the primary group ${existing.gid} of ${user} has no name`)) : user,
@@ -106,9 +111,10 @@ function parse(args: string[]) {
 
 /**
  * The key's policy: the fields install-remote owns are set, any other setting an admin made is kept.
- * --keep-full lands in housekeeping.keepFull, so that check rebuilds the schedule from the config.
+ * --keep-full lands in housekeeping.keepFull, so that check rebuilds the schedule from the config;
+ * --quota in limits.maxStoredBytes.
  */
-function configContent(o: Options, s: Omit<SourceLayout, "keepFull" | "access">): { text: string; keepFull: number; access: SourceLayout["access"] } {
+function configContent(o: Options, s: Omit<SourceLayout, "keepFull" | "access" | "quota">): Pick<SourceLayout, "keepFull" | "access" | "quota"> & { text: string } {
   let json: Record<string, unknown> = {};
   const old = readText(s.config);
   if (old !== null) {
@@ -120,9 +126,10 @@ function configContent(o: Options, s: Omit<SourceLayout, "keepFull" | "access">)
   }
   json = { ...json, label: s.label, root: s.root, state: s.state, access: o.access, audit: { ...(json.audit as object), file: s.audit } };
   if (o.keepFull !== undefined) json.housekeeping = { ...(json.housekeeping as object), keepFull: o.keepFull };
+  if (o.quota !== undefined) json.limits = { ...(json.limits as object), maxStoredBytes: o.quota };
   const text = JSON.stringify(json, null, 2) + "\n";
   const policy = parseConfig(text, s.config); // the gate must accept what we write
-  return { text, keepFull: policy.housekeeping.keepFull, access: policy.access };
+  return { text, keepFull: policy.housekeeping.keepFull, access: policy.access, quota: policy.limits.maxStoredBytes };
 }
 
 export function layoutFor(o: Options): Layout {
@@ -134,8 +141,8 @@ export function layoutFor(o: Options): Layout {
     audit: path.join(o.logDir, `${o.label}.log`),
     launcher: LAUNCHER,
   };
-  const { text, keepFull, access } = configContent(o, base);
-  const src: SourceLayout = { ...base, configContent: text, keepFull, access };
+  const { text, ...fromConfig } = configContent(o, base);
+  const src: SourceLayout = { ...base, configContent: text, ...fromConfig };
   const key = readPublicKey(fs.readFileSync(o.keyFile, "utf8"), o.keyFile);
   const akPath = path.join(o.home, ".ssh", "authorized_keys");
   let existing = "";
