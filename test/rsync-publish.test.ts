@@ -105,6 +105,12 @@ t.test("limits.maxFileBytes: rsync gets --max-size and never receives a file ove
   t.equal(r.code, 23, "in a directory push too");
   t.equal(fs.readFileSync(path.join(sb.root, "d/ok.gpg"), "utf8"), "small enough\n", "the file within the limit is stored");
   t.notOk(fs.existsSync(path.join(sb.root, "d/big.gpg")));
+  // A smaller --max-size of the client's own is kept (ours comes last, as the smaller of the two).
+  sb.configure({ limits: { maxFileBytes: 1_000_000 } });
+  r = await rsyncClient(sb, ["--max-size=1K", path.join(src, "big.gpg"), path.join(src, "ok.gpg"), "h:e/"]);
+  t.equal(r.code, 23);
+  t.match(r.stderr, /'big\.gpg' was not stored: larger than the limit of 1024 bytes per file/);
+  t.equal(fs.readFileSync(path.join(sb.root, "e/ok.gpg"), "utf8"), "small enough\n");
   t.same(leftovers(sb), []);
 });
 

@@ -50,6 +50,9 @@ t.test("pushing again with changed contents (plain, --inplace, -P) leaves every 
   const before = snapshotAll(sb);
   fs.writeFileSync(path.join(src, "x.gpg"), "x2 changed and longer\n");
   fs.writeFileSync(path.join(src, "y.gpg"), "y2\n");
+  // Times clearly apart from the stored ones: with the same size and second, rsync's quick check would
+  // take y.gpg for unchanged and copy the stored file into staging (an identical file, skipped silently).
+  for (const f of ["x.gpg", "y.gpg"]) fs.utimesSync(path.join(src, f), 2_000_000_000, 2_000_000_000);
   r = await rsyncClient(sb, ["-av", `${src}/`, "h:d/"]);
   t.equal(r.code, 23, "a directory push whose changed files were not stored fails (rsync's partial-transfer status)");
   t.same(snapshotAll(sb), before, "plain push: nothing changed");

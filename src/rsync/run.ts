@@ -181,18 +181,25 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     const compare = plan.compareDest ? [`--compare-dest=${plan.compareDest}`] : [];
     // staging/t mirrors the root, and rsync runs in it with the destination as the client wrote it
     // (relative): its messages ("created directory new/enc") name no internal path.
-    const { maxFileBytes } = session.policy.limits;
     // --max-size: rsync does not even receive a file over the limit (it once staged 300 MB of one).
-    const args = ["--server", ...req.options, ...timeout, ...PUSH_OPTIONS, `--max-size=${maxFileBytes}`, ...compare, "--", ".", relPath(target)];
+    // Ours comes last and wins, so it is the smaller of the limit and what the client asked.
+    const maxSize = Math.min(session.policy.limits.maxFileBytes, askedMaxSize(req.options));
+    const args = ["--server", ...req.options, ...timeout, ...PUSH_OPTIONS, `--max-size=${maxSize}`, ...compare, "--", ".", relPath(target)];
     session.audit.event("rsync", { direction: "push", path: target.v.display, compareDest: Boolean(plan.compareDest) });
     const unstored: Unstored[] = [];
+    let overSize = 0;
     const hide: Array<[string, string]> = [[`${top}/`, ""], [top, "."], [session.policy.state, "[state]"]];
     const line = (text: string): string => {
       // Our internal paths never reach the client.
       for (const [p, by] of hide) text = text.split(p).join(by);
       // --max-size makes rsync skip a file without failing: we make it count (exit 23).
       const over = OVER_MAX_SIZE.exec(text);
-      if (over) unstored.push({ path: over[1]!, reason: `larger than the limit of ${maxFileBytes} bytes per file` });
+      if (over) {
+        const reason = `larger than the limit of ${maxSize} bytes per file`;
+        session.counters.skipped++;
+        session.audit.event("skipped", { path: over[1]!, reason, via: "rsync" });
+        if (overSize++ < NAMED) unstored.push({ path: over[1]!, reason });
+      }
       return text;
     };
     // The staging tree counts against the quota and the reserve while it fills: past either, rsync is stopped.
@@ -223,7 +230,7 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
       return code;
     }
     const result = publishStaging(vault, top);
-    const count = result.unstored.count + unstored.length;
+    const count = result.unstored.count + overSize;
     if (!count) return 0;
     // Every file sent and not stored fails the push (duplicity must not record a volume that is not
     // there), but for an existing name with the same bytes, which --ignore-existing skips anyway.
@@ -240,6 +247,16 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
       /* swept by the next session */
     }
   }
+}
+
+/** The client's own --max-size in bytes (rsync's units: K = 1024, KB = 1000, a trailing +1/-1); Infinity if none. */
+function askedMaxSize(options: readonly string[]): number {
+  const v = options.filter((o) => o.startsWith("--max-size=")).at(-1)?.slice("--max-size=".length);
+  const m = v === undefined ? null : /^(\d+(?:\.\d+)?)(?:([KMGTP])(i?B)?|B)?([+-]1)?$/i.exec(v);
+  if (!m) return Infinity;
+  const base = m[3]?.toUpperCase() === "B" ? 1000 : 1024;
+  const n = Math.floor(Number(m[1]) * base ** (m[2] ? "KMGTP".indexOf(m[2].toUpperCase()) + 1 : 0)) + Number(m[4] ?? 0);
+  return Number.isSafeInteger(n) && n >= 0 ? n : Infinity;
 }
 
 function say(message: string): void {

@@ -29,7 +29,6 @@ const IN_FLIGHT = new Set(["tmp", "staging", "locks", "quota"]);
 /** Every user of the quota lock waits this long before taking a holder to be stuck (a walk is slow). */
 const LOCK_WAIT_MS = 60_000;
 
-
 export class Quota {
   /** This session's bytes in flight. */
   private inflight = 0;
@@ -59,6 +58,7 @@ export class Quota {
 
   /** n bytes in flight went away (an upload abandoned, staging removed): the claim shrinks with them. */
   shrink(n: number): void {
+    if (n <= 0) return;
     this.inflight = Math.max(0, this.inflight - n);
     if (this.quotaBytes !== undefined && this.claimed > this.inflight) this.update(0);
   }
@@ -90,7 +90,7 @@ export class Quota {
     withLock(this.lockFile, () => this.writeStored(Math.max(0, this.readStored() - size)), LOCK_WAIT_MS);
   }
 
-  /** Bytes this key may still add (statvfs): within the quota and the reserve; undefined: no limit of ours applies. */
+  /** Bytes this key may still add (statvfs), given the free bytes of its filesystem: within the reserve and the quota. */
   room(freeBytes: number): number {
     const free = Math.max(0, freeBytes - this.limits.minFreeBytes);
     if (this.quotaBytes === undefined) return free;

@@ -87,6 +87,17 @@ export class Upload {
     throw err;
   }
 
+  /**
+   * The client announced the size (scp's C line): claim it all now against the quota and the reserve,
+   * so that a refusal comes before the data is sent. Throws QUOTA; the caller abandons the upload.
+   */
+  expect(size: number): void {
+    if (size > this.held) {
+      this.init.quota.grow(size - this.held);
+      this.held = size;
+    }
+  }
+
   private put(data: Buffer, offset: number): void {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new VbError("BAD_REQUEST", "bad write offset");
     const end = offset + data.length;
@@ -94,10 +105,7 @@ export class Upload {
     const counters = this.session.counters;
     if (counters.bytesIn + data.length > this.limits.maxSessionBytes)
       throw new VbError("QUOTA", `session upload limit of ${this.limits.maxSessionBytes} bytes reached`);
-    if (end > this.held) {
-      this.init.quota.grow(end - this.held);
-      this.held = end;
-    }
+    this.expect(end);
     let written = 0;
     while (written < data.length) written += fs.writeSync(this.fd, data, written, data.length - written, offset + written);
     counters.bytesIn += data.length;
