@@ -174,7 +174,9 @@ t.test("the housekeeping schedule from cron: root's file runs seal, prune, recor
   const key = clientKey(a.dir);
   // '.' and '@' are not allowed in a cron.d file name: the label's become '-'.
   const label = "host1.example@b";
-  await install(t, a, ["--key", `${key}.pub`, "--label", label, "--keep-full", "3", "--retention-days", "45"]);
+  const out = await install(t, a, ["--key", `${key}.pub`, "--label", label, "--keep-full", "3", "--retention-days", "45", "--quota", "500G"]);
+  t.match(out, /the key's policy \(quota 500\.0 GiB\)/, "the plan says the quota");
+  t.match(out, new RegExp(`^key ${esc(label)}: quota 500\\.0 GiB \\(limits\\.maxStoredBytes\\)$`, "m"), "check shows it");
   const file = path.join(a.scheduleDir, "validate-backup-host1-example-b");
   t.equal(mode(a.scheduleDir), "0755 root:root");
   t.equal(mode(file), "0644 root:root");
@@ -182,6 +184,7 @@ t.test("the housekeeping schedule from cron: root's file runs seal, prune, recor
   const log = path.join(a.logDir, `${label}.log`);
   const bin = `${TOP}/bin/validate-backup`;
   t.match(JSON.parse(fs.readFileSync(config, "utf8")), { housekeeping: { keepFull: 3, retentionDays: 45 } }, "--keep-full and --retention-days are kept in the config");
+  t.match(JSON.parse(fs.readFileSync(config, "utf8")), { limits: { maxStoredBytes: 500 * 1024 ** 3 } }, "--quota lands in limits.maxStoredBytes");
   const text = fs.readFileSync(file, "utf8");
   t.match(text, /^SHELL=\/bin\/sh\nPATH=\/usr\/sbin:\/usr\/bin:\/sbin:\/bin\n/m);
   const hourly = text.match(new RegExp(`^\\d{1,2} \\* \\* \\* \\* root (${esc(bin)} seal --config ${esc(config)} >/dev/null; ${esc(bin)} audit --record-head --file ${esc(log)} >/dev/null)$`, "m"));
@@ -200,6 +203,7 @@ t.test("the housekeeping schedule from cron: root's file runs seal, prune, recor
   const ok = await vb(["check", "--user", a.user, ...a.schedule]);
   succeeded(t, ok, "check of the schedule");
   t.match(ok.stdout.toString(), `key '${label}': prune keeps 3 full chain(s) and removes nothing that arrived less than 45 day(s) ago (housekeeping.retentionDays)`, "check shows the retention floor");
+  t.match(ok.stdout.toString(), /: quota 500\.0 GiB \(limits\.maxStoredBytes\)$/m, "check alone shows the quota too");
   fs.writeFileSync(file, text.replace(" seal --config", " seal --dry-run --config"));
   const edited = await vb(["check", "--user", a.user, ...a.schedule]);
   t.equal(edited.code, 1, "check fails on an edited schedule");
@@ -289,6 +293,7 @@ t.test("refusals: not root, unknown option, bad names", async (t) => {
   for (const [opt, why] of [
     [["--keep-full", "0"], /--keep-full needs a whole number of at least 1/],
     [["--retention-days", "0"], /--retention-days needs a whole number of days from 1 to 36500/],
+    [["--quota", "lots"], /--quota needs a size such as 500G or 2T/],
     [["--schedule", "weekly"], /--schedule must be one of auto, systemd, cron, none/],
   ] as const) {
     const r = await vb(["install-remote", ...a.args, "--key", `${key}.pub`, ...opt]);

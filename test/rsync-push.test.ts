@@ -16,7 +16,8 @@ t.test("a push of a tree adds the new files and only those", async (t) => {
   const sb = sandbox(t, { files: OLD });
   const src = localTree(t, { "a.gpg": "A\n", "sub/b.gpg": "B\n", "d/existing.gpg": "NEW BYTES\n", "d/new.gpg": "new\n" });
   const r = await rsyncClient(sb, ["-av", `${src}/`, "h:./"]);
-  t.equal(r.code, 0, r.stderr);
+  t.equal(r.code, 23, "the changed d/existing.gpg was sent and not stored");
+  t.match(r.stderr, "validate-backup: rsync: 'd/existing.gpg' was not stored: append-only: the name already exists with other contents");
   t.same(contents(sb.root), {
     "a.gpg": contents(src)["a.gpg"],
     "d/existing.gpg": crypto.createHash("sha256").update(OLD["d/existing.gpg"]).digest("hex"),
@@ -30,7 +31,7 @@ t.test("a push of a tree adds the new files and only those", async (t) => {
   t.same(lines.filter((l) => l.event === "publish").map((l) => l.path).sort(), ["a.gpg", "d/new.gpg", "sub/b.gpg"]);
   t.match(lines.find((l) => l.event === "publish" && l.path === "a.gpg"), { size: 2, sha256: contents(src)["a.gpg"], via: "rsync" });
   t.match(lines.find((l) => l.event === "skipped"), { path: "d/existing.gpg", reason: "exists" });
-  t.match(lines.at(-1), { event: "session-end", published: 3, skipped: 1, exit: 0 });
+  t.match(lines.at(-1), { event: "session-end", published: 3, skipped: 1, exit: 23 });
   t.same(leftovers(sb), [], "staging removed");
 });
 
@@ -49,8 +50,11 @@ t.test("pushing again with changed contents (plain, --inplace, -P) leaves every 
   const before = snapshotAll(sb);
   fs.writeFileSync(path.join(src, "x.gpg"), "x2 changed and longer\n");
   fs.writeFileSync(path.join(src, "y.gpg"), "y2\n");
+  // Times clearly apart from the stored ones: with the same size and second, rsync's quick check would
+  // take y.gpg for unchanged and copy the stored file into staging (an identical file, skipped silently).
+  for (const f of ["x.gpg", "y.gpg"]) fs.utimesSync(path.join(src, f), 2_000_000_000, 2_000_000_000);
   r = await rsyncClient(sb, ["-av", `${src}/`, "h:d/"]);
-  t.equal(r.code, 0, "a directory push skips existing names quietly");
+  t.equal(r.code, 23, "a directory push whose changed files were not stored fails (rsync's partial-transfer status)");
   t.same(snapshotAll(sb), before, "plain push: nothing changed");
   t.same(
     lastSession(sb).filter((l) => l.event === "skipped").map((l) => [l.path, l.reason]).sort(),

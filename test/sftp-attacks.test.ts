@@ -530,7 +530,11 @@ t.test("33: handle abuse", async (t) => {
   await t.test("WRITE far beyond the file size limit is refused", async (t) => {
     const h = await c.openHandle("big.gpg", W_CT);
     await expectRefused(t, sb, () => c.write(h, 2 ** 50, "x"), { status: FX.FAILURE, msg: /larger than the limit/ });
-    t.equal((await c.close(h)).status?.code, FX.OK, "the empty upload itself may still be published");
+    // A refused WRITE leaves a hole the client will not fill: the upload is never published (issue 17).
+    const closed = await c.close(h);
+    t.equal(closed.status?.code, FX.FAILURE, "CLOSE fails after a refused WRITE");
+    t.match(closed.status?.message, /'big\.gpg' was not stored: a write failed/);
+    t.notOk(fs.existsSync(path.join(sb.root, "big.gpg")), "nothing published");
   });
 
   await t.test("replies come back in request order with the ids as sent, even repeated or extreme ones", async (t) => {

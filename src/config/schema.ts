@@ -34,6 +34,10 @@ export const LimitsSchema = z.strictObject({
   maxFileBytes: z._default(int(1), 256 * GiB),
   maxSessionBytes: z._default(int(1), 4096 * GiB),
   maxOpenHandles: z._default(int(1, 4096), 64),
+  /** bytes this key may have stored, root and state together, uploads in flight included; unset: no quota */
+  maxStoredBytes: z.optional(int(1)),
+  /** free space every upload leaves on the filesystem (0 in tests on a small one) */
+  minFreeBytes: z._default(int(0), GiB),
 });
 
 // A guardrail against a misconfigured SOURCE (see src/pgp/guard.ts), not a proof of encryption.

@@ -16,6 +16,7 @@ const TOOLS_SSHD = TOOLS.sshd;
 import { canonical, lstatPath, readText } from "./fsops.js";
 import * as sshd from "./sshd.js";
 import { TOP } from "../top.js";
+import { showSize } from "../config/size.js";
 import { scheduleOption } from "./schedule.js";
 
 type Out = (line: string) => void;
@@ -81,7 +82,7 @@ function keyFindings(akPath: string, out: Change[], notes: string[]): { sources:
     launchers.add(gate.bin);
     try {
       const p = loadConfig(gate.config);
-      sources.push({ label: p.label, config: gate.config, root: p.root, state: p.state, audit: p.audit.file, launcher: gate.bin, keepFull: p.housekeeping.keepFull, access: p.access });
+      sources.push({ label: p.label, config: gate.config, root: p.root, state: p.state, audit: p.audit.file, launcher: gate.bin, keepFull: p.housekeeping.keepFull, access: p.access, quota: p.limits.maxStoredBytes });
       const { keepFull, retentionDays } = p.housekeeping;
       notes.push(
         `key '${p.label}': prune keeps ${keepFull} full chain(s) and removes nothing that arrived less than ${retentionDays} day(s) ago (housekeeping.retentionDays): ` +
@@ -95,8 +96,8 @@ function keyFindings(akPath: string, out: Change[], notes: string[]): { sources:
   return { sources, launchers };
 }
 
-/** `notes`: facts worth showing that are no deviation (each key's retention floor). */
-export function checkFindings(user: string, sshdConfig: string, schedule: Layout["schedule"], notes: string[] = []): Change[] {
+/** `notes`: facts worth showing that are no deviation (each key's retention floor); `keys` receives the keys found. */
+export function checkFindings(user: string, sshdConfig: string, schedule: Layout["schedule"], notes: string[] = [], keys: SourceLayout[] = []): Change[] {
   const acct = lookupUser(user);
   if (!acct) return [{ what: `account ${user} does not exist`, fix: `validate-backup install-remote --user ${user} …` }];
   const group = lookupGroup(acct.gid)?.name ?? String(acct.gid);
@@ -105,6 +106,7 @@ export function checkFindings(user: string, sshdConfig: string, schedule: Layout
   const out: Change[] = [];
   const akPath = path.join(home, ".ssh", "authorized_keys");
   const { sources, launchers } = keyFindings(akPath, out, notes);
+  keys.push(...sources);
   const dropin = sshd.dropinPath(sshdConfig, user);
   const dropinExists = lstatPath(dropin) !== null;
   const programs = [...launchers].map((b) => canonical(path.dirname(path.dirname(b))));
@@ -141,8 +143,9 @@ export function checkFindings(user: string, sshdConfig: string, schedule: Layout
 export function runCheck(user: string, sshdConfig: string, out: Out, schedule: Layout["schedule"]): number {
   let found: Change[];
   const notes: string[] = [];
+  const keys: SourceLayout[] = [];
   try {
-    found = checkFindings(user, sshdConfig, schedule, notes);
+    found = checkFindings(user, sshdConfig, schedule, notes, keys);
   } catch (e) {
     out(`check: ${(e as Error).message}`);
     return e instanceof VbError && e.code !== "IO" ? 2 : 4;
@@ -153,6 +156,7 @@ export function runCheck(user: string, sshdConfig: string, out: Out, schedule: L
     out(`${c.warn ? "warning" : "DEVIATION"}: ${c.what}`);
     out(`    fix: ${c.fix}`);
   }
+  for (const s of keys) out(`key ${s.label}: ${s.quota === undefined ? "no quota" : `quota ${showSize(s.quota)}`} (limits.maxStoredBytes)`);
   out(dev.length ? `check ${user}: ${dev.length} deviation(s), ${found.length - dev.length} warning(s)` : `check ${user}: ok (${found.length} warning(s))`);
   return dev.length ? 1 : 0;
 }

@@ -5,6 +5,7 @@ import fs from "node:fs";
 import { parseArgs } from "node:util";
 import { VbError } from "../errors.js";
 import { parseConfig } from "../config/load.js";
+import { parseSize } from "../config/size.js";
 import { buildPlan, sysctlConf, type Layout, type SourceLayout } from "./plan.js";
 import { runPlan } from "./apply.js";
 import { Ctx } from "./change.js";
@@ -25,6 +26,7 @@ const USAGE =
   "         [--config-dir DIR (/etc/validate-backup)] [--log-dir DIR (/var/log/validate-backup)]\n" +
   "         [--sshd-config FILE (/etc/ssh/sshd_config)] [--keep-full N (the config's, else 4)]\n" +
   "         [--retention-days N (the config's, else 30): prune removes nothing younger]\n" +
+  "         [--quota SIZE (bytes the key may store, root and state together: 500G, 2T; the config's, else none)]\n" +
   "         [--schedule auto|systemd|cron|none (auto: systemd where it runs, else cron)]\n" +
   "         [--schedule-dir DIR (/etc/systemd/system or /etc/cron.d)]";
 
@@ -43,6 +45,7 @@ const OPTIONS = {
   "sshd-config": { type: "string", default: sshd.DEFAULT_SSHD_CONFIG },
   "keep-full": { type: "string" },
   "retention-days": { type: "string" },
+  quota: { type: "string" },
   schedule: { type: "string", default: "auto" },
   "schedule-dir": { type: "string" },
 } as const;
@@ -89,6 +92,7 @@ function parse(args: string[]) {
   const retentionDays = v["retention-days"];
   if (retentionDays !== undefined && !(/^[1-9]\d{0,4}$/.test(retentionDays) && Number(retentionDays) <= 36500))
     bad(`--retention-days needs a whole number of days from 1 to 36500 (got '${retentionDays.slice(0, 16)}')`);
+  const quota = v.quota === undefined ? undefined : (parseSize(v.quota) ?? bad(`--quota needs a size such as 500G or 2T (got '${v.quota.slice(0, 16)}')`));
   return {
     user,
     label,
@@ -104,6 +108,7 @@ function parse(args: string[]) {
     sshdConfig: absolute("sshd-config", v["sshd-config"]),
     keepFull: keepFull === undefined ? undefined : Number(keepFull),
     retentionDays: retentionDays === undefined ? undefined : Number(retentionDays),
+    quota,
     schedule: scheduleOption(v.schedule, v["schedule-dir"]),
     createAccount: !existing,
     group: existing ? (lookupGroup(existing.gid)?.name ?? bad(`the primary group ${existing.gid} of ${user} has no name`)) : user,
@@ -114,8 +119,9 @@ function parse(args: string[]) {
  * The key's policy: the fields install-remote owns are set, any other setting an admin made is kept.
  * --keep-full lands in housekeeping.keepFull, so that check rebuilds the schedule from the config;
  * --retention-days in housekeeping.retentionDays, which prune reads from the config (no option lowers it).
+ * --quota in limits.maxStoredBytes.
  */
-function configContent(o: Options, s: Omit<SourceLayout, "keepFull" | "access">): { text: string; keepFull: number; access: SourceLayout["access"] } {
+function configContent(o: Options, s: Omit<SourceLayout, "keepFull" | "access" | "quota">): Pick<SourceLayout, "keepFull" | "access" | "quota"> & { text: string } {
   let json: Record<string, unknown> = {};
   const old = readText(s.config);
   if (old !== null) {
@@ -128,9 +134,10 @@ function configContent(o: Options, s: Omit<SourceLayout, "keepFull" | "access">)
   json = { ...json, label: s.label, root: s.root, state: s.state, access: o.access, audit: { ...(json.audit as object), file: s.audit } };
   if (o.keepFull !== undefined) json.housekeeping = { ...(json.housekeeping as object), keepFull: o.keepFull };
   if (o.retentionDays !== undefined) json.housekeeping = { ...(json.housekeeping as object), retentionDays: o.retentionDays };
+  if (o.quota !== undefined) json.limits = { ...(json.limits as object), maxStoredBytes: o.quota };
   const text = JSON.stringify(json, null, 2) + "\n";
   const policy = parseConfig(text, s.config); // the gate must accept what we write
-  return { text, keepFull: policy.housekeeping.keepFull, access: policy.access };
+  return { text, keepFull: policy.housekeeping.keepFull, access: policy.access, quota: policy.limits.maxStoredBytes };
 }
 
 /**
@@ -209,8 +216,8 @@ export function layoutFor(o: Options): Layout {
     launcher: LAUNCHER,
   };
   refuseNesting(o, base.config, base.root, base.state);
-  const { text, keepFull, access } = configContent(o, base);
-  const src: SourceLayout = { ...base, configContent: text, keepFull, access };
+  const { text, ...fromConfig } = configContent(o, base);
+  const src: SourceLayout = { ...base, configContent: text, ...fromConfig };
   const key = readPublicKey(fs.readFileSync(o.keyFile, "utf8"), o.keyFile);
   const akPath = path.join(o.home, ".ssh", "authorized_keys");
   let existing = "";

@@ -4,6 +4,7 @@
 import path from "node:path";
 import { scheduleName, verifyName, verifies, cronContent, serviceContent, timerContent, verifyServiceContent, verifyTimerContent, type ScheduleKind } from "./schedule.js";
 import { VbError } from "../errors.js";
+import { showSize } from "../config/size.js";
 
 export type Owner = "root" | { user: true } | { group: true };
 
@@ -84,6 +85,8 @@ export interface SourceLayout {
   keepFull: number;
   /** The config's access (a read-only key gets no weekly verify --stored). */
   access: "append-only" | "read-only";
+  /** limits.maxStoredBytes (install-remote --quota); undefined: no quota. */
+  quota?: number;
 }
 
 export interface Layout {
@@ -153,7 +156,7 @@ export function buildPlan(l: Layout): Step[] {
     const ldir = path.dirname(s.audit);
     steps.push({ kind: "ancestors", path: cdir, why: `[${s.label}] config directory` });
     steps.push({ kind: "dir", path: cdir, owner: "root", group: "root", mode: 0o755, why: `[${s.label}] config directory` });
-    steps.push({ kind: "file", path: s.config, owner: "root", group: "root", mode: 0o644, content: s.configContent, why: `[${s.label}] the key's policy` });
+    steps.push({ kind: "file", path: s.config, owner: "root", group: "root", mode: 0o644, content: s.configContent, why: `[${s.label}] the key's policy (${s.quota === undefined ? "no quota" : `quota ${showSize(s.quota)}`})` });
     steps.push({ kind: "ancestors", path: ldir, why: `[${s.label}] audit log directory` });
     steps.push({ kind: "dir", path: ldir, owner: "root", group: "root", mode: 0o755, why: `[${s.label}] audit log directory: the account cannot remove the log` });
     steps.push({ kind: "log", path: s.audit, owner: "root", group: "group", mode: 0o660, why: `[${s.label}] audit log: append only` });

@@ -13,9 +13,13 @@ import type { Vault } from "../vault/vault.js";
 import { vpath, type VPath } from "../vault/paths.js";
 import { publishStaging } from "../vault/publish.js";
 import { removeTree } from "../vault/state.js";
+import { treeBytes } from "../vault/quota.js";
+import { toVbError } from "../handler.js";
 import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
 
 const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
+/** rsync's own RERR_PARTIAL, "some files were not transferred": a push that left a sent file unstored. */
+const PARTIAL = 23;
 const UMASK = 0o027;
 
 // Added to every push, after the client's options (the last value wins in rsync):
@@ -29,12 +33,20 @@ const PUSH_OPTIONS = [
   "--whole-file",
   // Staged directories stay walkable and removable; file modes are masked again when published.
   "--chmod=Du=rwx,Dgo=,Fu=rw,Fg-wx,Fo=",
+  // Every message on stderr, where run.ts cuts our internal paths out of it (see filterLines), and
+  // the "is over max-size" line, which tells us of a file --max-size skipped.
+  "--msgs2stderr",
+  "--info=skip1",
 ];
+/** rsync's generator.c, when --max-size skips a file (with --info=skip1). */
+const OVER_MAX_SIZE = /^(.*) is over max-size$/;
+/** How often the staging tree is measured against the quota while rsync receives. */
+const POLL_MS = 500;
+const NAMED = 20;
 
-/** Where rsync writes a push: staging/t mirrors the root. */
-function stagingPath(top: string, t: RsyncTarget): string {
-  const p = path.join(top, ...t.v.comps);
-  return t.slash ? `${p}/` : p;
+interface Unstored {
+  path: string;
+  reason: string;
 }
 
 function relPath(t: RsyncTarget): string {
@@ -92,25 +104,55 @@ function planDestination(vault: Vault, v: VPath): { mkdir: VPath; compareDest?: 
   return { mkdir: vpath(v.comps.slice(0, -1)) };
 }
 
-function spawnRsync(rsyncPath: string, args: string[], cwd: string): Promise<number> {
+/**
+ * rsync's error messages name files by their full path ("write failed on \"/srv/…state/staging/…\"").
+ * A push runs with `--msgs2stderr` (every message on stderr, none inside the protocol stream) and its
+ * stderr passes through `line` here, which may rewrite each line, before it reaches the client.
+ */
+function filterLines(from: NodeJS.ReadableStream, line: (text: string) => string): void {
+  let rest = "";
+  from.setEncoding("utf8");
+  from.on("data", (chunk: string) => {
+    const lines = (rest + chunk).split("\n");
+    rest = lines.pop()!;
+    for (const l of lines) process.stderr.write(`${line(l)}\n`);
+  });
+  from.on("end", () => rest && process.stderr.write(line(rest)));
+}
+
+function spawnRsync(rsyncPath: string, args: string[], cwd: string, opts: { line?: (text: string) => string; poll?: (kill: () => void) => void } = {}): Promise<number> {
   if (!path.isAbsolute(rsyncPath)) throw new VbError("IO", `rsync path '${rsyncPath}' is not absolute`);
   const old = process.umask(UMASK);
   let child;
   try {
-    child = spawn(rsyncPath, args, { cwd, env: ENV, stdio: "inherit", shell: false });
+    // Its own process group: rsync forks (generator and receiver), and a kill must reach both.
+    child = spawn(rsyncPath, args, { cwd, env: ENV, stdio: ["inherit", "inherit", opts.line ? "pipe" : "inherit"], shell: false, detached: true });
   } finally {
     process.umask(old);
   }
+  if (opts.line) filterLines(child.stderr!, opts.line);
   // serve.ts ends the process on a signal or at the end of the session's lifetime: rsync goes too.
-  const kill = () => child.kill("SIGKILL");
+  const kill = () => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      child.kill("SIGKILL"); // the group is gone already
+    }
+  };
   process.once("exit", kill);
+  const poller = opts.poll && setInterval(() => opts.poll!(kill), POLL_MS);
   return new Promise((resolve, reject) => {
-    child.once("error", (e) => {
+    const done = () => {
       process.removeListener("exit", kill);
+      if (poller) clearInterval(poller);
+    };
+    child.once("error", (e) => {
+      done();
       reject(new VbError("IO", `rsync could not be started: ${e.message}`));
     });
-    child.once("exit", (code, signal) => {
-      process.removeListener("exit", kill);
+    // "close", not "exit": the last of its stderr has been passed on.
+    child.once("close", (code, signal) => {
+      done();
       resolve(code ?? 128 + (signal ? os.constants.signals[signal] : 0));
     });
   });
@@ -137,21 +179,66 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     fs.mkdirSync(path.join(top, ...plan.mkdir.comps), { recursive: true, mode: 0o700 });
     const timeout = req.options.some((o) => o.startsWith("--timeout=")) ? [] : [`--timeout=${session.policy.limits.idleSeconds}`];
     const compare = plan.compareDest ? [`--compare-dest=${plan.compareDest}`] : [];
-    const args = ["--server", ...req.options, ...timeout, ...PUSH_OPTIONS, ...compare, "--", ".", stagingPath(top, target)];
+    // staging/t mirrors the root, and rsync runs in it with the destination as the client wrote it
+    // (relative): its messages ("created directory new/enc") name no internal path.
+    // --max-size: rsync does not even receive a file over the limit (it once staged 300 MB of one).
+    // Ours comes last and wins, so it is the smaller of the limit and what the client asked.
+    const maxSize = Math.min(session.policy.limits.maxFileBytes, askedMaxSize(req.options));
+    const args = ["--server", ...req.options, ...timeout, ...PUSH_OPTIONS, `--max-size=${maxSize}`, ...compare, "--", ".", relPath(target)];
     session.audit.event("rsync", { direction: "push", path: target.v.display, compareDest: Boolean(plan.compareDest) });
-    const code = await spawnRsync(session.policy.rsync.path, args, vault.stagingDir);
+    const unstored: Unstored[] = [];
+    let overSize = 0;
+    const hide: Array<[string, string]> = [[`${top}/`, ""], [top, "."], [session.policy.state, "[state]"]];
+    const line = (text: string): string => {
+      // Our internal paths never reach the client.
+      for (const [p, by] of hide) text = text.split(p).join(by);
+      // --max-size makes rsync skip a file without failing: we make it count (exit 23).
+      const over = OVER_MAX_SIZE.exec(text);
+      if (over) {
+        const reason = `larger than the limit of ${maxSize} bytes per file`;
+        session.counters.skipped++;
+        session.audit.event("skipped", { path: over[1]!, reason, via: "rsync" });
+        if (overSize++ < NAMED) unstored.push({ path: over[1]!, reason });
+      }
+      return text;
+    };
+    // The staging tree counts against the quota and the reserve while it fills: past either, rsync is stopped.
+    let refused: VbError | undefined;
+    const poll = (kill: () => void) => {
+      try {
+        vault.quota.setInflight(treeBytes(top));
+      } catch (e) {
+        refused ??= toVbError(e);
+        kill();
+      }
+    };
+    const code = await spawnRsync(session.policy.rsync.path, args, top, { line, poll });
+    if (!refused && code === 0)
+      try {
+        vault.quota.setInflight(treeBytes(top)); // what arrived since the last look
+      } catch (e) {
+        refused = toVbError(e);
+      }
+    if (refused) {
+      say(refused.message);
+      session.audit.event("rsync-exit", { exit: PARTIAL, published: 0, code: refused.code, reason: `${refused.message}: nothing published` });
+      return PARTIAL;
+    }
     if (code !== 0) {
       // A failed or killed transfer may have left partial files in staging: publish nothing.
       session.audit.event("rsync-exit", { exit: code, published: 0, reason: "rsync failed: nothing published" });
       return code;
     }
-    const single = lstatPlain(stagingPath(top, { ...target, slash: false }))?.isFile() ? target.v : undefined;
-    const result = publishStaging(vault, top, single);
-    if (single && result.watchedSkip)
-      throw result.watchedSkip === "exists"
-        ? existsError(single.display, "nothing was stored")
-        : new VbError("NOT_ALLOWED", `'${single.display}' was not stored: ${result.watchedSkip}`);
-    return 0;
+    const result = publishStaging(vault, top);
+    const count = result.unstored.count + overSize;
+    if (!count) return 0;
+    // Every file sent and not stored fails the push (duplicity must not record a volume that is not
+    // there), but for an existing name with the same bytes, which --ignore-existing skips anyway.
+    const named = [...unstored, ...result.unstored.first].slice(0, NAMED);
+    for (const u of named) say(`'${u.path}' was not stored: ${u.reason}`);
+    if (count > named.length) say(`${count - named.length} more files were not stored (the audit log names them)`);
+    session.audit.event("rsync-exit", { exit: PARTIAL, published: result.published, unstored: count, reason: "files sent were not stored" });
+    return PARTIAL;
   } finally {
     process.removeListener("exit", cleanup);
     try {
@@ -162,12 +249,18 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
   }
 }
 
-function lstatPlain(p: string): fs.Stats | null {
-  try {
-    return fs.lstatSync(p);
-  } catch {
-    return null;
-  }
+/** The client's own --max-size in bytes (rsync's units: K = 1024, KB = 1000, a trailing +1/-1); Infinity if none. */
+function askedMaxSize(options: readonly string[]): number {
+  const v = options.filter((o) => o.startsWith("--max-size=")).at(-1)?.slice("--max-size=".length);
+  const m = v === undefined ? null : /^(\d+(?:\.\d+)?)(?:([KMGTP])(i?B)?|B)?([+-]1)?$/i.exec(v);
+  if (!m) return Infinity;
+  const base = m[3]?.toUpperCase() === "B" ? 1000 : 1024;
+  const n = Math.floor(Number(m[1]) * base ** (m[2] ? "KMGTP".indexOf(m[2].toUpperCase()) + 1 : 0)) + Number(m[4] ?? 0);
+  return Number.isSafeInteger(n) && n >= 0 ? n : Infinity;
+}
+
+function say(message: string): void {
+  process.stderr.write(`validate-backup: rsync: ${message}\n`);
 }
 
 export async function runRsync(plan: { rsync: RsyncRequest }, ctx: Context): Promise<number> {

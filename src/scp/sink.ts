@@ -100,11 +100,13 @@ export class Sink extends Side {
 
   private async file(c: Entry, dest: VPath, times: Times | undefined): Promise<void> {
     const limit = this.ctx.session.policy.limits.maxFileBytes;
-    let up: Upload;
+    let up: Upload | undefined;
     try {
       if (c.size > limit) throw new VbError("QUOTA", `'${dest.display}': ${c.size} bytes is more than the limit of ${limit} bytes per file`);
       up = this.vault.create(dest, c.mode); // the vault's mode policy makes it 0600 or 0640
+      up.expect(c.size); // the quota and the free-space reserve, for the whole file at once
     } catch (e) {
+      up?.abort();
       return this.refuse(dest.display, e); // refused before the data: the client does not send it
     }
     await this.out.ok();

@@ -24,11 +24,16 @@ const ST_RDONLY = 0x1;
 const ST_NOSUID = 0x2;
 const NAME_MAX = 255;
 
+// The key's own figures, not the disk's: what it may still add is what its quota and the
+// free-space reserve leave (src/vault/quota.ts), and with a quota the size is the quota.
 function statvfsReply(s: SftpContext, id: number, statfsPath: string): Buffer {
   const f = fs.statfsSync(statfsPath);
   const flags = ST_NOSUID | (s.vault.readOnly ? ST_RDONLY : 0);
+  const quota = s.session.policy.limits.maxStoredBytes;
+  const room = s.vault.readOnly ? 0 : Math.floor(s.vault.quota.room(f.bavail * f.bsize) / f.bsize);
+  const blocks = quota === undefined ? f.blocks : Math.ceil(quota / f.bsize);
   const w = new Writer(FXP.EXTENDED_REPLY, 100).u32(id);
-  for (const n of [f.bsize, f.bsize, f.blocks, f.bfree, f.bavail, f.files, f.ffree, f.ffree, 0, flags, NAME_MAX]) w.u64(n);
+  for (const n of [f.bsize, f.bsize, blocks, room, room, f.files, f.ffree, f.ffree, 0, flags, NAME_MAX]) w.u64(n);
   return w.finish();
 }
 

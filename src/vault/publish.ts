@@ -12,11 +12,17 @@ import { at, openDirAt, closeQuietly, DIR_FLAGS, READ_FLAGS } from "../fsat.js";
 const SYNC = "/usr/bin/sync";
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
+/** Sent files not stored named one by one to the client; past this only counted (the audit log has all). */
+const NAMED = 20;
+
 export interface PublishResult {
   published: number;
   skipped: number;
-  /** Why `watch` (if given) was not published; undefined when it was, or was not in the tree. */
-  watchedSkip?: string;
+  /**
+   * What was sent and not stored, for every reason but "the name exists with the same bytes" (which
+   * rsync's own --ignore-existing skips silently too): `count` of them, the first few named.
+   */
+  unstored: { count: number; first: Array<{ path: string; reason: string }> };
 }
 
 // What is never published, by type: only plain regular files become backup files.
@@ -34,11 +40,10 @@ function whyNot(st: fs.Stats): string | undefined {
 }
 
 class Publisher {
-  readonly result: PublishResult = { published: 0, skipped: 0 };
+  readonly result: PublishResult = { published: 0, skipped: 0, unstored: { count: 0, first: [] } };
 
   constructor(
     private readonly vault: Vault,
-    private readonly watch: string | undefined,
     /** The whole filesystem was flushed before publishing: no fsync per file. */
     private readonly synced: boolean,
   ) {}
@@ -47,12 +52,18 @@ class Publisher {
     return this.vault.session;
   }
 
-  /** `counted`: the vault's admission counted it already. */
-  private skip(display: string, reason: string, fields?: AuditFields, counted = false): void {
+  /**
+   * `counted`: the vault's admission counted it already. `told`: what the client is told (default:
+   * the reason); null for the one skip it is not told about, an existing name with the same bytes.
+   * `fields`: the refusal's own audit fields (an incremental whose start is taken).
+   */
+  private skip(display: string, reason: string, counted = false, told: string | null = reason, fields?: AuditFields): void {
     this.result.skipped++;
     if (!counted) this.session.counters.skipped++;
     this.session.audit.event("skipped", { ...fields, path: display, reason, via: "rsync" });
-    if (display === this.watch) this.result.watchedSkip = reason;
+    if (told === null) return;
+    const u = this.result.unstored;
+    if (u.count++ < NAMED) u.first.push({ path: display, reason: told });
   }
 
   walk(dirFd: number, comps: string[]): void {
@@ -87,7 +98,7 @@ class Publisher {
     try {
       this.vault.mkdirp(v);
     } catch (e) {
-      if (e instanceof VbError) return this.skip(v.display, e.message, e.audit);
+      if (e instanceof VbError) return this.skip(v.display, e.message, false, e.message, e.audit);
       throw e;
     }
     const fd = openDirAt(parentFd, name);
@@ -123,8 +134,10 @@ class Publisher {
       this.vault.admit({ fd, v, size: st.size, src: at(dirFd, name), mode: st.mode, uncounted: st.size, synced: this.synced, via: "rsync" });
       this.result.published++;
     } catch (e) {
-      if (e instanceof VbError) return this.skip(v.display, e.code === "EXISTS" ? "exists" : e.message, e.audit, true);
-      throw e;
+      if (!(e instanceof VbError)) throw e;
+      if (e.code !== "EXISTS") return this.skip(v.display, e.message, true, e.message, e.audit);
+      if (sameAsStored(this.vault, v, fd)) return this.skip(v.display, "exists, identical", true, null);
+      this.skip(v.display, "exists", true, "append-only: the name already exists with other contents");
     } finally {
       closeQuietly(fd);
     }
@@ -132,13 +145,37 @@ class Publisher {
 }
 
 /**
- * Publish everything below `top` (a staging tree whose layout mirrors the root) into the live tree.
- * `watch` names one path whose fate the caller needs (a single-file push).
+ * Does the staged file (fd) hold the same bytes as the stored one at v? Asked only where the key may
+ * read v (openRead refuses otherwise): the answer must not tell a key what it could not read.
  */
-export function publishStaging(vault: Vault, top: string, watch?: VPath): PublishResult {
+function sameAsStored(vault: Vault, v: VPath, fd: number): boolean {
+  let live: { fd: number; st: fs.Stats };
+  try {
+    live = vault.openRead(v);
+  } catch {
+    return false;
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (live.st.size !== size) return false;
+    const a = Buffer.allocUnsafe(1 << 20);
+    const b = Buffer.allocUnsafe(1 << 20);
+    for (let pos = 0; pos < size; ) {
+      const n = fs.readSync(fd, a, 0, a.length, pos);
+      if (n === 0 || fs.readSync(live.fd, b, 0, n, pos) !== n || a.compare(b, 0, n, 0, n) !== 0) return false;
+      pos += n;
+    }
+    return true;
+  } finally {
+    closeQuietly(live.fd);
+  }
+}
+
+/** Publish everything below `top` (a staging tree whose layout mirrors the root) into the live tree. */
+export function publishStaging(vault: Vault, top: string): PublishResult {
   // A file must be on disk before its name appears. One syncfs(2) for the whole tree costs what a
   // single fsync does; an fsync per file would make a push of many small files crawl.
-  const p = new Publisher(vault, watch?.display, syncFs(top));
+  const p = new Publisher(vault, syncFs(top));
   const fd = fs.openSync(top, DIR_FLAGS);
   try {
     p.walk(fd, []);

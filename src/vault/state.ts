@@ -5,7 +5,7 @@ import path from "node:path";
 import type { Audit } from "../audit/log.js";
 import { pidAlive } from "../lock.js";
 
-export const AREAS = ["tmp", "staging", "locks"] as const;
+export const AREAS = ["tmp", "staging", "locks", "quota"] as const;
 
 export function ensureState(state: string): void {
   for (const a of AREAS) {

@@ -2,12 +2,13 @@
 // file to the vault's admission (the same for every protocol), or fails without touching anything.
 import fs from "node:fs";
 import crypto from "node:crypto";
-import { VbError } from "../errors.js";
+import { VbError, fromErrno } from "../errors.js";
 import type { Session } from "../session.js";
 import type { VPath } from "./paths.js";
 import type { Arrival, Published } from "./admission.js";
 import { closeQuietly } from "../fsat.js";
 import { TrailingHash, OFFLOAD_AT, sha256OfFd } from "./hasher.js";
+import type { Quota } from "./quota.js";
 
 export interface UploadInit {
   readonly v: VPath;
@@ -20,6 +21,8 @@ export interface UploadInit {
   readonly replaces: string | undefined;
   /** The vault's admission: the upload only hands its finished file over. */
   readonly admit: (a: Arrival) => Published;
+  /** The key's quota and the free-space reserve: asked before each byte past the end is written. */
+  readonly quota: Quota;
 }
 
 export class Upload {
@@ -33,6 +36,10 @@ export class Upload {
   private times: { atime: number; mtime: number } | undefined;
   /** Committed or abandoned. */
   ended = false;
+  /** Set by a failed write: the upload can only be abandoned (see poison()). */
+  private failed: VbError | undefined;
+  /** Bytes counted against the quota as in flight (the highest end written), until published or freed. */
+  private held = 0;
   readonly v: VPath;
   readonly fd: number;
 
@@ -51,12 +58,54 @@ export class Upload {
 
   write(data: Buffer, offset: number): void {
     if (this.ended) throw new VbError("BAD_REQUEST", "the upload is already closed");
+    if (this.failed) throw this.failed;
+    try {
+      this.put(data, offset);
+    } catch (e) {
+      this.poison(e);
+    }
+  }
+
+  /**
+   * A write that failed (ENOSPC, EIO, EDQUOT, a limit, a bad offset) leaves a hole the client will
+   * not fill: the upload can never be published. Its bytes are freed now, not at CLOSE (on a full
+   * disk every other upload is waiting for them), and every later WRITE and the CLOSE fail.
+   */
+  private poison(e: unknown): never {
+    const err = fromErrno(e, this.v.display);
+    this.failed = new VbError(err.code, `'${this.v.display}' was not stored: a write failed (${err.message})`);
+    this.trail?.stop();
+    this.trail = undefined;
+    try {
+      fs.ftruncateSync(this.fd, 0);
+    } catch {
+      /* unlinked below; closed at CLOSE */
+    }
+    this.unlinkTmp();
+    this.release();
+    this.session.audit.event("upload-failed", { path: this.v.display, code: err.code, reason: err.message, bytes: this.size });
+    throw err;
+  }
+
+  /**
+   * The client announced the size (scp's C line): claim it all now against the quota and the reserve,
+   * so that a refusal comes before the data is sent. Throws QUOTA; the caller abandons the upload.
+   */
+  expect(size: number): void {
+    if (size > this.held) {
+      this.init.quota.grow(size - this.held);
+      this.held = size;
+    }
+  }
+
+  private put(data: Buffer, offset: number): void {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new VbError("BAD_REQUEST", "bad write offset");
     const end = offset + data.length;
     if (end > this.limits.maxFileBytes) throw new VbError("QUOTA", `'${this.v.display}': file larger than the limit of ${this.limits.maxFileBytes} bytes`);
     const counters = this.session.counters;
     if (counters.bytesIn + data.length > this.limits.maxSessionBytes)
       throw new VbError("QUOTA", `session upload limit of ${this.limits.maxSessionBytes} bytes reached`);
+    this.expect(end);
     let written = 0;
     while (written < data.length) written += fs.writeSync(this.fd, data, written, data.length - written, offset + written);
     counters.bytesIn += data.length;
@@ -106,11 +155,17 @@ export class Upload {
   /** All bytes are there: the vault's admission publishes the file, or throws and stores nothing. */
   commit(): Published {
     if (this.ended) throw new VbError("BAD_REQUEST", "the upload is already closed");
+    if (this.failed) {
+      this.abandon();
+      throw this.failed;
+    }
     this.ended = true;
     this.trail?.last(this.size); // the worker finishes hashing while the disk catches up
     const { v, fd, tmpPath, parentFd, replaces } = this.init;
     try {
-      return this.init.admit({ fd, v, size: this.size, src: tmpPath, mode: this.mode, times: this.times, uncounted: 0, sha256: () => this.digest(), dir: { fd: parentFd, replaces } });
+      const pub = this.init.admit({ fd, v, size: this.size, src: tmpPath, mode: this.mode, times: this.times, uncounted: 0, sha256: () => this.digest(), dir: { fd: parentFd, replaces } });
+      this.held = 0; // the admission counted it as stored
+      return pub;
     } finally {
       this.discard();
     }
@@ -118,19 +173,33 @@ export class Upload {
 
   abort(): void {
     if (this.ended) return;
+    if (!this.failed) this.session.audit.event("upload-abandoned", { path: this.v.display, bytes: this.size });
+    this.abandon();
+  }
+
+  private abandon(): void {
     this.ended = true;
-    this.session.audit.event("upload-abandoned", { path: this.v.display, bytes: this.size });
     this.discard();
     closeQuietly(this.init.parentFd);
   }
 
   private discard(): void {
     this.trail?.stop(); // before the descriptor is closed: the worker may be reading it
+    this.unlinkTmp();
+    closeQuietly(this.fd);
+    this.release();
+  }
+
+  private release(): void {
+    this.init.quota.shrink(this.held);
+    this.held = 0;
+  }
+
+  private unlinkTmp(): void {
     try {
       fs.unlinkSync(this.init.tmpPath);
     } catch {
-      /* swept later */
+      /* gone already, or swept later */
     }
-    closeQuietly(this.fd);
   }
 }

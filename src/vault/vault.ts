@@ -18,6 +18,7 @@ import { sha256OfFd } from "./hasher.js";
 import { sweepStale } from "./state.js";
 import { NameRules } from "./rules.js";
 import { RecentArrivals, whyNotTimes } from "./recent.js";
+import { Quota } from "./quota.js";
 
 const C = fs.constants;
 /** Directories kept open for their fsync at the end of the session; past this they are synced at once. */
@@ -45,6 +46,8 @@ export class Vault {
   private recent: RecentArrivals | undefined;
   /** Changes of times made under recent.ts's rule (the audit lines stop at LOGGED_TIMES). */
   private timesSet = 0;
+  /** The key's quota and the filesystem's free-space reserve (src/vault/quota.ts). */
+  readonly quota: Quota;
   private tmpCounter = 0;
   private tmpDirMade = false;
   readonly tmpDir: string;
@@ -58,6 +61,7 @@ export class Vault {
     this.tmpDir = path.join(policy.state, "tmp", session.sid);
     this.stagingDir = path.join(policy.state, "staging", session.sid);
     this.rules = new NameRules(session);
+    this.quota = new Quota(session);
     if (!this.readOnly) sweepStale(policy.state, session.audit);
   }
 
@@ -245,7 +249,7 @@ export class Vault {
       }
       const tmpPath = path.join(this.tmpDir, String(++this.tmpCounter));
       const fd = fs.openSync(tmpPath, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-      const up = new Upload(this.session, { v, parentFd, tmpPath, fd, mode, replaces, admit: (a) => this.admit(a) });
+      const up = new Upload(this.session, { v, parentFd, tmpPath, fd, mode, replaces, admit: (a) => this.admit(a), quota: this.quota });
       this.uploads.add(up);
       return up;
     } catch (e) {
@@ -297,6 +301,12 @@ export class Vault {
       else this.ownFiles.add(inodeKey(file));
       counters.published++;
       counters.bytesIn += a.uncounted;
+      try {
+        this.quota.stored(a.size);
+      } catch (e) {
+        // Stored all the same: the record is walked again within the hour.
+        audit.event("error", { code: "IO", path: shown, reason: `quota record not updated: ${(e as Error).message}` });
+      }
       const pub = { path: shown, size: a.size, sha256 };
       audit.event("publish", a.via ? { ...pub, via: a.via } : pub);
       // The new name reaches the disk with the directory's fsync at the end of the session (one per
@@ -348,6 +358,11 @@ export class Vault {
     if (!this.isOwnFile(st)) throw new VbError("IMMUTABLE", `append-only: '${v.display}' cannot be removed`);
     this.unlinkIfSame(v, st);
     this.ownFiles.delete(inodeKey(st));
+    try {
+      this.quota.removed(st.size);
+    } catch {
+      /* the record is walked again within the hour */
+    }
     this.session.audit.event("remove-own", { path: v.display });
   }
 
@@ -443,6 +458,7 @@ export class Vault {
   close(): void {
     if (this.timesSet > LOGGED_TIMES) this.session.audit.event("times-set", { count: this.timesSet, reason: `${this.timesSet} changes of times of files published on other sessions; the first ${LOGGED_TIMES} were logged one by one` });
     for (const up of this.uploads) up.abort();
+    this.quota.close();
     this.syncDirs();
     this.rules.release();
     try {

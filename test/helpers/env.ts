@@ -62,13 +62,24 @@ function chownTree(p: string, uid: number, gid: number): void {
   if (fs.lstatSync(p).isDirectory()) for (const n of fs.readdirSync(p)) chownTree(path.join(p, n), uid, gid);
 }
 
-/** Make a sandbox; files: relative path -> content, created in the root before the session. */
-export function sandbox(t: Teardownable, opts: { files?: Record<string, string | Buffer>; config?: Record<string, unknown> } = {}): Sandbox {
+/**
+ * Make a sandbox; files: relative path -> content, created in the root before the session.
+ * fsBytes: root and state on a tmpfs of that size of their own (a full disk), unmounted at the end;
+ * the audit log and the rest stay outside it.
+ */
+export function sandbox(t: Teardownable, opts: { files?: Record<string, string | Buffer>; config?: Record<string, unknown>; fsBytes?: number } = {}): Sandbox {
   const { uid, gid, name } = gateIds();
   const dir = fs.mkdtempSync("/tmp/vb-test-");
   fs.chmodSync(dir, 0o755);
-  const root = path.join(dir, "root");
-  const state = path.join(dir, "root.state");
+  let top = dir;
+  if (opts.fsBytes !== undefined) {
+    top = path.join(dir, "fs");
+    fs.mkdirSync(top);
+    const m = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${opts.fsBytes},mode=0755`, "tmpfs", top], { encoding: "utf8" });
+    if (m.status !== 0) throw new Error(`mount tmpfs on ${top}: ${m.stderr}`);
+  }
+  const root = path.join(top, "root");
+  const state = path.join(top, "root.state");
   const outside = path.join(dir, "outside");
   const home = path.join(dir, "home");
   fs.mkdirSync(root, { mode: 0o750 });
@@ -96,7 +107,10 @@ export function sandbox(t: Teardownable, opts: { files?: Record<string, string |
   const configure = (extra: Record<string, unknown>) => fs.writeFileSync(config, JSON.stringify({ ...base, ...opts.config, ...extra }, null, 2));
   configure({});
   const sshEnv: NodeJS.ProcessEnv = { ...process.env, VB_CONFIG: config, ...(name ? { VB_RUN_AS: name } : {}) };
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  t.teardown(() => {
+    if (top !== dir) spawnSync("umount", ["--lazy", top]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
   return { dir, root, state, outside, home, audit, config, configure, sshEnv };
 }
 
