@@ -199,3 +199,47 @@ t.test("prune --dry-run changes nothing; bad arguments are refused", async (t) =
   }
   t.same(snapshot(sb.root), before);
 });
+
+// ---- issue 16, item 4: only regular files are chain members; one bad entry stops nothing
+/** Chain A (old, removable under --keep-full 1) and B (new) in h/; A's last set ends at `aEnd`. */
+function twoChains(sb: Sandbox): { A: string[]; B: string[]; aEnd: string } {
+  const A = chain(base, 1);
+  const B = chain(base + 10 * DAY, 1);
+  plant(sb, "h", A, NOW - 30 * DAY);
+  plant(sb, "h", B, NOW - DAY);
+  return { A, B, aEnd: ts(base + DAY) };
+}
+
+t.test("16.4: a directory named like a chain's file is no member: prune removes the chain, reports the directory, exits 0", async (t) => {
+  const sb = sandbox(t);
+  const { A, B, aEnd } = twoChains(sb);
+  // Made before MKDIR obeyed the name rules: the manifest of an incremental that continues A.
+  const odd = `duplicity-inc.${aEnd}.to.${ts(base + 2 * DAY)}.manifest.gpg`;
+  fs.mkdirSync(path.join(sb.root, "h", odd));
+  const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  t.equal(r.code, 0, `no EISDIR, no failure: ${r.stderr}`);
+  t.ok(none(present(sb, "h", A)), "chain A removed");
+  t.ok(all(present(sb, "h", B)), "chain B kept");
+  t.ok(fs.statSync(path.join(sb.root, "h", odd)).isDirectory(), "the directory is left alone");
+  t.match(r.stdout, new RegExp(`h/${odd.replace(/\./g, "\\.")}: directory, named like a duplicity file: never part of a chain`));
+  const again = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  t.equal(again.code, 0, `and the next run too: ${again.stderr}`);
+});
+
+t.test("16.4: one file prune cannot remove (immutable: EPERM) does not stop it; the rest goes, exit 4 names it", async (t) => {
+  const sb = sandbox(t);
+  const { A, B } = twoChains(sb);
+  const stuck = path.join(sb.root, "h", A[0]!);
+  execFileSync("chattr", ["+i", stuck]);
+  try {
+    const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
+    t.equal(r.code, 4, "the run fails");
+    t.match(r.stdout, new RegExp(`h/${A[0]!.replace(/\./g, "\\.")}: failed: EPERM`));
+    t.match(r.stderr, /1 entries failed/);
+    t.ok(exists(stuck), "the immutable file stays");
+    t.ok(none(present(sb, "h", A.slice(1))), "every other file of chain A is removed");
+    t.ok(all(present(sb, "h", B)));
+  } finally {
+    execFileSync("chattr", ["-i", stuck]);
+  }
+});

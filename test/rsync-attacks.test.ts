@@ -3,8 +3,11 @@
 // effect anywhere; every variant in-process through parse + decide), then each item's own reasons:
 // refused before rsync starts, the exact reason on stderr and in the deny line, no staging left.
 import t, { type Test } from "tap";
-import { sandbox, snapshotAll, runGate, auditLines, type Sandbox } from "./helpers/env.js";
-import { leftovers } from "./helpers/rsync-client.js";
+import fs from "node:fs";
+import path from "node:path";
+import { sandbox, snapshotAll, runGate, auditLines, type Sandbox, type Snap } from "./helpers/env.js";
+import { leftovers, localTree, rsyncClient, lastSession } from "./helpers/rsync-client.js";
+import { finishedFull } from "./helpers/duplicity.js";
 import { item, PUSH, PULL, CAPS } from "./helpers/refusal.js";
 import { sample } from "./helpers/scale.js";
 
@@ -234,4 +237,22 @@ t.test("attacks.md item 18: a pull with pulls disabled, a push with a read-only 
   sb.configure({ access: "read-only" });
   await t.test("read-only push", (t) => refusedExactly(t, sb, `${PUSH} . d/`, /read-only: this key cannot upload \(rsync push refused\)/));
   await t.test("read-only push of one file", (t) => refusedExactly(t, sb, `rsync --server -e.LsfxCIvu . new.gpg`, /read-only/));
+});
+
+// ---- issue 16, item 4: the publisher makes directories by the name rules of a file
+t.test("16.4: a pushed directory named like a backup file is not made; its files are skipped and audited", async (t) => {
+  const sb = sandbox(t);
+  const { at } = finishedFull(sb);
+  const dirName = `duplicity-inc.${at(0)}.to.${at(1)}.manifest.gpg`;
+  const src = localTree(t, { [`${dirName}/inside.gpg`]: "inside\n", "other/fine.gpg": "fine\n" });
+  const before = snapshotAll(sb);
+  const r = await rsyncClient(sb, ["-r", `${src}/`, "h:h/"]);
+  t.equal(r.code, 0, `a directory push skips what it cannot store: ${r.stderr}`);
+  t.notOk(fs.existsSync(path.join(sb.root, "h", dirName)), "no directory under a backup file's name");
+  t.equal(fs.readFileSync(path.join(sb.root, "h/other/fine.gpg"), "utf8"), "fine\n", "the rest arrived");
+  const skipped = lastSession(sb).filter((l) => l.event === "skipped");
+  t.match(skipped, [{ path: `h/${dirName}`, reason: /named like a backup file, never a directory/ }]);
+  const after = snapshotAll(sb);
+  const rest = (s: Snap) => Object.fromEntries(Object.entries(s).filter(([k]) => k !== "root/h" && !k.startsWith("root/h/other")));
+  t.same(rest(after), rest(before), "nothing else changed, inside or outside the root");
 });
