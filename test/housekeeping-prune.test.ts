@@ -1,8 +1,9 @@
 import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { execFileSync } from "node:child_process";
-import { sandbox, snapshot, auditLines, gateIds, type Sandbox } from "./helpers/env.js";
+import { execFileSync, spawnSync } from "node:child_process";
+import { sandbox, snapshot, auditLines, gateIds, BIN, type Sandbox } from "./helpers/env.js";
+import { serviceContent } from "../src/remote/schedule.js";
 import { chain, fullSet, incSet, plant, runRoot, exists, ts } from "./helpers/duplicity.js";
 import { versionKey } from "../src/vault/versions.js";
 import { ARRIVALS_FILE } from "../src/vault/arrivals.js";
@@ -239,6 +240,36 @@ t.test("16.4: one file prune cannot remove (immutable: EPERM) does not stop it; 
     t.ok(exists(stuck), "the immutable file stays");
     t.ok(none(present(sb, "h", A.slice(1))), "every other file of chain A is removed");
     t.ok(all(present(sb, "h", B)));
+  } finally {
+    execFileSync("chattr", ["-i", stuck]);
+  }
+});
+
+t.test("16.4: the hourly unit runs seal, prune and record-head even when one fails, and the unit fails", async (t) => {
+  const sb = sandbox(t);
+  const { A } = twoChains(sb);
+  const stuck = path.join(sb.root, "h", A[0]!);
+  execFileSync("chattr", ["+i", stuck]);
+  try {
+    const unit = serviceContent({ label: "test", launcher: BIN, config: sb.config, audit: sb.audit, root: sb.root, state: sb.state, keepFull: 1, access: "append-only" });
+    const ok = new Set([0, ...(unit.match(/^SuccessExitStatus=(.*)$/m)?.[1]?.split(" ").map(Number) ?? [])]);
+    // systemd runs a oneshot unit's ExecStart lines in order and stops at the first failure.
+    let failed: number | undefined;
+    let stderr = "";
+    for (const line of unit.split("\n").filter((l) => l.startsWith("ExecStart="))) {
+      const [bin, ...args] = line.slice("ExecStart=".length).split(" ");
+      const r = spawnSync(bin!, args, { encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });
+      stderr += r.stderr;
+      if (!ok.has(r.status ?? -1)) {
+        failed = r.status ?? -1;
+        break;
+      }
+    }
+    t.equal(failed, 4, "the unit fails (systemctl --failed shows it)");
+    t.match(stderr, /validate-backup prune: 1 entries failed/, "prune's failure is in the journal");
+    t.ok(fs.existsSync(`${sb.audit}.head`), "and the audit log's head was still recorded");
+    const events = auditLines(sb).map((l) => l.event);
+    t.ok(events.includes("seal") && events.includes("prune"), "seal and prune both ran");
   } finally {
     execFileSync("chattr", ["-i", stuck]);
   }
