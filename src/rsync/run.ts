@@ -1,8 +1,8 @@
 // Run the rsync server for one checked request. We build the argv ourselves (absolute binary, no
 // shell, minimal environment) and pass the SSH channel through as stdio.
 //   pull: rsync reads the live tree, from the root as its working directory.
-//   push: rsync never sees the live tree except as a read-only --compare-dest; it receives into this
-//         session's staging directory and, only if it succeeds, the vault publishes what arrived.
+//   push: rsync never sees the live tree; it receives into this session's staging directory and,
+//         only if it succeeds, the vault publishes what arrived.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -18,7 +18,14 @@ import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
 const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
 const UMASK = 0o027;
 
-// Added to every push, after the client's options (the last value wins in rsync):
+// After the client's options on every run (rsync keeps the last value): the session's idle limit
+// is ours, whatever --timeout the client sent (0 would mean none).
+const timeout = (idleSeconds: number) => `--timeout=${idleSeconds}`;
+
+// Added to every push, after the client's options (the last value wins in rsync). No
+// --compare-dest: rsync resolved <live>/<client's relative name> by path, through any link on the
+// way, so a push told the client whether a file outside the root existed and matched (with -c, its
+// content). Unchanged files are sent again instead, and the publisher skips names that exist.
 const PUSH_OPTIONS = [
   "--ignore-existing",
   "--max-delete=-1",
@@ -69,14 +76,14 @@ function checkSources(vault: Vault, targets: RsyncTarget[]): void {
 }
 
 /**
- * The destination of a push decides the staging layout: an existing directory is mirrored (and
- * compared against), a new name gets only its parent. An existing file can never be replaced.
+ * The destination of a push decides the staging layout: an existing directory is mirrored, a new
+ * name gets only its parent. An existing file can never be replaced.
  */
-function planDestination(vault: Vault, v: VPath): { mkdir: VPath; compareDest?: string } {
+function planDestination(vault: Vault, v: VPath): { mkdir: VPath } {
   const st = lstatOrNull(vault, v);
   if (st) {
     notALink(st, v);
-    if (st.isDirectory()) return { mkdir: v, compareDest: vault.pathOf(v) };
+    if (st.isDirectory()) return { mkdir: v };
     // The replace policy may let this name be sent again (duplicity resuming); the vault decides
     // when publishing, and a refusal there still fails the session loudly.
     if (!(st.isFile() && vault.rules.mayReplace(v.comps[v.comps.length - 1]!)))
@@ -118,7 +125,7 @@ function spawnRsync(rsyncPath: string, args: string[], cwd: string): Promise<num
 
 async function pull(req: RsyncRequest, { session, vault }: Context): Promise<number> {
   checkSources(vault, req.targets);
-  const args = ["--server", "--sender", ...req.options, `--timeout=${session.policy.limits.idleSeconds}`, "--", ".", ...req.targets.map(relPath)];
+  const args = ["--server", "--sender", ...req.options, timeout(session.policy.limits.idleSeconds), "--", ".", ...req.targets.map(relPath)];
   session.audit.event("rsync", { direction: "pull", paths: req.targets.map((t) => t.v.display) });
   const code = await spawnRsync(session.policy.rsync.path, args, session.rootReal);
   if (code !== 0) session.audit.event("rsync-exit", { exit: code });
@@ -135,10 +142,8 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
   process.once("exit", cleanup);
   try {
     fs.mkdirSync(path.join(top, ...plan.mkdir.comps), { recursive: true, mode: 0o700 });
-    const timeout = req.options.some((o) => o.startsWith("--timeout=")) ? [] : [`--timeout=${session.policy.limits.idleSeconds}`];
-    const compare = plan.compareDest ? [`--compare-dest=${plan.compareDest}`] : [];
-    const args = ["--server", ...req.options, ...timeout, ...PUSH_OPTIONS, ...compare, "--", ".", stagingPath(top, target)];
-    session.audit.event("rsync", { direction: "push", path: target.v.display, compareDest: Boolean(plan.compareDest) });
+    const args = ["--server", ...req.options, timeout(session.policy.limits.idleSeconds), ...PUSH_OPTIONS, "--", ".", stagingPath(top, target)];
+    session.audit.event("rsync", { direction: "push", path: target.v.display });
     const code = await spawnRsync(session.policy.rsync.path, args, vault.stagingDir);
     if (code !== 0) {
       // A failed or killed transfer may have left partial files in staging: publish nothing.
