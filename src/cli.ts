@@ -46,6 +46,10 @@ const SUBCOMMANDS: Record<string, Sub> = {
     summary: "--config FILE [--dry-run]   make settled files root-owned 0440 and directories 1770, sweep abandoned uploads (root)",
     run: async () => (await import("./housekeeping/seal.js")).sealMain,
   },
+  hourly: {
+    summary: "--config FILE --keep-full N   seal, prune and audit --record-head, each even if one before failed; the worst status (root, systemd's hourly unit)",
+    run: async () => (await import("./housekeeping/hourly.js")).hourlyMain,
+  },
   prune: {
     summary: "--config FILE --keep-full N | --older-than DURATION [--dry-run]   remove whole old duplicity chains (root)",
     run: async () => (await import("./housekeeping/prune.js")).pruneMain,

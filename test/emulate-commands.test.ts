@@ -6,6 +6,7 @@ import path from "node:path";
 import { sandbox, snapshotAll, auditLines, type Sandbox } from "./helpers/env.js";
 import { gateReasons, gate } from "./helpers/scp-wire.js";
 import { sample } from "./helpers/scale.js";
+import { finishedFull } from "./helpers/duplicity.js";
 
 // Each gate() is a whole session (a node start, ~1-3 s on CI's two cores): the quick scale sends a
 // sample through the binary. gateReasons decides the syntax and path refusals in-process at every
@@ -137,4 +138,17 @@ t.test("rm is refused and the file stays", async (t) => {
   const sb = sandbox(t, { files: { "b/duplicity-full.manifest.gpg": "M" } });
   await refusedAll(t, sb, [["rm 'b/duplicity-full.manifest.gpg'", /^validate-backup: append-only: files cannot be removed \(rm refused\)$/m]]);
   t.match(auditLines(sb).find((l) => l.command === "rm 'b/duplicity-full.manifest.gpg'"), { decision: "deny", code: "IMMUTABLE" });
+});
+
+t.test("16.4: mkdir -p refuses a backup file's name as a directory, at any depth; existing directories stay usable", async (t) => {
+  const sb = sandbox(t);
+  const { at, future } = finishedFull(sb);
+  await refusedAll(t, sb, [
+    [`mkdir -p 'h/duplicity-inc.${at(0)}.to.${at(1)}.manifest.gpg'`, /named like a backup file, never a directory/],
+    [`mkdir -p 'h/duplicity-full.${future}.manifest.gpg/x'`, /in the future/],
+    [`mkdir 'h/duplicity-full.${at(0)}.vol7.difftar.gpg'`, /adds to a finished backup set/],
+    ["mkdir -p h/dfs.abc.st", /not a name duplicity 0\.8 writes/],
+  ]);
+  const r = await gate(sb, "mkdir -p h/sub");
+  t.equal(r.code, 0, r.stderr);
 });

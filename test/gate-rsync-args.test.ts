@@ -45,7 +45,7 @@ const ACCEPTED: [string, { sender: boolean; options: string[]; paths: string[]; 
   ["rsync --server --sender -vlogDtprze.iLsfxCIvu --skip-compress=gz --ignore-missing-args . dest/", { sender: true, options: ["-vlogDtprze.iLsfxCIvu", "--skip-compress=gz", "--ignore-missing-args"], paths: ["dest/"], comps: [["dest"]] }],
   ["rsync --server -lOogDtEre.iLsfxCIvu . dest/", { sender: false, options: ["-lOogDtEre.iLsfxCIvu"], paths: ["dest/"], comps: [["dest"]] }],
   ["rsync --server --sender -vlogDtpre.iLsfxCIvu . d/a d/b", { sender: true, options: ["-vlogDtpre.iLsfxCIvu"], paths: ["d/a", "d/b"], comps: [["d", "a"], ["d", "b"]] }],
-  ["rsync --server -unlmyWogDtprxSe.iLsfxCIvu --numeric-ids . dest/", { sender: false, options: ["-unlmyWogDtprxSe.iLsfxCIvu", "--numeric-ids"], paths: ["dest/"], comps: [["dest"]] }],
+  ["rsync --server -unlyWogDtprxSe.iLsfxCIvu --numeric-ids . dest/", { sender: false, options: ["-unlyWogDtprxSe.iLsfxCIvu", "--numeric-ids"], paths: ["dest/"], comps: [["dest"]] }],
   ["rsync --server --sender -logDtpre.iLsfxCIvu --list-only . dest/", { sender: true, options: ["-logDtpre.iLsfxCIvu", "--list-only"], paths: ["dest/"], comps: [["dest"]] }],
   ["rsync --server --sender -logDtpre.iLsfxCIvu --safe-links . dest/", { sender: true, options: ["-logDtpre.iLsfxCIvu", "--safe-links"], paths: ["dest/"], comps: [["dest"]] }],
   // The split form of a value is accepted and passed on joined.
@@ -148,7 +148,10 @@ const REFUSED: [string, RegExp][] = [
   // Receiver-only options with --sender, and the other way round.
   [`${S} --ignore-existing . d/`, /'--ignore-existing' only applies when the server receives; refused with --sender/],
   [`${S} --max-delete=-1 . d/`, /'--max-delete' only applies when the server receives/],
-  ["rsync --server --sender -vlogDtpmre.iLsfxCIvu . d/", /'-m' only applies when the server receives/],
+  ["rsync --server --sender -vlogDtpmre.iLsfxCIvu . d/", /'-m' is refused: .*filter rules/],
+  ["rsync --server -vlogDtpmre.iLsfxCIvu . d/", /'-m' is refused: .*filter rules/],
+  [`${P} --compress-level=22 . d/`, /--compress-level=22 is refused: at most 9/],
+  ["rsync --server --sender -vlogDtprze.iLsfxCIvu --compress-level=10 . d/", /at most 9/],
   [`${P} --list-only . d/`, /'--list-only' only applies when the server sends/],
   [`${P} --safe-links . d/`, /'--safe-links' only applies when the server sends/],
   // Placement and paths.
@@ -183,7 +186,7 @@ t.test("the table: refused entries give a reason; the dangerous ones are never a
     if (cls.kind === "refuse") t.ok(cls.reason.length > 10, `${name} has a reason`);
   const never = /^(del|delete.*|remove-.*|force|backup.*|suffix|partial.*|inplace|append.*|temp-dir|delay-updates|.*-dest|log-file.*|.*batch|daemon|config|files-from|filter|exclude.*|include.*|copy-.*links|copy-links|keep-dirlinks|copy-devices|write-devices|no-munge-links|debug|max-alloc|iconv|hard-links|acls|xattrs|protect-args|secluded-args|remote-option|rsh|rsync-path)$/;
   for (const [name, cls] of Object.entries(LONG_OPTIONS)) if (never.test(name)) t.equal(cls.kind, "refuse", `--${name}`);
-  for (const letter of "sbPTKLkHAXMfF0e") t.not(SHORT_OPTIONS[letter]?.kind ?? "refuse", "flag", `-${letter}`);
+  for (const letter of "sbPTKLkHAXMfF0em") t.not(SHORT_OPTIONS[letter]?.kind ?? "refuse", "flag", `-${letter}`);
 });
 
 t.test("the capability string", async (t) => {

@@ -1,8 +1,9 @@
 import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { execFileSync } from "node:child_process";
-import { sandbox, snapshot, auditLines, gateIds, type Sandbox } from "./helpers/env.js";
+import { execFileSync, spawnSync } from "node:child_process";
+import { sandbox, snapshot, auditLines, gateIds, BIN, type Sandbox } from "./helpers/env.js";
+import { serviceContent } from "../src/remote/schedule.js";
 import { chain, fullSet, incSet, plant, runRoot, exists, ts } from "./helpers/duplicity.js";
 import { versionKey } from "../src/vault/versions.js";
 import { ARRIVALS_FILE } from "../src/vault/arrivals.js";
@@ -203,4 +204,78 @@ t.test("prune --dry-run changes nothing; bad arguments are refused", async (t) =
     t.match(b.stderr, re);
   }
   t.same(snapshot(sb.root), before);
+});
+
+// ---- issue 16, item 4: only regular files are chain members; one bad entry stops nothing
+/** Chain A (old, removable under --keep-full 1) and B (new) in h/; A's last set ends at `aEnd`. */
+function twoChains(sb: Sandbox): { A: string[]; B: string[]; aEnd: string } {
+  const A = chain(base, 1);
+  const B = chain(base + 10 * DAY, 1);
+  plant(sb, "h", A, NOW - 30 * DAY);
+  plant(sb, "h", B, NOW - DAY);
+  return { A, B, aEnd: ts(base + DAY) };
+}
+
+t.test("16.4: a directory named like a chain's file is no member: prune removes the chain, reports the directory, exits 0", async (t) => {
+  const sb = sandbox(t);
+  const { A, B, aEnd } = twoChains(sb);
+  // Made before MKDIR obeyed the name rules: the manifest of an incremental that continues A.
+  const odd = `duplicity-inc.${aEnd}.to.${ts(base + 2 * DAY)}.manifest.gpg`;
+  fs.mkdirSync(path.join(sb.root, "h", odd));
+  const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  t.equal(r.code, 0, `no EISDIR, no failure: ${r.stderr}`);
+  t.ok(none(present(sb, "h", A)), "chain A removed");
+  t.ok(all(present(sb, "h", B)), "chain B kept");
+  t.ok(fs.statSync(path.join(sb.root, "h", odd)).isDirectory(), "the directory is left alone");
+  t.match(r.stdout, new RegExp(`h/${odd.replace(/\./g, "\\.")}: directory, named like a duplicity file: never part of a chain`));
+  const again = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  t.equal(again.code, 0, `and the next run too: ${again.stderr}`);
+});
+
+t.test("16.4: one file prune cannot remove (immutable: EPERM) does not stop it; the rest goes, exit 4 names it", async (t) => {
+  const sb = sandbox(t);
+  const { A, B } = twoChains(sb);
+  const stuck = path.join(sb.root, "h", A[0]!);
+  execFileSync("chattr", ["+i", stuck]);
+  try {
+    const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
+    t.equal(r.code, 4, "the run fails");
+    t.match(r.stdout, new RegExp(`h/${A[0]!.replace(/\./g, "\\.")}: failed: EPERM`));
+    t.match(r.stderr, /1 entries failed/);
+    t.ok(exists(stuck), "the immutable file stays");
+    t.ok(none(present(sb, "h", A.slice(1))), "every other file of chain A is removed");
+    t.ok(all(present(sb, "h", B)));
+  } finally {
+    execFileSync("chattr", ["-i", stuck]);
+  }
+});
+
+t.test("16.4: the hourly unit runs seal, prune and record-head even when one fails, and the unit fails", async (t) => {
+  const sb = sandbox(t);
+  const { A } = twoChains(sb);
+  const stuck = path.join(sb.root, "h", A[0]!);
+  execFileSync("chattr", ["+i", stuck]);
+  try {
+    const unit = serviceContent({ label: "test", launcher: BIN, config: sb.config, audit: sb.audit, root: sb.root, state: sb.state, keepFull: 1, access: "append-only" });
+    const ok = new Set([0, ...(unit.match(/^SuccessExitStatus=(.*)$/m)?.[1]?.split(" ").map(Number) ?? [])]);
+    // systemd runs a oneshot unit's ExecStart lines in order and stops at the first failure.
+    let failed: number | undefined;
+    let stderr = "";
+    for (const line of unit.split("\n").filter((l) => l.startsWith("ExecStart="))) {
+      const [bin, ...args] = line.slice("ExecStart=".length).split(" ");
+      const r = spawnSync(bin!, args, { encoding: "utf8", env: { PATH: "/usr/bin:/bin" } });
+      stderr += r.stderr;
+      if (!ok.has(r.status ?? -1)) {
+        failed = r.status ?? -1;
+        break;
+      }
+    }
+    t.equal(failed, 4, "the unit fails (systemctl --failed shows it)");
+    t.match(stderr, /validate-backup prune: 1 entries failed/, "prune's failure is in the journal");
+    t.ok(fs.existsSync(`${sb.audit}.head`), "and the audit log's head was still recorded");
+    const events = auditLines(sb).map((l) => l.event);
+    t.ok(events.includes("seal") && events.includes("prune"), "seal and prune both ran");
+  } finally {
+    execFileSync("chattr", ["-i", stuck]);
+  }
 });

@@ -204,3 +204,33 @@ t.test("seal refuses to run as anyone but root", async (t) => {
   t.equal(r.code, 4);
   t.match(r.stderr, /must run as root/);
 });
+
+t.test("16.4: a directory named like an interrupted set's manifest does not finish it: seal leaves the set for its resume", async (t) => {
+  const sb = sandbox(t, { config: settled });
+  const { uid, gid } = gateIds();
+  const set = fullSet(T1, { manifest: false });
+  plant(sb, "host", set);
+  const odd = path.join(sb.root, "host", `duplicity-full.${T1}.manifest.gpg`);
+  fs.mkdirSync(odd);
+  const r = await runRoot(sb, ["seal"]);
+  t.equal(r.code, 0, r.stderr);
+  for (const n of set) t.same(mode(path.join(sb.root, "host", n)), { uid, gid, mode: 0o640 }, `${n}: unfinished, left for the resume`);
+  t.match(r.stdout, /3 files of unfinished backup sets/);
+  t.ok(fs.statSync(odd).isDirectory(), "the directory is walked like any other");
+});
+
+t.test("16.4: one entry seal cannot change (immutable: EPERM) does not stop it; exit 4 names it", async (t) => {
+  const sb = sandbox(t, { config: settled });
+  const { gid } = gateIds();
+  plant(sb, "host", fullSet(T0));
+  const stuck = path.join(sb.root, "host", fullSet(T0)[0]!);
+  execFileSync("chattr", ["+i", stuck]);
+  try {
+    const r = await runRoot(sb, ["seal"]);
+    t.equal(r.code, 4, "the run fails");
+    t.match(r.stdout, /host\/duplicity-full\.20250101T000000Z\.vol1\.difftar\.gpg: not sealed: EPERM/);
+    for (const n of fullSet(T0).slice(1)) t.same(mode(path.join(sb.root, "host", n)), { uid: 0, gid, mode: 0o440 }, `${n}: sealed all the same`);
+  } finally {
+    execFileSync("chattr", ["-i", stuck]);
+  }
+});

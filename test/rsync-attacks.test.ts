@@ -3,8 +3,12 @@
 // effect anywhere; every variant in-process through parse + decide), then each item's own reasons:
 // refused before rsync starts, the exact reason on stderr and in the deny line, no staging left.
 import t, { type Test } from "tap";
-import { sandbox, snapshotAll, runGate, auditLines, type Sandbox } from "./helpers/env.js";
-import { leftovers } from "./helpers/rsync-client.js";
+import fs from "node:fs";
+import path from "node:path";
+import { sandbox, snapshotAll, runGate, auditLines, type Sandbox, type Snap } from "./helpers/env.js";
+import { leftovers, localTree, rsyncClient, lastSession } from "./helpers/rsync-client.js";
+import { finishedFull } from "./helpers/duplicity.js";
+import { hostileWorld } from "./helpers/sftp-client.js";
 import { item, PUSH, PULL, CAPS } from "./helpers/refusal.js";
 import { sample } from "./helpers/scale.js";
 
@@ -234,4 +238,79 @@ t.test("attacks.md item 18: a pull with pulls disabled, a push with a read-only 
   sb.configure({ access: "read-only" });
   await t.test("read-only push", (t) => refusedExactly(t, sb, `${PUSH} . d/`, /read-only: this key cannot upload \(rsync push refused\)/));
   await t.test("read-only push of one file", (t) => refusedExactly(t, sb, `rsync --server -e.LsfxCIvu . new.gpg`, /read-only/));
+});
+
+// ---- issue 16, item 4: the publisher makes directories by the name rules of a file
+t.test("16.4: a pushed directory named like a backup file is not made; its files are skipped and audited", async (t) => {
+  const sb = sandbox(t);
+  const { at } = finishedFull(sb);
+  const dirName = `duplicity-inc.${at(0)}.to.${at(1)}.manifest.gpg`;
+  const src = localTree(t, { [`${dirName}/inside.gpg`]: "inside\n", "other/fine.gpg": "fine\n" });
+  const before = snapshotAll(sb);
+  const r = await rsyncClient(sb, ["-r", `${src}/`, "h:h/"]);
+  t.equal(r.code, 0, `a directory push skips what it cannot store: ${r.stderr}`);
+  t.notOk(fs.existsSync(path.join(sb.root, "h", dirName)), "no directory under a backup file's name");
+  t.equal(fs.readFileSync(path.join(sb.root, "h/other/fine.gpg"), "utf8"), "fine\n", "the rest arrived");
+  const skipped = lastSession(sb).filter((l) => l.event === "skipped");
+  t.match(skipped, [{ path: `h/${dirName}`, reason: /named like a backup file, never a directory/ }]);
+  const after = snapshotAll(sb);
+  const rest = (s: Snap) => Object.fromEntries(Object.entries(s).filter(([k]) => k !== "root/h" && !k.startsWith("root/h/other")));
+  t.same(rest(after), rest(before), "nothing else changed, inside or outside the root");
+});
+
+// ---- issue 16, item 7: rsync reads nothing outside the root; the gate's limits always apply
+t.test("16.7: a push learns nothing of a file outside the root through a link in the live tree (no compare basis)", async (t) => {
+  const sb = hostileWorld(t); // `escape` in the root links to the sibling directory `outside`
+  const canary = path.join(sb.outside, "canary.txt");
+  const st = fs.statSync(canary);
+  const sent: string[] = [];
+  const before = snapshotAll(sb);
+  for (const guess of [fs.readFileSync(canary), Buffer.from("a wrong guess\n")]) {
+    const src = localTree(t, { "escape/canary.txt": guess });
+    fs.utimesSync(path.join(src, "escape/canary.txt"), st.atime, st.mtime);
+    const r = await rsyncClient(sb, ["-rc", "--stats", `${src}/`, "h:./"]);
+    t.equal(r.code, 0, r.stderr);
+    sent.push(r.stdout.toString().match(/Number of regular files transferred: (\d+)/)?.[1] ?? "?");
+  }
+  t.same(sent, ["1", "1"], "the right guess and the wrong one look the same: the file is sent either way");
+  t.same(snapshotAll(sb), before, "nothing changed inside or outside the root");
+});
+
+t.test("16.7: the session's idle limit applies whatever --timeout the client sends", async (t) => {
+  const sb = sandbox(t, { files: FILES, config: { limits: { idleSeconds: 5 } } });
+  for (const word of ["--timeout=0", "--timeout=999999999"]) {
+    for (const command of [`${PUSH} ${word} . d/`, `${PULL} ${word} . d/`]) {
+      // A client that says nothing after the command: rsync must give up by itself.
+      const started = Date.now();
+      const r = await runGate(sb, command, { keepOpen: true, timeoutMs: 60_000 });
+      const took = (Date.now() - started) / 1000;
+      t.equal(r.signal, null, `${command}: rsync ended by itself (not killed after 60 s)`);
+      t.ok(took < 45, `${command}: within the idle limit (${took.toFixed(1)} s)`);
+      t.match(r.stderr, /timeout/i, `${command}: rsync says it timed out`);
+    }
+  }
+});
+
+t.test("16.7: --compress-level above 9 is refused (zstd 22 costs the server ~740 MB per session); 9 still works", async (t) => {
+  const sb = sandbox(t, { files: FILES });
+  const before = snapshotAll(sb);
+  const dst = localTree(t);
+  const r = await rsyncClient(sb, ["-rz", "--compress-choice=zstd", "--compress-level=22", "h:d/", `${dst}/`]);
+  t.not(r.code, 0, "refused");
+  t.match(r.stderr, /validate-backup: rsync: --compress-level=22 is refused: at most 9/);
+  t.match(lastSession(sb)[0], { event: "request", decision: "deny" });
+  t.same(snapshotAll(sb), before);
+  const ok = await rsyncClient(sb, ["-rz", "--compress-choice=zstd", "--compress-level=9", "h:d/", `${dst}/`]);
+  t.equal(ok.code, 0, ok.stderr);
+});
+
+t.test("16.7: -m on a push is refused: the server would read the client's filter rules (a dir-merge can name any file)", async (t) => {
+  const sb = sandbox(t, { files: FILES });
+  const before = snapshotAll(sb);
+  const src = localTree(t, { "sub/a.gpg": "a\n" });
+  const r = await rsyncClient(sb, ["-rm", `--filter=dir-merge ${path.join(sb.outside, "canary.txt")}`, `${src}/`, "h:d/"]);
+  t.not(r.code, 0, "refused");
+  t.match(r.stderr, /validate-backup: rsync: option '-m' is refused: .*filter rules/);
+  t.same(snapshotAll(sb), before);
+  t.same(leftovers(sb), []);
 });

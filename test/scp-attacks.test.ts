@@ -5,7 +5,12 @@
 // would send after the command, asserting only that each is refused somehow and changes nothing.
 import t from "tap";
 import { item, type Case } from "./helpers/refusal.js";
-import { gateReasons } from "./helpers/scp-wire.js";
+import { gateReasons, scpClient } from "./helpers/scp-wire.js";
+import fs from "node:fs";
+import path from "node:path";
+import { sandbox, snapshotAll, auditLines } from "./helpers/env.js";
+import { localTree } from "./helpers/rsync-client.js";
+import { finishedFull } from "./helpers/duplicity.js";
 
 const OPTION = /scp option '-.' is not allowed \(only -t, -f, -r, -p, -d and -v\)/;
 const OUTSIDE = /outside the backup root/;
@@ -96,4 +101,21 @@ item(t, 20, "scp paths out of the root", {
     ...sending("C0644 5 authorized_keys\nhello\0", "scp -t ../home/.ssh"),
     ...sending("\0\0\0", "scp -f /etc/passwd", "scp -f d/../../x", "scp -f ../outside/canary.txt"),
   ],
+});
+
+// ---- issue 16, item 4: a D line obeys the name rules of a file (real scp -O -r)
+t.test("16.4: scp -r cannot make a directory under a backup file's name (it would finish a set or break prune)", async (t) => {
+  const sb = sandbox(t);
+  const { at, future } = finishedFull(sb);
+  const names = [`duplicity-inc.${at(0)}.to.${at(1)}.manifest.gpg`, `duplicity-full.${future}.vol1.difftar.gpg`, "df.k3x9.m"];
+  const src = localTree(t, Object.fromEntries(names.map((n) => [`tree/${n}/inside.gpg`, "inside\n"])));
+  const before = snapshotAll(sb);
+  const r = await scpClient(sb, ["-r", ...names.map((n) => `tree/${n}`), "host:h/"], src);
+  t.not(r.code, 0, "scp reports the refusals");
+  t.match(r.stderr, /named like a backup file, never a directory/);
+  t.match(r.stderr, /in the future/);
+  t.match(r.stderr, /not a name duplicity 0\.8 writes/);
+  t.same(snapshotAll(sb), before, "nothing changed, inside or outside the root");
+  for (const n of names) t.notOk(fs.existsSync(path.join(sb.root, "h", n)), `${n}: no such directory`);
+  t.equal(auditLines(sb).filter((l) => l.event === "refused").length, names.length, "each refusal audited");
 });

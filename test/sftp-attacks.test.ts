@@ -10,6 +10,7 @@ import { snapshotAll, auditLines, type Sandbox, type AuditLine } from "./helpers
 import { size, sample, QUICK } from "./helpers/scale.js";
 import { SftpClient, hostileWorld, WORLD_FILES, FX, FX_NAME, PF, T, describe, packet, u32, u64, str, attrs, crashSigns, type Reply, type Attrs, type Bytes } from "./helpers/sftp-client.js";
 import { cleanString } from "../src/audit/sanitize.js";
+import { chain, fullSet, plant, ts } from "./helpers/duplicity.js";
 
 const OLD = WORLD_FILES["existing.gpg"];
 const W_CT = PF.WRITE | PF.CREAT | PF.TRUNC; // what OpenSSH's put sends
@@ -700,4 +701,44 @@ t.test("37: a session cannot rename or remove its own directory after another se
   await hangUp(t, a);
   t.equal(fs.readFileSync(path.join(sb.root, "x/from-b.gpg"), "utf8"), "B's bytes\n", "B's file is where B put it");
   t.equal(sha(fs.readFileSync(path.join(sb.root, "existing.gpg"))), sha(OLD));
+});
+
+// ---------------------------------------------------------------------------------------------
+// Issue 16, item 4: a directory obeys the name rules of a file, and never counts as a set member.
+t.test("16.4: MKDIR of a name the duplicity profile refuses as a file, or of any backup file's name, is refused", async (t) => {
+  const sb = world(t);
+  const day = 86_400_000;
+  const start = Date.UTC(2025, 0, 1);
+  const [T0, T1, T2] = [0, 1, 2].map((i) => ts(start + i * day)) as [string, string, string];
+  plant(sb, "h", chain(start, 1), Date.now() - day); // full T0, inc T0->T1, both finished
+  const future = ts(Date.now() + 2 * day);
+  const MKDIR = (name: string): Probe["send"] => (c) => c.mkdir(`h/${name}`, { perm: 0o750 });
+  await runProbes(t, sb, [
+    { name: "dated in the future", send: MKDIR(`duplicity-full.${future}.vol1.difftar.gpg`), want: DENIED(/in the future/) },
+    { name: "a second suffix of a stored file", send: MKDIR(`duplicity-full.${T0}.vol1.difftar.gz`), want: DENIED(/another suffix/) },
+    { name: "an addition to a finished set", send: MKDIR(`duplicity-full.${T0}.vol9.difftar.gpg`), want: DENIED(/adds to a finished backup set/) },
+    { name: "a taken incremental start", send: MKDIR(`duplicity-inc.${T0}.to.${T2}.manifest.gpg`), want: DENIED(/another incremental set already starts/) },
+    { name: "a duplicity-like name duplicity 0.8 does not write", send: MKDIR("df.k3x9.m"), want: DENIED(/not a name duplicity 0\.8 writes/) },
+    // As a file this manifest would be accepted; as a directory it would "finish" a set, or make
+    // every later prune fail with EISDIR: no directory ever takes a backup file's name.
+    { name: "a backup file's name the profile would accept", send: MKDIR(`duplicity-inc.${T1}.to.${T2}.manifest.gpg`), want: DENIED(/named like a backup file, never a directory/) },
+  ]);
+  const c = await connect(t, sb);
+  t.equal((await c.mkdir("h/sub", { perm: 0o750 })).status?.code, FX.OK, "other names are still directories");
+  await hangUp(t, c);
+});
+
+t.test("16.4: a directory planted under a manifest's name does not finish an interrupted set: its resume is accepted", async (t) => {
+  const sb = world(t);
+  const T = ts(Date.UTC(2025, 0, 1));
+  const set = fullSet(T, { vols: 2, manifest: false });
+  plant(sb, "h", set, Date.now() - 3_600_000);
+  // Made before this rule existed (or by root): a directory named like the set's manifest.
+  fs.mkdirSync(path.join(sb.root, "h", `duplicity-full.${T}.manifest.gpg`));
+  const c = await connect(t, sb);
+  const vol2 = `h/duplicity-full.${T}.vol2.difftar.gpg`;
+  const r = await c.put(vol2, "the resumed volume 2\n");
+  t.equal(r.status?.code, FX.OK, `the last volume of the unfinished set may be sent again (${describe(r)})`);
+  await hangUp(t, c);
+  t.equal(fs.readFileSync(path.join(sb.root, vol2), "utf8"), "the resumed volume 2\n");
 });

@@ -17,7 +17,7 @@
 import fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import { VbError } from "../errors.js";
-import { DirIndex, chainsOf, finished, namesOf, formatTime, type Chain } from "../profile/duplicity.js";
+import { DirIndex, chainsOf, finished, namesOf, formatTime, looksLikeDuplicity, type Chain } from "../profile/duplicity.js";
 import { inodeKey, closeQuietly } from "../fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
 import { readArrivals, lastArrival, compactArrivals, type ArrivalMap } from "../vault/arrivals.js";
@@ -54,6 +54,8 @@ export interface PruneReport {
   warning?: string;
   /** The retention floor: nothing that arrived (or was kept as a version) after this is removed. */
   floor: { days: number; since: number };
+  /** Entries an error kept from being judged or removed (they are among `leftAlone`). */
+  failed: number;
 }
 
 interface Facts {
@@ -138,7 +140,7 @@ class Pruner {
     private readonly dryRun: boolean,
   ) {
     this.retentionDays = h.policy.housekeeping.retentionDays;
-    this.report = { chains: [], removedFiles: 0, removedVersions: 0, leftAlone: [], floor: { days: this.retentionDays, since: now - this.retentionDays * DAY } };
+    this.report = { chains: [], removedFiles: 0, removedVersions: 0, leftAlone: [], failed: 0, floor: { days: this.retentionDays, since: now - this.retentionDays * DAY } };
     this.arrivals = readArrivals(h.stateFd);
     this.report.lastArrival = lastArrival(this.arrivals);
     const v = openSubdir(h.stateFd, [], VERSIONS_DIR, h.walk);
@@ -153,13 +155,29 @@ class Pruner {
     this.report.leftAlone.push({ path, why });
   }
 
+  private kind(d: Dir, name: string): string {
+    const st = lstatIn(d.fd, name);
+    if (!st) return "vanished";
+    return st.isDirectory() ? "directory" : (notPlain(st, this.h.walk.dev) ?? "not a regular file");
+  }
+
+  /** An error on one entry (EIO, EPERM) does not stop the others: left alone, and the run exits 4. */
+  fail(path: string, e: unknown): void {
+    this.report.failed++;
+    this.leave(path, `failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+
   dir(d: Dir): void {
     const dirRel = d.comps.join("/");
     const relOf = (name: string) => (dirRel ? `${dirRel}/${name}` : name);
     this.walkedDirs.add(dirRel);
     for (const n of d.names) this.seen.add(relOf(n));
-    const ix = new DirIndex(d.names);
-    for (const n of ix.others) if (lstatIn(d.fd, n)?.isFile()) this.leave(relOf(n), "not a duplicity file");
+    // Regular files only: a directory named like a chain's file is no member (unlinking it failed
+    // with EISDIR and stopped every later run); it is reported and left alone.
+    const ix = new DirIndex(d.files);
+    const files = new Set(d.files);
+    for (const n of d.names) if (!files.has(n) && looksLikeDuplicity(n)) this.leave(relOf(n), `${this.kind(d, n)}, named like a duplicity file: never part of a chain`);
+    for (const n of ix.others) this.leave(relOf(n), "not a duplicity file");
     for (const n of ix.foreign) this.leave(relOf(n), "duplicity-like name that duplicity 0.8 does not write");
     const { chains, orphans } = chainsOf(ix);
     for (const o of orphans) for (const n of namesOf(o)) this.leave(relOf(n), "incremental set that continues no full set here");
@@ -223,15 +241,26 @@ class Pruner {
         this.leave(relOf(name), why);
         continue;
       }
-      if (!this.dryRun && !unlinkIfSame(d.fd, name, st!)) {
+      let gone: boolean;
+      try {
+        gone = this.dryRun || unlinkIfSame(d.fd, name, st!);
+      } catch (e) {
+        this.fail(relOf(name), e);
+        continue;
+      }
+      if (!gone) {
         this.leave(relOf(name), "changed while being removed");
         continue;
       }
       this.removed.add(relOf(name));
       this.report.removedFiles++;
       if (this.versionsFd !== undefined && lstatIn(this.versionsFd, versionKey(relOf(name)))) {
-        if (!this.dryRun) removeTreeAt(this.versionsFd, versionKey(relOf(name)), this.h.walk, [VERSIONS_DIR]);
-        this.report.removedVersions++;
+        try {
+          if (!this.dryRun) removeTreeAt(this.versionsFd, versionKey(relOf(name)), this.h.walk, [VERSIONS_DIR]);
+          this.report.removedVersions++;
+        } catch (e) {
+          this.fail(`state:${VERSIONS_DIR}/${versionKey(relOf(name))}`, e);
+        }
       }
     }
   }
@@ -253,7 +282,14 @@ export function prune(h: Housekeeping, rules: PruneRules, opts: { now?: number; 
   const p = new Pruner(h, rules, now, opts.dryRun ?? false);
   try {
     const onSkip = (comps: readonly string[], name: string, why: string) => p.report.leftAlone.push({ path: [...comps, name].join("/"), why });
-    if (h.policy.profile === "duplicity") for (const d of walkDirs(h.rootFd, { ...h.walk, onSkip })) p.dir(d);
+    if (h.policy.profile === "duplicity")
+      for (const d of walkDirs(h.rootFd, { ...h.walk, onSkip })) {
+        try {
+          p.dir(d);
+        } catch (e) {
+          p.fail(d.comps.join("/") || ".", e);
+        }
+      }
     p.compact(now);
   } finally {
     p.close();
@@ -334,11 +370,13 @@ export async function pruneMain(args: string[]): Promise<number> {
         leftAlone: r.leftAlone.length,
       });
       process.stdout.write(describe(r, dryRun) + "\n");
-      if (!r.warning) return EXIT.ok;
-      h.audit.event("no-arrivals", { anomaly: true, reason: r.warning, lastArrival: r.lastArrival ?? null });
-      syslog(h.policy.label, r.warning);
-      process.stderr.write(`validate-backup prune: WARNING: ${r.warning}\n`);
-      return EXIT.warning;
+      if (r.warning) {
+        h.audit.event("no-arrivals", { anomaly: true, reason: r.warning, lastArrival: r.lastArrival ?? null });
+        syslog(h.policy.label, r.warning);
+        process.stderr.write(`validate-backup prune: WARNING: ${r.warning}\n`);
+      }
+      if (r.failed) process.stderr.write(`validate-backup prune: ${r.failed} entries failed (listed above); the rest was done\n`);
+      return r.failed ? EXIT.failed : r.warning ? EXIT.warning : EXIT.ok;
     } finally {
       h.close();
     }

@@ -25,6 +25,8 @@ export interface SealReport {
   unfinished: number;
   odd: { path: string; why: string }[];
   swept: number;
+  /** Entries an error kept from being sealed (they are among `odd`): the run exits 4. */
+  failed: number;
 }
 
 function isSealed(st: fs.Stats, gid: number, mode: number): boolean {
@@ -36,7 +38,7 @@ function rel(comps: readonly string[], name?: string): string {
 }
 
 class Sealer {
-  readonly report: SealReport = { dirs: 0, files: 0, alreadySealed: 0, young: 0, unfinished: 0, odd: [], swept: 0 };
+  readonly report: SealReport = { dirs: 0, files: 0, alreadySealed: 0, young: 0, unfinished: 0, odd: [], swept: 0, failed: 0 };
   private readonly gid: number;
   private readonly minAgeMs: number;
 
@@ -54,6 +56,12 @@ class Sealer {
     if (this.report.odd.length <= MAX_AUDITED_ODDITIES) this.h.audit.event("seal-skip", { anomaly: true, path, reason: why });
   }
 
+  /** One entry that cannot be sealed (EIO, EPERM) does not stop the others: reported, and the run fails at the end. */
+  failure(path: string, e: unknown): void {
+    this.report.failed++;
+    this.odd(path, `not sealed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+
   dir(d: Dir): void {
     // A setgid bit (install-remote gives the root 3770) stays: it is what makes the key's new files
     // land in GROUP, and check would report the root's mode otherwise.
@@ -66,8 +74,16 @@ class Sealer {
       }
       this.report.dirs++;
     }
-    const ix = this.h.policy.profile === "duplicity" ? new DirIndex(d.names) : undefined;
-    for (const name of d.names) this.file(d, name, ix);
+    // Regular files only: a directory named like a manifest must not "finish" a set and get the
+    // files of an interrupted run sealed (its resume would then be refused).
+    const ix = this.h.policy.profile === "duplicity" ? new DirIndex(d.files) : undefined;
+    for (const name of d.names) {
+      try {
+        this.file(d, name, ix);
+      } catch (e) {
+        this.failure(rel(d.comps, name), e);
+      }
+    }
   }
 
   private unfinished(ix: DirIndex | undefined, name: string): boolean {
@@ -135,7 +151,13 @@ class Sealer {
 
 export function seal(h: Housekeeping, opts: { now?: number; dryRun?: boolean } = {}): SealReport {
   const s = new Sealer(h, opts.now ?? Date.now(), opts.dryRun ?? false);
-  for (const d of walkDirs(h.rootFd, { ...h.walk, onSkip: (comps, name, why) => s.odd(rel(comps, name), why) })) s.dir(d);
+  for (const d of walkDirs(h.rootFd, { ...h.walk, onSkip: (comps, name, why) => s.odd(rel(comps, name), why) })) {
+    try {
+      s.dir(d);
+    } catch (e) {
+      s.failure(rel(d.comps), e);
+    }
+  }
   s.sweep();
   return s.report;
 }
@@ -163,7 +185,9 @@ export async function sealMain(args: string[]): Promise<number> {
       const r = seal(h, { dryRun });
       h.audit.event("seal", { dryRun, dirs: r.dirs, files: r.files, alreadySealed: r.alreadySealed, young: r.young, unfinished: r.unfinished, odd: r.odd.length, swept: r.swept });
       process.stdout.write(describe(r, dryRun) + "\n");
-      return EXIT.ok;
+      if (!r.failed) return EXIT.ok;
+      process.stderr.write(`validate-backup seal: ${r.failed} entries could not be sealed (listed above)\n`);
+      return EXIT.failed;
     } finally {
       h.close();
     }

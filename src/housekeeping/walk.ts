@@ -32,6 +32,11 @@ export interface Dir {
   st: fs.Stats;
   /** Every entry, as valid UTF-8 names (others are reported to onSkip and left alone). */
   names: string[];
+  /**
+   * The regular files among them (lstat): all a profile's index may see. A directory or anything
+   * else named like a backup file is never a member of a set.
+   */
+  files: string[];
 }
 
 // Why an entry is never acted on, by what lstat (or fstat) says it is.
@@ -96,10 +101,17 @@ export function* walkDirs(rootFd: number, opts: WalkOptions): Generator<Dir> {
 
 function* visit(fd: number, comps: readonly string[], st: fs.Stats, opts: WalkOptions): Generator<Dir> {
   const names = listNames(fd, comps, opts);
-  yield { fd, comps, st, names };
+  // One lstat per entry, before the caller looks: its type says both what the index may see and
+  // where the walk goes next (only types are kept, not a Stats per entry).
+  const files: string[] = [];
+  const dirs: string[] = [];
   for (const name of names) {
     const lst = lstatIn(fd, name);
-    if (!lst?.isDirectory()) continue;
+    if (lst?.isFile()) files.push(name);
+    else if (lst?.isDirectory()) dirs.push(name);
+  }
+  yield { fd, comps, st, names, files };
+  for (const name of dirs) {
     const sub = openSubdir(fd, comps, name, opts);
     if ("why" in sub) {
       opts.onSkip?.(comps, name, sub.why);

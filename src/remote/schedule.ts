@@ -84,9 +84,11 @@ export function verifyName(label: string): string {
  * The hourly commands, in order: settle the uploads, drop old chains, then pin the log's head
  * (after both logged); and the weekly check of every stored file against the log.
  */
-export function commands(s: ScheduledSource): { seal: string; prune: string; head: string; verify: string } {
+export function commands(s: ScheduledSource): { seal: string; prune: string; head: string; hourly: string; verify: string } {
   const bin = plain(s.launcher);
   return {
+    // The three in one: a oneshot unit's ExecStart lines stop at the first failure, `hourly` does not.
+    hourly: `${bin} hourly --config ${plain(s.config)} --keep-full ${s.keepFull}`,
     seal: `${bin} seal --config ${plain(s.config)}`,
     prune: `${bin} prune --config ${plain(s.config)} --keep-full ${s.keepFull}`,
     head: `${bin} audit --record-head --file ${plain(s.audit)}`,
@@ -157,8 +159,10 @@ function service(s: ScheduledSource, unit: string, what: string, run: string[]):
 export function serviceContent(s: ScheduledSource): string {
   const c = commands(s);
   return service(s, scheduleName(s.label), "seal, prune, record the audit log's head", [
-    "# Runs as root: seal and prune change owners in the backup account's tree.",
-    ...[c.seal, c.prune, c.head].map((x) => `ExecStart=${x}`),
+    "# Runs as root: seal and prune change owners in the backup account's tree. `hourly` runs seal,",
+    "# prune and audit --record-head in turn, each even if one before failed, and exits with the",
+    "# worst status: a failed step fails the unit (systemctl --failed) without stopping the others.",
+    `ExecStart=${c.hourly}`,
     "# prune exits 5 when nothing arrived for too long: a warning it has logged, not a failed run.",
     "SuccessExitStatus=5",
   ]);

@@ -1,8 +1,8 @@
 // Run the rsync server for one checked request. We build the argv ourselves (absolute binary, no
 // shell, minimal environment) and pass the SSH channel through as stdio.
 //   pull: rsync reads the live tree, from the root as its working directory.
-//   push: rsync never sees the live tree except as a read-only --compare-dest; it receives into this
-//         session's staging directory and, only if it succeeds, the vault publishes what arrived.
+//   push: rsync never sees the live tree; it receives into this session's staging directory and,
+//         only if it succeeds, the vault publishes what arrived.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -22,7 +22,14 @@ const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
 const PARTIAL = 23;
 const UMASK = 0o027;
 
-// Added to every push, after the client's options (the last value wins in rsync):
+// After the client's options on every run (rsync keeps the last value): the session's idle limit
+// is ours, whatever --timeout the client sent (0 would mean none).
+const timeout = (idleSeconds: number) => `--timeout=${idleSeconds}`;
+
+// Added to every push, after the client's options (the last value wins in rsync). No
+// --compare-dest: rsync resolved <live>/<client's relative name> by path, through any link on the
+// way, so a push told the client whether a file outside the root existed and matched (with -c, its
+// content). Unchanged files are sent again instead, and the publisher skips names that exist.
 const PUSH_OPTIONS = [
   "--ignore-existing",
   "--max-delete=-1",
@@ -81,14 +88,14 @@ function checkSources(vault: Vault, targets: RsyncTarget[]): void {
 }
 
 /**
- * The destination of a push decides the staging layout: an existing directory is mirrored (and
- * compared against), a new name gets only its parent. An existing file can never be replaced.
+ * The destination of a push decides the staging layout: an existing directory is mirrored, a new
+ * name gets only its parent. An existing file can never be replaced.
  */
-function planDestination(vault: Vault, v: VPath): { mkdir: VPath; compareDest?: string } {
+function planDestination(vault: Vault, v: VPath): { mkdir: VPath } {
   const st = lstatOrNull(vault, v);
   if (st) {
     notALink(st, v);
-    if (st.isDirectory()) return { mkdir: v, compareDest: vault.pathOf(v) };
+    if (st.isDirectory()) return { mkdir: v };
     // The replace policy may let this name be sent again (duplicity resuming); the vault decides
     // when publishing, and a refusal there still fails the session loudly.
     if (!(st.isFile() && vault.rules.mayReplace(v.comps[v.comps.length - 1]!)))
@@ -160,7 +167,7 @@ function spawnRsync(rsyncPath: string, args: string[], cwd: string, opts: { line
 
 async function pull(req: RsyncRequest, { session, vault }: Context): Promise<number> {
   checkSources(vault, req.targets);
-  const args = ["--server", "--sender", ...req.options, `--timeout=${session.policy.limits.idleSeconds}`, "--", ".", ...req.targets.map(relPath)];
+  const args = ["--server", "--sender", ...req.options, timeout(session.policy.limits.idleSeconds), "--", ".", ...req.targets.map(relPath)];
   session.audit.event("rsync", { direction: "pull", paths: req.targets.map((t) => t.v.display) });
   const code = await spawnRsync(session.policy.rsync.path, args, session.rootReal);
   if (code !== 0) session.audit.event("rsync-exit", { exit: code });
@@ -177,15 +184,13 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
   process.once("exit", cleanup);
   try {
     fs.mkdirSync(path.join(top, ...plan.mkdir.comps), { recursive: true, mode: 0o700 });
-    const timeout = req.options.some((o) => o.startsWith("--timeout=")) ? [] : [`--timeout=${session.policy.limits.idleSeconds}`];
-    const compare = plan.compareDest ? [`--compare-dest=${plan.compareDest}`] : [];
     // staging/t mirrors the root, and rsync runs in it with the destination as the client wrote it
     // (relative): its messages ("created directory new/enc") name no internal path.
     // --max-size: rsync does not even receive a file over the limit (it once staged 300 MB of one).
     // Ours comes last and wins, so it is the smaller of the limit and what the client asked.
     const maxSize = Math.min(session.policy.limits.maxFileBytes, askedMaxSize(req.options));
-    const args = ["--server", ...req.options, ...timeout, ...PUSH_OPTIONS, `--max-size=${maxSize}`, ...compare, "--", ".", relPath(target)];
-    session.audit.event("rsync", { direction: "push", path: target.v.display, compareDest: Boolean(plan.compareDest) });
+    const args = ["--server", ...req.options, timeout(session.policy.limits.idleSeconds), ...PUSH_OPTIONS, `--max-size=${maxSize}`, "--", ".", relPath(target)];
+    session.audit.event("rsync", { direction: "push", path: target.v.display });
     const unstored: Unstored[] = [];
     let overSize = 0;
     const hide: Array<[string, string]> = [[`${top}/`, ""], [top, "."], [session.policy.state, "[state]"]];

@@ -15,6 +15,18 @@ import { at, inodeKey, lstatAt, lstatAtOrNull } from "../fsat.js";
 import { keepVersion } from "./versions.js";
 import type { VPath } from "./paths.js";
 
+/**
+ * The regular files of an open directory: all a profile's index may see. A directory, link or
+ * anything else named like a backup file is never a member of a set (it could "finish" one).
+ */
+export function regularFiles(dirFd: number): string[] {
+  // Node fills in d_type by lstat where the filesystem leaves it unknown.
+  return fs
+    .readdirSync(at(dirFd), { withFileTypes: true })
+    .filter((d) => d.isFile())
+    .map((d) => d.name);
+}
+
 export class NameRules {
   readonly profile: Profile;
   /** Lock files of the backup sets this session writes: one session at a time per set. */
@@ -35,7 +47,7 @@ export class NameRules {
   }
 
   private index(dirFd: number): unknown {
-    return this.profile.index(fs.readdirSync(at(dirFd)));
+    return this.profile.index(regularFiles(dirFd));
   }
 
   /** May `name` be added to the directory dirFd? Throws NOT_ALLOWED if the profile says no. */
@@ -43,6 +55,17 @@ export class NameRules {
     if (!this.profile.judges(name)) return;
     const key = this.profile.checkNew(this.index(dirFd), name, Date.now() / 1000, v.display);
     if (key) this.holdSet(dirFd, key, v);
+  }
+
+  /**
+   * May a directory named `name` be made in dirFd? Never under a name the profile has a rule for:
+   * duplicity never makes one, and a directory there would only block the file's name. A name
+   * refused as a file says why first.
+   */
+  checkNewDir(dirFd: number, name: string, v: VPath): void {
+    if (!this.profile.judges(name)) return;
+    this.profile.checkNew(this.index(dirFd), name, Date.now() / 1000, v.display);
+    throw new VbError("NOT_ALLOWED", `${this.profile.name} profile: '${v.display}' is named like a backup file, never a directory`);
   }
 
   /** Could a file of this name ever be replaced? (Without a directory listing.) */

@@ -16,7 +16,7 @@ import { fileMode, dirMode, type Arrival, type Published } from "./admission.js"
 import { guardUpload } from "../pgp/guard.js";
 import { sha256OfFd } from "./hasher.js";
 import { sweepStale } from "./state.js";
-import { NameRules } from "./rules.js";
+import { NameRules, regularFiles } from "./rules.js";
 import { RecentArrivals, whyNotTimes } from "./recent.js";
 import { Quota } from "./quota.js";
 
@@ -178,6 +178,8 @@ export class Vault {
   mkdir(v: VPath, mode = 0o750): void {
     this.assertWritable(v, "created");
     this.withParent(v, (dirFd, name) => {
+      // Every protocol's directories come here (SFTP, scp D, mkdir -p, rsync's publisher).
+      this.rules.checkNewDir(dirFd, name, v);
       fs.mkdirSync(at(dirFd, name), dirMode(mode));
       const fd = openDirAt(dirFd, name);
       try {
@@ -227,7 +229,7 @@ export class Vault {
     if (verdict !== "metadata") return verdict === "yes";
     if (v.comps.length === 0) return false;
     return this.rules.canReadMetadata(v.comps[v.comps.length - 1]!, () =>
-      this.withParent(v, (dirFd) => fs.readdirSync(at(dirFd))),
+      this.withParent(v, (dirFd) => regularFiles(dirFd)),
     );
   }
 

@@ -91,3 +91,15 @@ export async function uploadSftp(t: Test, sb: Sandbox, dir: string, files: [stri
   t.equal(r.code, 0, `sftp upload into ${dir}: ${r.stderr}`);
   return r;
 }
+
+/**
+ * One finished full set dated 2025-01-01, planted in `dir` as arrived a day ago: the neighbour
+ * against which a new name is judged. `at(n)` is the name time n days after it (negative: before);
+ * `future` a time two days ahead of this machine's clock.
+ */
+export function finishedFull(sb: Sandbox, dir = "h"): { at: (days: number) => string; future: string } {
+  const day = 86_400_000;
+  const start = Date.UTC(2025, 0, 1);
+  plant(sb, dir, fullSet(ts(start)), Date.now() - day);
+  return { at: (n) => ts(start + n * day), future: ts(Date.now() + 2 * day) };
+}

@@ -149,7 +149,7 @@ export interface RunResult {
 }
 
 /** Run the real binary as the gate user, with SSH_ORIGINAL_COMMAND (undefined = unset). */
-export function runGate(sb: Sandbox, command: string | undefined, opts: { input?: Buffer | string; timeoutMs?: number } = {}): Promise<RunResult> {
+export function runGate(sb: Sandbox, command: string | undefined, opts: RunOptions = {}): Promise<RunResult> {
   const { name } = gateIds();
   const env: NodeJS.ProcessEnv = { PATH: "/usr/bin:/bin", SSH_CLIENT: "127.0.0.1 50000 22" };
   if (command !== undefined) env.SSH_ORIGINAL_COMMAND = command;
@@ -157,7 +157,14 @@ export function runGate(sb: Sandbox, command: string | undefined, opts: { input?
   return run(argv, { env }, opts);
 }
 
-export function run(argv: string[], spawnOpts: SpawnOptions, opts: { input?: Buffer | string; timeoutMs?: number } = {}): Promise<RunResult> {
+export interface RunOptions {
+  input?: Buffer | string;
+  timeoutMs?: number;
+  /** Leave stdin open after the input: a client that goes quiet rather than away. */
+  keepOpen?: boolean;
+}
+
+export function run(argv: string[], spawnOpts: SpawnOptions, opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { ...spawnOpts, stdio: ["pipe", "pipe", "pipe"] });
     const out: Buffer[] = [];
@@ -171,7 +178,8 @@ export function run(argv: string[], spawnOpts: SpawnOptions, opts: { input?: Buf
       clearTimeout(timer);
       resolve({ code, signal, stdout: Buffer.concat(out), stderr: err });
     });
-    child.stdin!.end(opts.input ?? "");
+    if (opts.keepOpen) child.stdin!.write(opts.input ?? "");
+    else child.stdin!.end(opts.input ?? "");
   });
 }
 

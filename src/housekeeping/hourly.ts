@@ -1,0 +1,45 @@
+// `validate-backup hourly --config F --keep-full N` (root, from the systemd unit): seal, prune and
+// audit --record-head, in that order, each run even when one before it failed, and the run exits
+// with the worst status. A oneshot unit's ExecStart lines stop at the first failure: a prune that
+// failed used to keep the audit log's head from being recorded, hour after hour.
+//
+// Each step is a child process of this same program (node, its flags, the bundle), so a step that
+// crashes or leaks cannot take the next one with it.
+import { spawnSync } from "node:child_process";
+import { VbError } from "../errors.js";
+import { parseArgs, requireRoot, main, EXIT } from "./context.js";
+
+/** The steps, in order: settle the uploads, drop old chains, then pin the log's head (after both logged). */
+export function hourlySteps(config: string, keepFull: string): string[][] {
+  return [
+    ["seal", "--config", config],
+    ["prune", "--config", config, "--keep-full", keepFull],
+    ["audit", "--record-head", "--config", config],
+  ];
+}
+
+/** prune's warning (nothing arrived for too long) is worse than success, better than any failure. */
+function rank(code: number): number {
+  return code === EXIT.ok ? 0 : code === EXIT.warning ? 1 : 2;
+}
+
+export async function hourlyMain(args: string[]): Promise<number> {
+  return main("hourly", () => {
+    const o = parseArgs(args, { "--config": "value", "--keep-full": "value" });
+    const config = o.get("--config");
+    const keepFull = o.get("--keep-full");
+    if (!config || !keepFull) throw new VbError("BAD_REQUEST", "usage: validate-backup hourly --config FILE --keep-full N");
+    requireRoot("hourly");
+    let worst: number = EXIT.ok;
+    const failed: string[] = [];
+    for (const step of hourlySteps(config, keepFull)) {
+      const r = spawnSync(process.execPath, [...process.execArgv, "--", process.argv[1]!, ...step], { stdio: "inherit", env: process.env });
+      const code = r.status ?? EXIT.failed; // killed by a signal, or not started at all
+      if (rank(code) === 2) failed.push(`${step[0]} (exit ${r.status ?? r.signal ?? r.error?.message})`);
+      if (rank(code) > rank(worst)) worst = code;
+    }
+    // The steps said what went wrong on stderr; this line says that the later ones still ran.
+    if (failed.length) process.stderr.write(`validate-backup hourly: failed: ${failed.join(", ")}; every step was run\n`);
+    return worst;
+  });
+}
