@@ -6,7 +6,8 @@ import { sandbox, snapshot, auditLines, gateIds, BIN, type Sandbox } from "./hel
 import { serviceContent } from "../src/remote/schedule.js";
 import { chain, fullSet, incSet, plant, runRoot, exists, ts } from "./helpers/duplicity.js";
 import { versionKey } from "../src/vault/versions.js";
-import { ARRIVALS_FILE } from "../src/vault/arrivals.js";
+import { ARRIVALS_FILE, readArrivals } from "../src/vault/arrivals.js";
+import { SftpClient, FX } from "./helpers/sftp-client.js";
 import { FULL_ONLY } from "./helpers/scale.js";
 
 const DAY = 86_400_000;
@@ -278,4 +279,27 @@ t.test("16.4: the hourly unit runs seal, prune and record-head even when one fai
   } finally {
     execFileSync("chattr", ["-i", stuck]);
   }
+});
+
+t.test("a client renaming its own file in a loop grows neither prune's memory nor, after prune, the record", async (t) => {
+  const sb = sandbox(t, { config: FLOOR_1D });
+  const c = SftpClient.gate(sb);
+  await c.init();
+  t.equal((await c.mkdir("h")).status?.code, FX.OK);
+  t.equal((await c.put("h/a0", "bytes\n")).status?.code, FX.OK);
+  const RENAMES = 300;
+  for (let i = 0; i < RENAMES; i++) t.equal((await c.rename(`h/a${i}`, `h/a${i + 1}`)).status?.code, FX.OK, `rename ${i}`, { diagnostic: false });
+  await c.end();
+  const record = path.join(sb.state, ARRIVALS_FILE);
+  t.equal(fs.readFileSync(record, "utf8").trim().split("\n").length, RENAMES + 1, "one line per publish and rename");
+  // Prune reads the record: one entry, the file where it is now.
+  const stateFd = fs.openSync(sb.state, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  t.teardown(() => fs.closeSync(stateFd));
+  t.same([...readArrivals(stateFd).keys()], [`h/a${RENAMES}`], "the renames replaced each other's record");
+  const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
+  t.equal(r.code, 0, r.stderr + r.stdout);
+  const left = fs.readFileSync(record, "utf8").trim().split("\n");
+  t.equal(left.length, 1, "prune compacted the record though it removed nothing");
+  t.match(JSON.parse(left[0]!), { p: `h/a${RENAMES}` });
+  t.equal(fs.readFileSync(path.join(sb.root, `h/a${RENAMES}`), "utf8"), "bytes\n", "the file is untouched");
 });

@@ -265,9 +265,12 @@ class Pruner {
     }
   }
 
-  /** Drop the records of removed files, and of files gone from a directory we walked. */
+  /**
+   * Drop the records of removed files, and of files gone from a directory we walked. Every run, not
+   * only one that removed something: renames and re-sent names grow the record between runs.
+   */
   compact(walkStart: number): void {
-    if (this.dryRun || this.removed.size === 0) return;
+    if (this.dryRun) return;
     compactArrivals(this.h.stateFd, this.h.locksFd, (a) => {
       if (this.removed.has(a.p)) return false;
       const dir = a.p.includes("/") ? a.p.slice(0, a.p.lastIndexOf("/")) : "";

@@ -25,15 +25,20 @@ export interface Arrival {
   b?: number;
   /** The label of the key that published it (recent.ts: the key's other sessions may set its times). */
   k?: string;
+  /** A rename of an own file: the path it left, whose record this one replaces. */
+  f?: string;
 }
 
 function line(a: Arrival): string {
-  return JSON.stringify({ t: a.t, p: a.p, i: a.i, ...(a.b ? { b: a.b } : {}), ...(a.k !== undefined ? { k: a.k } : {}) }) + "\n";
+  return JSON.stringify({ t: a.t, p: a.p, i: a.i, ...(a.b ? { b: a.b } : {}), ...(a.k !== undefined ? { k: a.k } : {}), ...(a.f !== undefined ? { f: a.f } : {}) }) + "\n";
 }
 
-/** Session side: note that `rel` arrived now, published by the key `k`. A failure is reported to the caller, who audits it. */
-export function recordArrival(state: string, rel: string, st: { dev: number; ino: number; birthtimeMs?: number }, t = Date.now(), k?: string): void {
-  const text = Buffer.from(line({ t, p: rel, i: `${st.dev}:${st.ino}`, b: st.birthtimeMs, k }));
+/**
+ * Session side: note that `rel` arrived now, published by the key `k` (renamed from `from`, whose
+ * record it replaces). A failure is reported to the caller, who audits it.
+ */
+export function recordArrival(state: string, rel: string, st: { dev: number; ino: number; birthtimeMs?: number }, t = Date.now(), k?: string, from?: string): void {
+  const text = Buffer.from(line({ t, p: rel, i: `${st.dev}:${st.ino}`, b: st.birthtimeMs, k, f: from }));
   withLock(path.join(state, "locks", LOCK_FILE), () => {
     const fd = fs.openSync(path.join(state, ARRIVALS_FILE), fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
     try {
@@ -51,6 +56,7 @@ export function parseLine(s: string): Arrival | undefined {
       const a: Arrival = { t: o.t, p: o.p, i: o.i };
       if (typeof o.b === "number" && Number.isFinite(o.b)) a.b = o.b;
       if (typeof o.k === "string") a.k = o.k;
+      if (typeof o.f === "string") a.f = o.f;
       return a;
     }
   } catch {
@@ -89,9 +95,13 @@ export function readArrivals(stateFd: number): ArrivalMap {
   }
   try {
     if (!fs.fstatSync(fd).isFile()) return out;
+    // One entry per file that is there: a rename's line takes the place of the one it moved from,
+    // so a client renaming in a loop grows the file (until prune compacts it), never this map.
     for (const s of lines(fd)) {
       const a = parseLine(s);
-      if (a) out.set(a.p, a);
+      if (!a) continue;
+      if (a.f !== undefined && a.f !== a.p) out.delete(a.f);
+      out.set(a.p, a);
     }
   } finally {
     closeQuietly(fd);
@@ -143,7 +153,7 @@ export function compactArrivals(stateFd: number, locksFd: number, keep: (a: Arri
           continue;
         }
         kept++;
-        chunk.push(line(a));
+        chunk.push(line({ ...a, f: undefined })); // the rename is accounted for: its old path is gone
         if (chunk.length >= 4096) flush();
       }
       flush();

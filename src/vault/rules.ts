@@ -108,13 +108,13 @@ export class NameRules {
    * the old file is kept as a version, then `src` is renamed over it in one step, so the name
    * never shows a partial file.
    */
-  publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, src: string, file: fs.Stats): void {
+  publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, src: string, file: fs.Stats, renamedFrom?: VPath): void {
     const link = () => fs.linkSync(src, at(dirFd, name));
     // No rule of the profile reads the directory for this name and nothing is replaced: link(2)
     // is the whole check, atomic by itself (EEXIST), so the directory's lock would add nothing.
     if (replaces === undefined && !this.profile.judges(name)) link();
     else this.publishLocked(dirFd, name, v, replaces, link, src);
-    this.arrived(v, file);
+    this.arrived(v, file, renamedFrom);
   }
 
   private publishLocked(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string): void {
@@ -135,9 +135,9 @@ export class NameRules {
   }
 
   /** `file`: what was published (link and rename keep the inode, so no need to look again). */
-  private arrived(v: VPath, file: fs.Stats): void {
+  private arrived(v: VPath, file: fs.Stats, renamedFrom?: VPath): void {
     try {
-      recordArrival(this.state, v.display, file, Date.now(), this.session.policy.label);
+      recordArrival(this.state, v.display, file, Date.now(), this.session.policy.label, renamedFrom?.display);
     } catch (e) {
       // The file is stored; without a record prune will simply never remove it.
       this.session.audit.event("arrival-not-recorded", { anomaly: true, path: v.display, reason: (e as Error).message });

@@ -341,7 +341,7 @@ export class Vault {
         const old = lstatAtOrNull(toDir, toName);
         if (old) this.rules.checkReplace(toDir, toName, to, old);
         try {
-          this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, at(fromDir, fromName), st);
+          this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, at(fromDir, fromName), st, from);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to.display);
           throw e;
