@@ -3,7 +3,8 @@
 //
 // Writes only ever create: directories with mkdir(2), files by link(2) of a finished temporary
 // file from `state`, which fails with EEXIST instead of replacing. The only removals and renames
-// are of regular files this very session published (tracked by device and inode).
+// are of regular files this very session published (own.ts: tracked so that a reused inode never
+// passes for one).
 import fs from "node:fs";
 import path from "node:path";
 import { VbError, fromErrno, existsError } from "../errors.js";
@@ -17,6 +18,7 @@ import { guardUpload } from "../pgp/guard.js";
 import { sha256OfFd } from "./hasher.js";
 import { sweepStale } from "./state.js";
 import { NameRules } from "./rules.js";
+import { OwnFiles, sameFile } from "./own.js";
 
 const C = fs.constants;
 /** Directories kept open for their fsync at the end of the session; past this they are synced at once. */
@@ -31,7 +33,7 @@ export class Vault {
   readonly confiner: Confiner;
   readonly readOnly: boolean;
   private readonly rootFd: number;
-  private readonly ownFiles = new Set<string>();
+  private readonly ownFiles = new OwnFiles();
   private readonly ownDirs = new Set<string>();
   private readonly uploads = new Set<Upload>();
   /** Directories with new names not yet fsynced, by inode: see syncDirLater(). */
@@ -204,7 +206,7 @@ export class Vault {
 
   isOwnFile(st: fs.Stats): boolean {
     // A file that replaced another stands where something older stood: as immutable as that was.
-    return st.isFile() && this.ownFiles.has(inodeKey(st)) && !this.rules.isReplacement(st);
+    return st.isFile() && this.ownFiles.has(st) && !this.rules.isReplacement(st);
   }
 
   /**
@@ -287,7 +289,7 @@ export class Vault {
       // A staged name was written by rsync, not by us: make sure what appeared is what we checked.
       if (!a.dir && inodeKey(lstatAt(dirFd, name)) !== inodeKey(file))
         audit.event("anomaly", { anomaly: true, path: shown, reason: "staged file changed while being published" });
-      else this.ownFiles.add(inodeKey(file));
+      else this.ownFiles.add(a.fd, file);
       counters.published++;
       counters.bytesIn += a.uncounted;
       const pub = { path: shown, size: a.size, sha256 };
@@ -318,7 +320,7 @@ export class Vault {
     this.withParent(from, (fromDir, fromName) =>
       this.withParent(to, (toDir, toName) => {
         checkName(toName, to.display);
-        if (inodeKey(lstatAt(fromDir, fromName)) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${from.display}' changed meanwhile`);
+        if (!sameFile(lstatAt(fromDir, fromName), st)) throw new VbError("IMMUTABLE", `'${from.display}' changed meanwhile`);
         const old = lstatAtOrNull(toDir, toName);
         if (old) this.rules.checkReplace(toDir, toName, to, old);
         try {
@@ -340,14 +342,14 @@ export class Vault {
     const st = this.lstat(v);
     if (!this.isOwnFile(st)) throw new VbError("IMMUTABLE", `append-only: '${v.display}' cannot be removed`);
     this.unlinkIfSame(v, st);
-    this.ownFiles.delete(inodeKey(st));
+    this.ownFiles.forget(st);
     this.session.audit.event("remove-own", { path: v.display });
   }
 
   private unlinkIfSame(v: VPath, st: fs.Stats): void {
     this.withParent(v, (dirFd, name) => {
       const now = lstatAt(dirFd, name);
-      if (inodeKey(now) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile; left alone`);
+      if (!sameFile(now, st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile; left alone`);
       fs.unlinkSync(at(dirFd, name));
     });
   }
@@ -366,7 +368,7 @@ export class Vault {
     this.withParent(v, (dirFd, name) => {
       const fd = fs.openSync(at(dirFd, name), st.isDirectory() ? DIR_FLAGS : READ_FLAGS);
       try {
-        if (inodeKey(fs.fstatSync(fd)) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile`);
+        if (!sameFile(fs.fstatSync(fd), st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile`);
         if (attrs.mode !== undefined) fs.fchmodSync(fd, (st.isDirectory() ? dirMode : fileMode)(attrs.mode));
         if (attrs.atime !== undefined || attrs.mtime !== undefined)
           fs.futimesSync(fd, attrs.atime ?? st.atimeMs / 1000, attrs.mtime ?? st.mtimeMs / 1000);
@@ -409,6 +411,7 @@ export class Vault {
     for (const up of this.uploads) up.abort();
     this.syncDirs();
     this.rules.release();
+    this.ownFiles.close();
     try {
       fs.rmSync(this.tmpDir, { recursive: true, force: true });
     } catch {
