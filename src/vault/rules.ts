@@ -12,8 +12,11 @@ import type { Profile } from "../profile/types.js";
 import { recordArrival } from "../vault/arrivals.js";
 import { tryLock, unlock, withLock } from "../lock.js";
 import { at, inodeKey, lstatAt, lstatAtOrNull } from "../fsat.js";
-import { keepVersion } from "./versions.js";
+import { keepVersion, sameBytes } from "./versions.js";
 import type { VPath } from "./paths.js";
+
+/** What publish() did: a new name, a replacement (the old bytes kept as a version), or nothing, the same bytes being stored already. */
+export type Outcome = "new" | "replaced" | "same";
 
 export class NameRules {
   readonly profile: Profile;
@@ -83,23 +86,30 @@ export class NameRules {
    * Make a finished file (`src`, whose stat is `file`) appear under (dirFd, name). A new name:
    * link(2) (which never replaces). A replacement (`replaces` is the inode the checks allowed):
    * the old file is kept as a version, then `src` is renamed over it in one step, so the name
-   * never shows a partial file.
+   * never shows a partial file; unless the stored file already holds the very same bytes: then
+   * nothing changes ("same"), and no version slot is used.
    */
-  publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, src: string, file: fs.Stats): void {
+  publish(dirFd: number, name: string, v: VPath, replaces: string | undefined, src: string, file: fs.Stats): Outcome {
     const link = () => fs.linkSync(src, at(dirFd, name));
+    // Compared outside the lock (a volume may be big); this session holds its set's lock, so no
+    // other session can replace the stored file meanwhile, and sameBytes checks it is `replaces`.
+    if (replaces !== undefined && sameBytes(dirFd, name, replaces, src)) return "same";
     // No rule of the profile reads the directory for this name and nothing is replaced: link(2)
     // is the whole check, atomic by itself (EEXIST), so the directory's lock would add nothing.
+    let how: Outcome = "new";
     if (replaces === undefined && !this.profile.judges(name)) link();
-    else this.publishLocked(dirFd, name, v, replaces, link, src);
+    else how = this.publishLocked(dirFd, name, v, replaces, link, src);
     this.arrived(v, file);
+    return how;
   }
 
-  private publishLocked(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string): void {
-    withLock(this.lockFile("dir", inodeKey(fs.fstatSync(dirFd))), () => {
+  private publishLocked(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string): Outcome {
+    return withLock(this.lockFile("dir", inodeKey(fs.fstatSync(dirFd))), () => {
       const cur = lstatAtOrNull(dirFd, name);
       if (!cur) {
         this.checkNew(dirFd, name, v);
-        return link();
+        link();
+        return "new";
       }
       if (replaces === undefined) throw existsError(v.display);
       if (inodeKey(cur) !== replaces) throw new VbError("EXISTS", `append-only: '${v.display}' changed meanwhile and was not replaced`);
@@ -108,6 +118,7 @@ export class NameRules {
       fs.renameSync(src, at(dirFd, name));
       this.replacements.add(inodeKey(lstatAt(dirFd, name)));
       this.session.audit.event("replace", { anomaly: true, path: v.display, version, oldSize: cur.size, policy: "resume" });
+      return "replaced";
     });
   }
 

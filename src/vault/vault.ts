@@ -17,7 +17,7 @@ import { fileMode, dirMode, type Arrival, type Published } from "./admission.js"
 import { guardUpload } from "../pgp/guard.js";
 import { sha256OfFd } from "./hasher.js";
 import { sweepStale } from "./state.js";
-import { NameRules } from "./rules.js";
+import { NameRules, type Outcome } from "./rules.js";
 import { OwnFiles, sameFile } from "./own.js";
 
 const C = fs.constants;
@@ -280,23 +280,27 @@ export class Vault {
         this.rules.checkReplace(dirFd, name, a.v, old);
         replaces = inodeKey(old);
       }
+      let how: Outcome;
       try {
-        this.rules.publish(dirFd, name, a.v, replaces, a.src, file);
+        how = this.rules.publish(dirFd, name, a.v, replaces, a.src, file);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(a.v.display);
         throw e;
       }
       // A staged name was written by rsync, not by us: make sure what appeared is what we checked.
-      if (!a.dir && inodeKey(lstatAt(dirFd, name)) !== inodeKey(file))
+      if (how === "same") {
+        /* the stored file stays, and stays whatever it was (another session's, or ours) */
+      } else if (!a.dir && inodeKey(lstatAt(dirFd, name)) !== inodeKey(file))
         audit.event("anomaly", { anomaly: true, path: shown, reason: "staged file changed while being published" });
       else this.ownFiles.add(a.fd, file);
       counters.published++;
       counters.bytesIn += a.uncounted;
       const pub = { path: shown, size: a.size, sha256 };
-      audit.event("publish", a.via ? { ...pub, via: a.via } : pub);
+      // "resend-same": these bytes were stored under this name already; nothing changed.
+      audit.event(how === "same" ? "resend-same" : "publish", a.via ? { ...pub, via: a.via } : pub);
       // The new name reaches the disk with the directory's fsync at the end of the session (one per
       // directory, not one per file: what made small uploads crawl), or with the caller's syncfs.
-      if (!a.synced) this.syncDirLater(dirFd);
+      if (!a.synced && how !== "same") this.syncDirLater(dirFd);
       else closeQuietly(dirFd);
       dirFd = undefined;
       return pub;
@@ -316,24 +320,25 @@ export class Vault {
       throw new VbError("IMMUTABLE", `append-only: '${from.display}' existed before this session (or is not a regular file) and cannot be renamed`);
     if (to.comps.length === 0) throw existsError(".");
     // Onto an existing name only as the replace policy allows (pexpect+sftp resuming duplicity).
-    let replaced = false;
-    this.withParent(from, (fromDir, fromName) =>
-      this.withParent(to, (toDir, toName) => {
+    // Onto itself: nothing to do, as rename(2) does (and no version slot used, no anomaly).
+    const how = this.withParent(from, (fromDir, fromName) =>
+      this.withParent(to, (toDir, toName): Outcome | "itself" => {
         checkName(toName, to.display);
         if (!sameFile(lstatAt(fromDir, fromName), st)) throw new VbError("IMMUTABLE", `'${from.display}' changed meanwhile`);
         const old = lstatAtOrNull(toDir, toName);
+        if (old && sameFile(old, st)) return "itself";
         if (old) this.rules.checkReplace(toDir, toName, to, old);
         try {
-          this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, at(fromDir, fromName), st);
+          return this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, at(fromDir, fromName), st);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to.display);
           throw e;
         }
-        replaced = old !== null;
       }),
     );
-    if (!replaced) this.unlinkIfSame(from, st);
-    this.session.audit.event("rename", { from: from.display, to: to.display });
+    // "same": `to` holds these bytes already; the own file goes, as if it had been renamed there.
+    if (how === "new" || how === "same") this.unlinkIfSame(from, st);
+    this.session.audit.event("rename", { from: from.display, to: to.display, ...(how === "same" || how === "itself" ? { same: true } : {}) });
   }
 
   /** Only what this session published itself may be removed. */
