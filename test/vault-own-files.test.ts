@@ -6,57 +6,13 @@
 import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { spawnSync } from "node:child_process";
-import { sandbox, gateIds, isRoot, auditLines, type Sandbox } from "./helpers/env.js";
+import { auditLines, type Sandbox } from "./helpers/env.js";
+import { sandboxOn } from "./helpers/mount.js";
 import { SftpClient, FX, describe, type Reply } from "./helpers/sftp-client.js";
 import { MAX_PINNED, MIN_AGE_MS } from "../src/vault/own.js";
 
 /** How many uploads session B may make to get the freed inode number before the test gives up. */
 const REUSE_TRIES = 40;
-
-function sh(argv: string[]): { ok: boolean; out: string } {
-  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8" });
-  return { ok: r.status === 0, out: `${r.stdout}${r.stderr}`.trim() };
-}
-
-/** A fresh 64 MiB ext4 (with birth times: 256-byte inodes) loop-mounted for the test, or why not. */
-function ext4(t: Test): string | { skip: string } {
-  if (!isRoot) return { skip: "needs root to mount a loop ext4" };
-  const dir = fs.mkdtempSync("/tmp/vb-ext4-");
-  fs.chmodSync(dir, 0o755);
-  const img = path.join(dir, "img");
-  const mnt = path.join(dir, "mnt");
-  fs.mkdirSync(mnt);
-  t.teardown(() => {
-    if (!sh(["umount", mnt]).ok) sh(["umount", "-l", mnt]);
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  fs.writeFileSync(img, "");
-  fs.truncateSync(img, 64 * 1024 * 1024);
-  const mk = sh(["mkfs.ext4", "-q", "-F", "-I", "256", img]);
-  if (!mk.ok) return { skip: `mkfs.ext4 failed: ${mk.out}` };
-  const mount = sh(["mount", "-o", "loop", img, mnt]);
-  if (!mount.ok) return { skip: `cannot loop-mount an ext4 image here: ${mount.out}` };
-  fs.chmodSync(mnt, 0o755);
-  return mnt;
-}
-
-/** A sandbox whose root and state lie on the fresh ext4. */
-function onExt4(t: Test): Sandbox | undefined {
-  const mnt = ext4(t);
-  if (typeof mnt !== "string") {
-    t.plan(0, mnt.skip); // the whole test skipped, with its reason
-    return undefined;
-  }
-  const sb = sandbox(t);
-  const { uid, gid } = gateIds();
-  const root = path.join(mnt, "root");
-  fs.mkdirSync(root, { mode: 0o750 });
-  fs.mkdirSync(`${root}.state`, { mode: 0o700 });
-  for (const d of [root, `${root}.state`]) fs.chownSync(d, uid, gid);
-  sb.configure({ root });
-  return Object.assign(sb, { root, state: `${root}.state` });
-}
 
 async function session(t: Test, sb: Sandbox): Promise<SftpClient> {
   const c = SftpClient.gate(sb);
@@ -106,7 +62,7 @@ async function refused(t: Test, sb: Sandbox, a: SftpClient, name: string, bytes:
 }
 
 t.test("a reused inode number does not make another session's file one's own", async (t) => {
-  const sb = onExt4(t);
+  const sb = sandboxOn(t, "ext4");
   if (!sb) return;
   const a = await session(t, sb);
   await ok(t, a.put("early.bin", "A's first file\n"), "A uploads early.bin");
@@ -131,7 +87,7 @@ t.test("a reused inode number does not make another session's file one's own", a
 });
 
 t.test("a recent own file stays pinned: pruning it cannot free its inode for another file", async (t) => {
-  const sb = onExt4(t);
+  const sb = sandboxOn(t, "ext4");
   if (!sb) return;
   const a = await session(t, sb);
   await ok(t, a.put("victim.bin", "A's file, pruned at once\n"), "A uploads victim.bin");
