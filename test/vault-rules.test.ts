@@ -3,11 +3,11 @@
 import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { sandbox, snapshot, auditLines, type Sandbox, type Teardownable } from "./helpers/env.js";
+import { sandbox, snapshot, auditLines, run, BIN, type Sandbox, type Teardownable } from "./helpers/env.js";
 import { SftpClient, FX, PF, describe } from "./helpers/sftp-client.js";
 import { rsyncClient, localTree } from "./helpers/rsync-client.js";
 import { fullSet, incSet, plant, runRoot, exists } from "./helpers/duplicity.js";
-import { versionKey } from "../src/vault/versions.js";
+import { versionKey, MAX_VERSIONS } from "../src/vault/versions.js";
 import { ARRIVALS_FILE } from "../src/vault/arrivals.js";
 
 const T0 = "20250101T000000Z";
@@ -135,6 +135,50 @@ t.test("replace: resume may send the last volume and the signatures of an unfini
   t.equal(read(sb, `host/${vol3}`), "vol3, fourth try");
   await c2.end();
   t.same(fs.readdirSync(vdir).sort(), ["1", "2", "3", "path"]);
+});
+
+t.test("replace: the same bytes again, or a rename onto itself, uses no version slot (issue 16, item 5)", async (t) => {
+  const sb = sandbox(t);
+  const { unfinished } = history(sb);
+  const [, , vol3, sig] = unfinished as [string, string, string, string];
+  const vol4 = vol3.replace(".vol3.", ".vol4.");
+  const ino = (rel: string) => fs.lstatSync(path.join(sb.root, rel)).ino;
+  const stored = ino(`host/${sig}`);
+  const c = await session(t, sb);
+  // More resends than there are slots, each way a client can make one.
+  for (let i = 0; i <= MAX_VERSIONS; i++) {
+    t.equal((await c.put(`host/${sig}`, `bytes of ${sig}\n`)).status?.code, FX.OK, `resend ${i + 1} of the stored bytes`);
+    t.equal((await c.put(`host/.${sig}.part`, `bytes of ${sig}\n`)).status?.code, FX.OK);
+    t.equal((await c.rename(`host/.${sig}.part`, `host/${sig}`)).status?.code, FX.OK, `resend ${i + 1} by a rename`);
+  }
+  t.notOk(exists(path.join(sb.root, "host", `.${sig}.part`)), "the renamed temporary is gone");
+  t.equal(ino(`host/${sig}`), stored, "the stored file was never replaced");
+  t.equal((await c.put(`host/${vol4}`, "vol4")).status?.code, FX.OK, "a new last volume");
+  for (let i = 0; i <= MAX_VERSIONS; i++) t.equal((await c.rename(`host/${vol4}`, `host/${vol4}`)).status?.code, FX.OK, `rename onto itself ${i + 1}`);
+  t.equal(read(sb, `host/${vol4}`), "vol4");
+  t.notOk(exists(path.join(sb.state, "versions")), "no version kept for any of these");
+  // All slots are still there for a genuine resume.
+  for (let i = 1; i <= MAX_VERSIONS; i++) t.equal((await c.put(`host/${sig}`, `signatures, try ${i}`)).status?.code, FX.OK, `genuine replacement ${i}`);
+  t.equal((await c.put(`host/${vol4}`, "vol4, second try")).status?.code, FX.OK, "genuine replacement of the last volume");
+  await c.end();
+  const vdir = path.join(sb.state, "versions", versionKey(`host/${sig}`));
+  t.same(
+    ["1", "2", "3"].map((n) => fs.readFileSync(path.join(vdir, n), "utf8")),
+    [`bytes of ${sig}\n`, "signatures, try 1", "signatures, try 2"],
+  );
+  const lines = auditLines(sb);
+  const replaced = lines.filter((l) => l.event === "replace");
+  t.same(
+    replaced.map((l) => [l.path, l.version, l.anomaly]),
+    [1, 2, 3].map((n) => [`host/${sig}`, n, true]).concat([[`host/${vol4}`, 1, true]]),
+    "each genuine replacement, and only those, is an anomaly",
+  );
+  t.equal(lines.filter((l) => l.event === "resend-same").length, MAX_VERSIONS + 1, "resends are logged as such");
+  // The audit review lists every replacement among its anomalies.
+  const review = await run([BIN, "audit", "--file", sb.audit], { env: { PATH: "/usr/bin:/bin" } });
+  t.equal(review.code, 0, review.stderr);
+  const flagged = review.stdout.toString().split("\n").filter((l) => /flagged\s+replace/.test(l));
+  t.equal(flagged.length, 4, `audit lists the replacements:\n${flagged.join("\n")}`);
 });
 
 t.test("replace: 'never' refuses every overwrite; the plain profile has nothing to resume", async (t) => {

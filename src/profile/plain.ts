@@ -7,6 +7,7 @@ export const plain: Profile = {
   name: "plain",
   judges: () => false,
   index: () => undefined,
+  add: () => undefined,
   checkNew: () => undefined,
   checkReplace: (_ix, _name, display) => {
     throw existsError(display);

@@ -7,6 +7,7 @@ const duplicity: Profile<DirIndex> = {
   name: "duplicity",
   judges: (name) => classify(name).kind !== "other",
   index: (names) => new DirIndex(names),
+  add: (ix, name) => ix.add(name),
   checkNew: (ix, name, now, display) => checkNew(ix, name, now, display)?.setKey,
   checkReplace: (ix, name, display) => checkReplace(ix, name, display).setKey,
   isMetadataRead,

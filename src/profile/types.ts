@@ -10,6 +10,8 @@ export interface Profile<I = unknown> {
   judges(name: string): boolean;
   /** What the rules below need to know of a directory, from its names. */
   index(names: string[]): I;
+  /** The index after `name` was added to its directory (cheaper than listing it again). */
+  add(ix: I, name: string): void;
   /** Throws NOT_ALLOWED if `name` may not be added; returns the key of its set, if any. */
   checkNew(ix: I, name: string, nowSec: number, display: string): string | undefined;
   /** Throws EXISTS unless the stored `name` may be replaced; returns the key of its set. */

@@ -3,7 +3,8 @@
 //
 // Writes only ever create: directories with mkdir(2), files by link(2) of a finished temporary
 // file from `state`, which fails with EEXIST instead of replacing. The only removals and renames
-// are of regular files this very session published (tracked by device and inode).
+// are of regular files this very session published (own.ts: tracked so that a reused inode never
+// passes for one).
 import fs from "node:fs";
 import path from "node:path";
 import { VbError, fromErrno, existsError } from "../errors.js";
@@ -16,7 +17,8 @@ import { fileMode, dirMode, type Arrival, type Published } from "./admission.js"
 import { guardUpload } from "../pgp/guard.js";
 import { sha256OfFd } from "./hasher.js";
 import { sweepStale } from "./state.js";
-import { NameRules, regularFiles } from "./rules.js";
+import { NameRules, regularFiles, type Outcome } from "./rules.js";
+import { OwnFiles, sameFile } from "./own.js";
 import { RecentArrivals, whyNotTimes } from "./recent.js";
 import { Quota } from "./quota.js";
 
@@ -35,7 +37,7 @@ export class Vault {
   readonly confiner: Confiner;
   readonly readOnly: boolean;
   private readonly rootFd: number;
-  private readonly ownFiles = new Set<string>();
+  private readonly ownFiles = new OwnFiles();
   private readonly ownDirs = new Set<string>();
   private readonly uploads = new Set<Upload>();
   /** Directories with new names not yet fsynced, by inode: see syncDirLater(). */
@@ -217,7 +219,7 @@ export class Vault {
 
   isOwnFile(st: fs.Stats): boolean {
     // A file that replaced another stands where something older stood: as immutable as that was.
-    return st.isFile() && this.ownFiles.has(inodeKey(st)) && !this.rules.isReplacement(st);
+    return st.isFile() && this.ownFiles.has(st) && !this.rules.isReplacement(st);
   }
 
   /**
@@ -291,16 +293,19 @@ export class Vault {
         this.rules.checkReplace(dirFd, name, a.v, old);
         replaces = inodeKey(old);
       }
+      let how: Outcome;
       try {
-        this.rules.publish(dirFd, name, a.v, replaces, a.src, file);
+        how = this.rules.publish(dirFd, name, a.v, replaces, a.src, file);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(a.v.display);
         throw e;
       }
       // A staged name was written by rsync, not by us: make sure what appeared is what we checked.
-      if (!a.dir && inodeKey(lstatAt(dirFd, name)) !== inodeKey(file))
+      if (how === "same") {
+        /* the stored file stays, and stays whatever it was (another session's, or ours) */
+      } else if (!a.dir && inodeKey(lstatAt(dirFd, name)) !== inodeKey(file))
         audit.event("anomaly", { anomaly: true, path: shown, reason: "staged file changed while being published" });
-      else this.ownFiles.add(inodeKey(file));
+      else this.ownFiles.add(a.fd, file);
       counters.published++;
       counters.bytesIn += a.uncounted;
       try {
@@ -310,10 +315,11 @@ export class Vault {
         audit.event("error", { code: "IO", path: shown, reason: `quota record not updated: ${(e as Error).message}` });
       }
       const pub = { path: shown, size: a.size, sha256 };
-      audit.event("publish", a.via ? { ...pub, via: a.via } : pub);
+      // "resend-same": these bytes were stored under this name already; nothing changed.
+      audit.event(how === "same" ? "resend-same" : "publish", a.via ? { ...pub, via: a.via } : pub);
       // The new name reaches the disk with the directory's fsync at the end of the session (one per
       // directory, not one per file: what made small uploads crawl), or with the caller's syncfs.
-      if (!a.synced) this.syncDirLater(dirFd);
+      if (!a.synced && how !== "same") this.syncDirLater(dirFd);
       else closeQuietly(dirFd);
       dirFd = undefined;
       return pub;
@@ -333,24 +339,25 @@ export class Vault {
       throw new VbError("IMMUTABLE", `append-only: '${from.display}' existed before this session (or is not a regular file) and cannot be renamed`);
     if (to.comps.length === 0) throw existsError(".");
     // Onto an existing name only as the replace policy allows (pexpect+sftp resuming duplicity).
-    let replaced = false;
-    this.withParent(from, (fromDir, fromName) =>
-      this.withParent(to, (toDir, toName) => {
+    // Onto itself: nothing to do, as rename(2) does (and no version slot used, no anomaly).
+    const how = this.withParent(from, (fromDir, fromName) =>
+      this.withParent(to, (toDir, toName): Outcome | "itself" => {
         checkName(toName, to.display);
-        if (inodeKey(lstatAt(fromDir, fromName)) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${from.display}' changed meanwhile`);
+        if (!sameFile(lstatAt(fromDir, fromName), st)) throw new VbError("IMMUTABLE", `'${from.display}' changed meanwhile`);
         const old = lstatAtOrNull(toDir, toName);
+        if (old && sameFile(old, st)) return "itself";
         if (old) this.rules.checkReplace(toDir, toName, to, old);
         try {
-          this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, at(fromDir, fromName), st, from);
+          return this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, at(fromDir, fromName), st, from);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to.display);
           throw e;
         }
-        replaced = old !== null;
       }),
     );
-    if (!replaced) this.unlinkIfSame(from, st);
-    this.session.audit.event("rename", { from: from.display, to: to.display });
+    // "same": `to` holds these bytes already; the own file goes, as if it had been renamed there.
+    if (how === "new" || how === "same") this.unlinkIfSame(from, st);
+    this.session.audit.event("rename", { from: from.display, to: to.display, ...(how === "same" || how === "itself" ? { same: true } : {}) });
   }
 
   /** Only what this session published itself may be removed. */
@@ -359,7 +366,7 @@ export class Vault {
     const st = this.lstat(v);
     if (!this.isOwnFile(st)) throw new VbError("IMMUTABLE", `append-only: '${v.display}' cannot be removed`);
     this.unlinkIfSame(v, st);
-    this.ownFiles.delete(inodeKey(st));
+    this.ownFiles.forget(st);
     try {
       this.quota.removed(st.size);
     } catch {
@@ -371,7 +378,7 @@ export class Vault {
   private unlinkIfSame(v: VPath, st: fs.Stats): void {
     this.withParent(v, (dirFd, name) => {
       const now = lstatAt(dirFd, name);
-      if (inodeKey(now) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile; left alone`);
+      if (!sameFile(now, st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile; left alone`);
       fs.unlinkSync(at(dirFd, name));
     });
   }
@@ -396,7 +403,7 @@ export class Vault {
     this.withParent(v, (dirFd, name) => {
       const fd = fs.openSync(at(dirFd, name), st.isDirectory() ? DIR_FLAGS : READ_FLAGS);
       try {
-        if (inodeKey(fs.fstatSync(fd)) !== inodeKey(st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile`);
+        if (!sameFile(fs.fstatSync(fd), st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile`);
         if (attrs.mode !== undefined) fs.fchmodSync(fd, (st.isDirectory() ? dirMode : fileMode)(attrs.mode));
         if (attrs.atime !== undefined || attrs.mtime !== undefined)
           fs.futimesSync(fd, attrs.atime ?? st.atimeMs / 1000, attrs.mtime ?? st.mtimeMs / 1000);
@@ -463,6 +470,7 @@ export class Vault {
     this.quota.close();
     this.syncDirs();
     this.rules.release();
+    this.ownFiles.close();
     try {
       fs.rmSync(this.tmpDir, { recursive: true, force: true });
     } catch {
