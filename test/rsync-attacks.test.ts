@@ -248,7 +248,9 @@ t.test("16.4: a pushed directory named like a backup file is not made; its files
   const src = localTree(t, { [`${dirName}/inside.gpg`]: "inside\n", "other/fine.gpg": "fine\n" });
   const before = snapshotAll(sb);
   const r = await rsyncClient(sb, ["-r", `${src}/`, "h:h/"]);
-  t.equal(r.code, 0, `a directory push skips what it cannot store: ${r.stderr}`);
+  // A push that leaves a sent file unstored exits 23 (issue 17, item 2), naming it.
+  t.equal(r.code, 23, `a directory push skips what it cannot store, and says so: ${r.stderr}`);
+  t.match(r.stderr, /is named like a backup file, never a directory/);
   t.notOk(fs.existsSync(path.join(sb.root, "h", dirName)), "no directory under a backup file's name");
   t.equal(fs.readFileSync(path.join(sb.root, "h/other/fine.gpg"), "utf8"), "fine\n", "the rest arrived");
   const skipped = lastSession(sb).filter((l) => l.event === "skipped");
@@ -269,7 +271,9 @@ t.test("16.7: a push learns nothing of a file outside the root through a link in
     const src = localTree(t, { "escape/canary.txt": guess });
     fs.utimesSync(path.join(src, "escape/canary.txt"), st.atime, st.mtime);
     const r = await rsyncClient(sb, ["-rc", "--stats", `${src}/`, "h:./"]);
-    t.equal(r.code, 0, r.stderr);
+    // The staged directory cannot land on the link: unstored, exit 23, the same words for both guesses.
+    t.equal(r.code, 23, r.stderr);
+    t.match(r.stderr, /'escape' was not stored: 'escape': exists and is not a directory/);
     sent.push(r.stdout.toString().match(/Number of regular files transferred: (\d+)/)?.[1] ?? "?");
   }
   t.same(sent, ["1", "1"], "the right guess and the wrong one look the same: the file is sent either way");

@@ -49,8 +49,8 @@ t.test("pushing again with changed contents (plain, --inplace, -P) leaves every 
   t.match(r.stdout.toString(), /Number of regular files transferred: 2/, "unchanged files are sent again");
   t.same(
     lastSession(sb).filter((l) => l.event === "skipped").map((l) => [l.path, l.reason]).sort(),
-    [["d/x.gpg", "exists"], ["d/y.gpg", "exists"]],
-    "and skipped",
+    [["d/x.gpg", "exists, identical"], ["d/y.gpg", "exists, identical"]],
+    "and skipped, silently: the same bytes are stored",
   );
 
   const before = snapshotAll(sb);

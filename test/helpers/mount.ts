@@ -52,6 +52,7 @@ export function sandboxOn(t: Test, kind: "ext4" | "tmpfs"): Sandbox | undefined 
   fs.mkdirSync(root, { mode: 0o750 });
   fs.mkdirSync(`${root}.state`, { mode: 0o700 });
   for (const d of [root, `${root}.state`]) fs.chownSync(d, uid, gid);
-  sb.configure({ root });
+  // A small filesystem: no free-space reserve (limits.minFreeBytes, 1 GiB unless told) to keep.
+  sb.configure({ root, limits: { minFreeBytes: 0 } });
   return Object.assign(sb, { root, state: `${root}.state` });
 }
