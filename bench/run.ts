@@ -11,6 +11,7 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { num } from "./settings.js";
 
 const TOP = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const LAUNCHER = path.join(TOP, "bin/validate-backup");
@@ -20,11 +21,6 @@ const GNU_TIME = "/usr/bin/time";
 const SYNC = "/usr/bin/sync";
 const MB = 1e6;
 
-const num = (name: string, dflt: number) => {
-  const v = Number(process.env[name] ?? dflt);
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} must be a positive integer`);
-  return v;
-};
 const BIG_MIB = num("VB_BENCH_BIG_MIB", 1024);
 const SMALL = num("VB_BENCH_SMALL", 10_000);
 const SMALL_BYTES = num("VB_BENCH_SMALL_BYTES", 4096);

@@ -9,17 +9,13 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { num } from "./settings.js";
 
 const TOP = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const LAUNCHER = path.join(TOP, "bin/validate-backup");
 const GPG = "/usr/bin/gpg";
 const GNU_TIME = "/usr/bin/time";
 
-const num = (name: string, dflt: number) => {
-  const v = Number(process.env[name] ?? dflt);
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${name} must be a positive integer`);
-  return v;
-};
 const MIB = num("VB_BENCH_VERIFY_MIB", 1024);
 const ROUNDS = num("VB_BENCH_ROUNDS", 3);
 
