@@ -1,6 +1,7 @@
 // `audit` on a log written by real sessions shows every refusal with its reason and client; on a
 // synthetic history it finds bursts of refusals, new client addresses, flagged lines and gaps.
 import t from "tap";
+import fs from "node:fs";
 import { BIN, run, sandbox, runGate } from "./helpers/env.js";
 import { Reviewer, render, parseSince, parseAge, BURST_COUNT } from "../src/audit/review.js";
 
@@ -69,4 +70,19 @@ t.test("anomalies in a synthetic history", async (t) => {
   t.equal(parseSince("2d", t0), t0 - 2 * day);
   t.equal(parseSince("2026-03-01", 0), Date.parse("2026-03-01"));
   t.equal(parseSince("soon", 0), null);
+});
+
+t.test("root's own runs (seal, prune, verify --stored) are no client of the key and no anomaly", async (t) => {
+  const sb = sandbox(t);
+  await runGate(sb, "true");
+  for (const args of [["seal"], ["prune", "--keep-full", "2"], ["verify", "--stored"]]) {
+    const r = await run([BIN, ...args, "--config", sb.config], { env: { PATH: "/usr/bin:/bin" } }, { timeoutMs: 120_000 });
+    t.not(r.code, null, `${args[0]} ran: ${r.stderr}`);
+  }
+  const logged = fs.readFileSync(sb.audit, "utf8").trim().split("\n").map((l) => JSON.parse(l) as { client?: string });
+  t.ok(logged.some((l) => l.client === "root"), "root's runs wrote lines of their own");
+  const json = await auditCmd(["--file", sb.audit, "--json"]);
+  const r = JSON.parse(json.stdout.toString());
+  t.same(r.keys.map((k: { clients: string[] }) => k.clients), [["127.0.0.1"]], "the key's clients: its sessions' address only");
+  t.same(r.anomalies.filter((a: { kind: string }) => a.kind === "new client"), [], "no 'new client: root'");
 });

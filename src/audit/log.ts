@@ -9,6 +9,9 @@ import { chainLine, lineHash, tailHash } from "./chain.js";
 
 export type Fields = Record<string, unknown>;
 
+/** The `client` of root's own lines (seal, prune, verify --stored): never an address sshd gives a session. */
+export const ROOT_CLIENT = "root";
+
 export interface Audit {
   /** Write one event. Never throws: a broken log is reported on stderr, the session decides. */
   event(event: string, fields?: Fields): void;

@@ -10,6 +10,7 @@
 // One streaming pass per log: memory grows with the number of keys, days and refusals, not lines.
 import fs from "node:fs";
 import { verifyLog, recordHead, defaultHeadFile, type VerifyResult } from "./chain.js";
+import { ROOT_CLIENT } from "./log.js";
 import { parseName, START_TAKEN } from "../profile/duplicity.js";
 
 const USAGE = [
@@ -196,7 +197,9 @@ export class Reviewer {
     // What came before --since is the baseline: known clients, the last upload.
     let seen = this.known.get(label);
     if (!seen) this.known.set(label, (seen = new Set()));
-    if (!seen.has(client)) {
+    // Root's housekeeping is no client of the key: it neither is a new one nor joins the key's list.
+    const own = client === ROOT_CLIENT;
+    if (!own && !seen.has(client)) {
       if (seen.size > 0 && inWindow) this.anomalies.push({ time, label, kind: "new client", detail: `first session from ${client} (known: ${[...seen].join(", ")})` });
       seen.add(client);
     }
@@ -211,7 +214,7 @@ export class Reviewer {
 
     const k = this.key(label, time);
     k.last = time;
-    if (!k.clients.includes(client)) k.clients.push(client);
+    if (!own && !k.clients.includes(client)) k.clients.push(client);
     if (event === "request") k.sessions++;
     if (event === "publish") {
       const size = typeof j.size === "number" ? j.size : 0;

@@ -6,7 +6,7 @@ import { VbError } from "../errors.js";
 import { toVbError } from "../handler.js";
 import { loadConfig, checkPlaces } from "../config/load.js";
 import type { Policy } from "../config/schema.js";
-import { openAudit, type Audit } from "../audit/log.js";
+import { openAudit, ROOT_CLIENT, type Audit } from "../audit/log.js";
 import { at, closeQuietly } from "../fsat.js";
 import { openTop, openSubdir, type WalkOptions, type BeforeOpen } from "./walk.js";
 
@@ -84,7 +84,7 @@ export function open(configPath: string, command: string, beforeOpen?: BeforeOpe
     fds.push(locks.fd);
     if (made) fs.fchownSync(locks.fd, state.st.uid, state.st.gid); // the sessions' own area
     const sid = `${command}-${process.pid}-${crypto.randomBytes(3).toString("hex")}`;
-    const audit = openAudit(policy.audit.file, at(locks.fd, "audit.lock"), { label: policy.label, sid, client: "root" });
+    const audit = openAudit(policy.audit.file, at(locks.fd, "audit.lock"), { label: policy.label, sid, client: ROOT_CLIENT });
     if (!audit.ok) throw new VbError("IO", `the audit log ${policy.audit.file} cannot be written`);
     return { policy, audit, rootFd: root.fd, rootSt: root.st, stateFd: state.fd, locksFd: locks.fd, walk, close };
   } catch (e) {
