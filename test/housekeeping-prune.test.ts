@@ -303,3 +303,14 @@ t.test("a client renaming its own file in a loop grows neither prune's memory no
   t.match(JSON.parse(left[0]!), { p: `h/a${RENAMES}` });
   t.equal(fs.readFileSync(path.join(sb.root, `h/a${RENAMES}`), "utf8"), "bytes\n", "the file is untouched");
 });
+
+t.test("a read-only (pull) key: no seal, no prune, whoever runs them", async (t) => {
+  const sb = sandbox(t, { config: { access: "read-only" }, files: { "out/duplicity-full.20250101T000000Z.manifest.gpg": "m\n" } });
+  const before = snapshot(sb.dir);
+  for (const args of [["seal"], ["prune", "--keep-full", "1"]]) {
+    const r = await runRoot(sb, args);
+    t.equal(r.code, 2, `${args[0]} refused`);
+    t.match(r.stderr, new RegExp(`a read-only key gets no ${args[0]}: its tree is SOURCE's own outgoing data`));
+  }
+  t.same(snapshot(sb.dir), before, "SOURCE's outgoing files untouched: not chowned, not removed");
+});

@@ -102,9 +102,15 @@ t.test("a second key: its own root, config and log; the same key again is replac
   t.equal(ak().length, 2);
   t.match(ak()[1], /--config \S+\/second\.json",restrict ssh-ed25519 /);
   t.match(JSON.parse(fs.readFileSync(path.join(a.configDir, "second.json"), "utf8")), { root: root2, access: "read-only", audit: { file: path.join(a.logDir, "second.log") } });
-  // A read-only key publishes nothing: its log records no hash, so no weekly verify --stored.
-  t.match(fs.readFileSync(path.join(a.scheduleDir, `validate-backup-${a.user}`), "utf8"), / verify --stored --config /m);
-  t.notMatch(fs.readFileSync(path.join(a.scheduleDir, "validate-backup-second"), "utf8"), /verify/);
+  // A read-only key publishes nothing: its log records no hash, so no weekly verify --stored; and
+  // its tree is SOURCE's own outgoing data, which root neither seals (chowns) nor prunes.
+  const first = fs.readFileSync(path.join(a.scheduleDir, `validate-backup-${a.user}`), "utf8");
+  t.match(first, / verify --stored --config /m);
+  t.match(first, / seal --config .* prune --config /s);
+  const second = fs.readFileSync(path.join(a.scheduleDir, "validate-backup-second"), "utf8");
+  const lines = second.split("\n").filter((l) => !l.startsWith("#")).join("\n");
+  t.notMatch(lines, /verify|seal|prune/, "the pull key: no seal, no prune, no verify --stored");
+  t.match(second, /^\d+ \* \* \* \* root \S+ audit --record-head --file \S+second\.log >\/dev\/null$/m, "only the log's head, hourly");
   t.equal(mode(root2), "3770 root:group");
   // The first key again, now from one address: its line changes in place.
   const again = (await vb(["install-remote", ...a.args, "--key", `${k1}.pub`, "--from", "10.0.0.1"])).stdout.toString();
@@ -270,6 +276,14 @@ t.test("--schedule systemd: a oneshot service and an hourly timer, a weekly pair
   t.match(check.stdout.toString(), /warning: validate-backup-vbt-\w+\.timer is in .*: not enabled/);
   const wrong = await vb(["check", "--user", a.user, ...a.schedule]);
   t.equal(wrong.code, 1, "check looking for cron finds no cron file");
+  // A read-only (pull) key: its unit records the log's head and nothing else; no weekly pair.
+  const p = account(t);
+  const pkey = clientKey(p.dir);
+  const pargs = [...p.args.slice(0, p.args.length - p.schedule.length), ...sys];
+  succeeded(t, await vb(["install-remote", ...pargs, "--key", `${pkey}.pub`, "--access", "read-only"]), "a read-only key");
+  const pservice = fs.readFileSync(path.join(units, `validate-backup-${p.user}.service`), "utf8");
+  t.same(pservice.split("\n").filter((l) => l.startsWith("ExecStart=")), [`ExecStart=${bin} audit --record-head --file ${path.join(p.logDir, `${p.user}.log`)}`], "no seal, no prune for a pull key");
+  t.notOk(fs.existsSync(path.join(units, `validate-backup-${p.user}-verify.service`)), "and no weekly verify --stored");
 });
 
 t.test("refusals: not root, unknown option, bad names", async (t) => {

@@ -229,7 +229,7 @@ t.test("usage, config and read-only keys: exit 2, nothing judged", async (t) => 
   sb.configure({ access: "read-only" });
   r = await verify(sb);
   t.equal(r.code, 2, "a read-only key");
-  t.match(r.stderr, /read-only key publishes nothing through the gate/);
+  t.match(r.stderr, /a read-only key gets no verify-stored: it publishes nothing through the gate/);
 });
 
 t.test("a session that publishes or removes while the check runs: judged next time, not reported now", async (t) => {

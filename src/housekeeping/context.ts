@@ -58,8 +58,17 @@ export function requireRoot(what: string, why = "it changes owners and removes f
   if (process.getuid?.() !== 0) throw new VbError("NOT_ALLOWED", `${what} must run as root (${why})`);
 }
 
+/** What root's housekeeping never does for a read-only (pull) key, and why. */
+const NOT_FOR_PULL_KEYS: Record<string, string> = {
+  seal: "its tree is SOURCE's own outgoing data, which sealing would make root's",
+  prune: "its tree is SOURCE's own outgoing data, which only SOURCE removes",
+  "verify-stored": "it publishes nothing through the gate, so its audit log records no hash to compare with",
+};
+
 export function open(configPath: string, command: string, beforeOpen?: BeforeOpen): Housekeeping {
   const policy = loadConfig(configPath);
+  const why = policy.access === "read-only" && Object.hasOwn(NOT_FOR_PULL_KEYS, command) ? NOT_FOR_PULL_KEYS[command] : undefined;
+  if (why) throw new VbError("BAD_REQUEST", `config ${configPath}: a read-only key gets no ${command}: ${why}`);
   const { rootReal } = checkPlaces(policy);
   const fds: number[] = [];
   const close = () => fds.forEach(closeQuietly);

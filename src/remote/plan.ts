@@ -2,7 +2,7 @@
 // path, who owns it, its mode and (for files) its content. install-remote applies the list; check
 // builds the same list from what is installed and reports every difference.
 import path from "node:path";
-import { scheduleName, verifyName, verifies, cronContent, serviceContent, timerContent, verifyServiceContent, verifyTimerContent, type ScheduleKind } from "./schedule.js";
+import { scheduleName, verifyName, publishes, cronContent, serviceContent, timerContent, verifyServiceContent, verifyTimerContent, type ScheduleKind } from "./schedule.js";
 import { VbError } from "../errors.js";
 import { showSize } from "../config/size.js";
 
@@ -191,13 +191,13 @@ function scheduleSteps(sch: { kind: ScheduleKind; dir: string }, sources: Source
       if (other !== undefined && other !== s.label) throw new VbError("BAD_REQUEST", `the keys '${other}' and '${s.label}' would share the schedule ${n}: give one of them another --label`);
       named.set(n, s.label);
     }
-    const why = `[${s.label}] housekeeping: seal, prune (keeping ${s.keepFull} full chains), record the audit head${verifies(s) ? ", verify --stored" : ""}`;
+    const why = `[${s.label}] housekeeping: seal, prune (keeping ${s.keepFull} full chains), record the audit head${publishes(s) ? ", verify --stored" : ""}`;
     if (sch.kind === "cron") {
       steps.push({ kind: "file", path: path.join(sch.dir, name), owner: "root", group: "root", mode: 0o644, content: cronContent(s), why: `${why}; from cron, prune daily, verify --stored weekly, the rest hourly` });
       continue;
     }
     steps.push(...units(sch.dir, name, serviceContent(s), timerContent(s), `${why}`, "hourly", s.label));
-    if (verifies(s)) steps.push(...units(sch.dir, verifyName(s.label), verifyServiceContent(s), verifyTimerContent(s), `[${s.label}] verify --stored`, "weekly", s.label));
+    if (publishes(s)) steps.push(...units(sch.dir, verifyName(s.label), verifyServiceContent(s), verifyTimerContent(s), `[${s.label}] verify --stored`, "weekly", s.label));
   }
   return steps;
 }

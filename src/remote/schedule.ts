@@ -66,12 +66,12 @@ export interface ScheduledSource {
   root: string;
   state: string;
   keepFull: number;
-  /** The key's access: a read-only key publishes nothing, so it has no weekly verify --stored. */
+  /** The key's access: a read-only key publishes nothing: no seal, no prune, no weekly verify --stored. */
   access: "append-only" | "read-only";
 }
 
-/** Does this key get the weekly verify --stored? Only keys that publish: the log has no hash otherwise. */
-export function verifies(s: ScheduledSource): boolean {
+/** Does this key publish? Only such a key gets seal, prune and the weekly verify --stored (a pull key's log holds no hash, its tree is SOURCE's own). */
+export function publishes(s: ScheduledSource): boolean {
   return s.access === "append-only";
 }
 
@@ -117,6 +117,16 @@ export function cronContent(s: ScheduledSource): string {
   const m = cronMinute(s.label);
   // stdout (the summaries, also in the audit log) is dropped: cron would mail it every hour.
   // stderr, where failures go, still reaches root's mail.
+  // A read-only (pull) key's tree is SOURCE's own outgoing data: root neither seals (chowns) nor prunes it.
+  if (!publishes(s))
+    return [
+      ...HEADER(s, "from cron, as systemd does not run here"),
+      "SHELL=/bin/sh",
+      "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+      "# hourly: record the audit log's chain head (a read-only key: no seal, no prune)",
+      `${m} * * * * root ${c.head} >/dev/null`,
+      "",
+    ].join("\n");
   return [
     ...HEADER(s, "from cron, as systemd does not run here"),
     "SHELL=/bin/sh",
@@ -126,7 +136,7 @@ export function cronContent(s: ScheduledSource): string {
     `# daily: remove whole chains older than the newest ${s.keepFull} full ones`,
     `${(m + 30) % 60} 4 * * * root ${c.prune} >/dev/null`,
     // A weekday from the label as well: many keys do not all read their whole trees on one day.
-    ...(verifies(s) ? ["# weekly: every stored file against the hash the audit log recorded (differences reach root's mail)", `${m} 5 * * ${m % 7} root ${c.verify} >/dev/null`] : []),
+    ...(publishes(s) ? ["# weekly: every stored file against the hash the audit log recorded (differences reach root's mail)", `${m} 5 * * ${m % 7} root ${c.verify} >/dev/null`] : []),
     "",
   ].join("\n");
 }
@@ -158,6 +168,12 @@ function service(s: ScheduledSource, unit: string, what: string, run: string[]):
 
 export function serviceContent(s: ScheduledSource): string {
   const c = commands(s);
+  if (!publishes(s))
+    return service(s, scheduleName(s.label), "record the audit log's head", [
+      "# A read-only (pull) key: its tree is SOURCE's own outgoing data, which root neither seals",
+      "# (chowns) nor prunes. Only the audit log's chain head is recorded.",
+      `ExecStart=${c.head}`,
+    ]);
   return service(s, scheduleName(s.label), "seal, prune, record the audit log's head", [
     "# Runs as root: seal and prune change owners in the backup account's tree. `hourly` runs seal,",
     "# prune and audit --record-head in turn, each even if one before failed, and exits with the",
