@@ -62,9 +62,10 @@ export class Sink extends Side {
           continue;
       }
       const dest = isDir ? vpath([...into.comps, c.name]) : into;
-      const shown = isDir ? dest.display : `${dest.display} (sent as '${c.name}')`;
-      if (c.badName) await this.refuse(shown, new VbError("NOT_ALLOWED", `'${c.name}' refused: ${c.badName}`));
-      else if (c.type === "D") await this.directory(c, dest, depth, times);
+      // A name no scp would send ends the transfer, as OpenSSH's sink does: going on, the entries
+      // that follow a refused "D .." would land one level above where the client meant them.
+      if (c.badName) throw new VbError("NOT_ALLOWED", `'${c.name}' refused: ${c.badName}; the transfer ends here`);
+      if (c.type === "D") await this.directory(c, dest, depth, times);
       else await this.file(c, dest, times);
       times = undefined;
     }
