@@ -101,6 +101,11 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`validate-backup: unknown command '${String(first).slice(0, 64)}' (see --help)\n`);
     return 2;
   }
+  // Every subcommand's usage in one style, from the table, without loading the subcommand.
+  if (rest.length === 1 && (rest[0] === "--help" || rest[0] === "-h")) {
+    process.stdout.write(`usage: validate-backup ${first} ${sub.summary}\n`);
+    return 0;
+  }
   return (await sub.run())(rest);
 }
 

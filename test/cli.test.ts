@@ -24,6 +24,19 @@ t.test("--help lists the usage and every subcommand", async (t) => {
   }
 });
 
+t.test("every subcommand answers --help with its usage, exit 0", async (t) => {
+  const all = (await run([BIN, "--help"], { env })).stdout.toString();
+  const subs = [...all.matchAll(/^ {2}validate-backup ([a-z][a-z-]*) /gm)].map((m) => m[1]!);
+  t.ok(subs.length >= 9, `${subs.length} subcommands listed`);
+  for (const sub of subs)
+    for (const flag of ["--help", "-h"]) {
+      const r = await run([BIN, sub, flag], { env });
+      t.equal(r.code, 0, `${sub} ${flag}: exit 0 ${r.stderr}`);
+      t.match(r.stdout.toString(), new RegExp(`^usage: validate-backup ${sub} \\S`), `${sub} ${flag}: its usage`);
+      t.equal(r.stderr, "");
+    }
+});
+
 t.test("--version prints the package's version", async (t) => {
   const r = await run([BIN, "--version"], { env });
   t.equal(r.code, 0);
