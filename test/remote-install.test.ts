@@ -314,5 +314,13 @@ t.test("refusals: not root, unknown option, bad names", async (t) => {
     t.equal(r.code, 2);
     t.match(r.stderr, why);
   }
+  // --key: a missing file names the option and the file; the private half is called what it is.
+  const missing = await vb(["install-remote", ...a.args, "--key", `${key}.nothere`]);
+  t.equal(missing.code, 2);
+  t.match(missing.stderr, new RegExp(`--key ${key}\\.nothere: no such file`));
+  const secret = await vb(["install-remote", ...a.args, "--key", key]);
+  t.equal(secret.code, 2);
+  t.match(secret.stderr, /this is a PRIVATE key; give the public one \(.*\.pub/);
+  t.notMatch(secret.stderr + secret.stdout.toString(), /BEGIN|PRIVATE KEY-----/, "its contents are never shown");
   t.equal(spawnSync("getent", ["passwd", a.user]).status, 2, "nothing was created");
 });

@@ -57,6 +57,15 @@ function bad(message: string): never {
   throw new VbError("BAD_REQUEST", message);
 }
 
+/** --key's file, with the option and the file named when it cannot be read. */
+function readKeyFile(file: string): string {
+  try {
+    return fs.readFileSync(file, "utf8");
+  } catch (e) {
+    return bad(`--key ${file}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
+  }
+}
+
 function absolute(name: string, p: string): string {
   if (!path.isAbsolute(p) || p.includes("\0")) bad(`--${name} must be an absolute path`);
   return canonical(p);
@@ -218,7 +227,7 @@ export function layoutFor(o: Options): Layout {
   refuseNesting(o, base.config, base.root, base.state);
   const { text, ...fromConfig } = configContent(o, base);
   const src: SourceLayout = { ...base, configContent: text, ...fromConfig };
-  const key = readPublicKey(fs.readFileSync(o.keyFile, "utf8"), o.keyFile);
+  const key = readPublicKey(readKeyFile(o.keyFile), o.keyFile);
   const akPath = path.join(o.home, ".ssh", "authorized_keys");
   let existing = "";
   try {

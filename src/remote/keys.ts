@@ -71,6 +71,9 @@ export function parseKeyLine(raw: string): KeyLine | null | { bad: string } {
 
 /** The key an administrator gives with --key: exactly one public key, without options. */
 export function readPublicKey(text: string, file: string): PublicKey {
+  // The one mistake worth its own words: the secret half, which must never leave SOURCE.
+  if (/-----BEGIN (OPENSSH |RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----/.test(text))
+    throw new VbError("BAD_REQUEST", `--key ${file}: this is a PRIVATE key; give the public one (${file.replace(/\.pub$/, "")}.pub, made beside it by ssh-keygen), and keep the private key on SOURCE`);
   const lines = text.split("\n").filter((l) => l.trim() && !l.trim().startsWith("#"));
   if (lines.length !== 1) throw new VbError("BAD_REQUEST", `${file}: expected exactly one public key line, found ${lines.length}`);
   const key = parseKey(lines[0]!.trim().split(/\s+/));
