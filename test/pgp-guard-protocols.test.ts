@@ -4,11 +4,10 @@
 // sftp, scp (SFTP mode and legacy -O) and rsync. Only the valid ones are stored; each refusal is
 // audited; nothing else changes. And what duplicity writes (volumes, signatures, manifest) is stored.
 import fs from "node:fs";
-import crypto from "node:crypto";
 import path from "node:path";
 import t from "tap";
 import { sandbox, snapshotAll, auditLines, run, FAKE_SSH, type Sandbox } from "./helpers/env.js";
-import { gpgHome, guardAttacks, keyOf, duplicity } from "./helpers/pgp.js";
+import { gpgHome, guardAttacks, keyOf, duplicity, randomSource } from "./helpers/pgp.js";
 import { FULL_ONLY } from "./helpers/scale.js";
 
 type Send = (sb: Sandbox, local: string, name: string) => Promise<unknown>;
@@ -71,9 +70,7 @@ t.test("only the valid uploads are stored, whatever the protocol", async (t) => 
 
 t.test("what duplicity writes is stored", async (t) => {
   const g = gpgHome(t);
-  const src = path.join(g.dir, "src");
-  fs.mkdirSync(src);
-  fs.writeFileSync(path.join(src, "random.bin"), crypto.randomBytes(1_500_000));
+  const src = randomSource(g, 1_500_000);
   const target = path.join(g.dir, "target");
   duplicity(g, ["full", src, `file://${target}`]);
   // In the order duplicity sends them: the manifest, which finishes the set, last.

@@ -4,10 +4,9 @@
 // Its own file: at the full scale it runs 4,196 whole-set verifications.
 import fs from "node:fs";
 import path from "node:path";
-import crypto from "node:crypto";
 import t from "tap";
 import { Rng } from "./helpers/rng.js";
-import { gpgHome, duplicity } from "./helpers/pgp.js";
+import { gpgHome, duplicity, randomSource } from "./helpers/pgp.js";
 import { QUICK } from "./helpers/scale.js";
 import { openVerify, statusOf } from "../src/pgp/verify.js";
 
@@ -15,10 +14,8 @@ const find = (dir: string, re: RegExp) => fs.readdirSync(dir).filter((n) => re.t
 
 t.test("one volume changed at every offset of its first 4 KiB and at 100 random later offsets", async (t) => {
   const g = gpgHome(t);
-  const src = path.join(g.dir, "src");
-  fs.mkdirSync(src);
   // One volume of about 20 KB: every case is a whole set judged again (three gpg runs).
-  fs.writeFileSync(path.join(src, "a.bin"), crypto.randomBytes(20_000));
+  const src = randomSource(g, 20_000);
   const target = path.join(g.dir, "target");
   duplicity(g, ["full", src, `file://${target}`]);
   const vol = find(target, /\.vol1\.difftar\.gpg$/)[0]!;

@@ -9,7 +9,7 @@ import { spawn, spawnSync } from "node:child_process";
 import t from "tap";
 import * as openpgp from "openpgp";
 import { BIN, TOP, run } from "./helpers/env.js";
-import { gpgHome, duplicity, type Gpg } from "./helpers/pgp.js";
+import { gpgHome, duplicity, duplicityCommand, randomSource, type Gpg } from "./helpers/pgp.js";
 import { FULL_ONLY } from "./helpers/scale.js";
 import { verifyDir, statusOf, type Row } from "../src/pgp/verify.js";
 
@@ -261,20 +261,17 @@ t.test("duplicity backups", async (t) => {
 t.test("a resumed duplicity backup verifies clean", async (t) => {
   // duplicity restarts a killed full set one volume back and lists that volume twice in the manifest.
   const g = gpgHome(t);
-  const src = path.join(g.dir, "src");
-  fs.mkdirSync(src);
-  fs.writeFileSync(path.join(src, "a.bin"), crypto.randomBytes(5_500_000));
+  const src = randomSource(g, 5_500_000);
   const target = path.join(g.dir, "target");
-  const args = ["full", src, `file://${target}`, "--encrypt-key", g.fpr, "--sign-key", g.fpr, "--archive-dir", path.join(g.dir, "cache"), "--name", "t", "--volsize", "1"];
-  const env = { ...g.env, PASSPHRASE: "", HOME: g.dir };
-  const child = spawn("duplicity", args, { env, detached: true, stdio: "ignore" });
+  const { argv, env } = duplicityCommand(g, ["full", src, `file://${target}`]);
+  const child = spawn("duplicity", argv, { env, detached: true, stdio: "ignore" });
   const exited = new Promise((r) => child.on("exit", r));
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline && !(fs.existsSync(target) && fs.readdirSync(target).some((n) => /\.vol3\./.test(n)))) await new Promise((r) => setTimeout(r, 10));
   process.kill(-child.pid!, "SIGKILL");
   await exited;
   t.notOk(fs.readdirSync(target).some((n) => n.includes(".manifest")), "killed before its manifest");
-  const again = spawnSync("duplicity", args, { env, encoding: "utf8" });
+  const again = spawnSync("duplicity", argv, { env, encoding: "utf8" });
   t.equal(again.status, 0, again.stderr);
   const manifest = find(target, /\.manifest\.gpg$/)[0]!;
   const listed = [...g.gpg(["--decrypt", path.join(target, manifest)]).toString().matchAll(/^Volume (\d+):/gm)].map((m) => m[1]);

@@ -2,6 +2,7 @@
 // subkey) and a stranger's key, their exported certificates and secret keys, and gpg itself run in
 // batch mode. Everything lives in one temporary directory, and the agent is stopped on teardown.
 import fs from "node:fs";
+import crypto from "node:crypto";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import type { Teardownable } from "./env.js";
@@ -65,13 +66,27 @@ export function gpgHome(t: Teardownable): Gpg {
   };
 }
 
-/** Run duplicity with SOURCE's keys (encrypt and sign), volumes of 1 MiB, its cache in the home. */
-export function duplicity(g: Gpg, args: string[]): void {
-  const r = spawnSync("duplicity", [...args, "--encrypt-key", g.fpr, "--sign-key", g.fpr, "--archive-dir", path.join(g.dir, "cache"), "--name", "t", "--volsize", "1"], {
+/** duplicity's command line with SOURCE's keys (encrypt and sign), volumes of 1 MiB, its cache in the home. */
+export function duplicityCommand(g: Gpg, args: string[]): { argv: string[]; env: NodeJS.ProcessEnv } {
+  return {
+    argv: [...args, "--encrypt-key", g.fpr, "--sign-key", g.fpr, "--archive-dir", path.join(g.dir, "cache"), "--name", "t", "--volsize", "1"],
     env: { ...g.env, PASSPHRASE: "", HOME: g.dir },
-    encoding: "utf8",
-  });
+  };
+}
+
+/** Run duplicity as duplicityCommand says; throws on failure. */
+export function duplicity(g: Gpg, args: string[]): void {
+  const { argv, env } = duplicityCommand(g, args);
+  const r = spawnSync("duplicity", argv, { env, encoding: "utf8" });
   if (r.status !== 0) throw new Error(`duplicity ${args.join(" ")}: ${r.stderr}`);
+}
+
+/** A directory `src` in the home holding one file of `bytes` random bytes: what a backup is made of. */
+export function randomSource(g: Gpg, bytes: number, name = "random.bin"): string {
+  const src = path.join(g.dir, "src");
+  fs.mkdirSync(src);
+  fs.writeFileSync(path.join(src, name), crypto.randomBytes(bytes));
+  return src;
 }
 
 /** The first packet of `bytes` (header and body), e.g. a real session-key packet. */
