@@ -27,8 +27,6 @@ export class GpgMissing extends Error {}
 export interface Status {
   /** Keyword -> the arguments of each line with that keyword, in order. */
   readonly lines: Map<string, string[][]>;
-  /** Keywords in the order gpg wrote them (NEWSIG separates signatures). */
-  readonly order: { key: string; args: string[] }[];
 }
 
 export interface RunResult {
@@ -85,18 +83,16 @@ export function versionProblem(bin: string, versionText: string): string | null 
 
 export function parseStatus(text: string): Status {
   const lines = new Map<string, string[][]>();
-  const order: Status["order"] = [];
   for (const raw of text.split("\n").slice(0, STATUS_LINES_MAX)) {
     const line = raw.slice(0, STATUS_LINE_MAX);
     if (!line.startsWith("[GNUPG:] ")) continue;
     const [key, ...args] = line.slice(9).split(" ");
     if (!key) continue;
-    order.push({ key, args });
     const list = lines.get(key);
     if (list) list.push(args);
     else lines.set(key, [args]);
   }
-  return { lines, order };
+  return { lines };
 }
 
 /** A private GnuPG home with only the given keys; close() stops its agent and removes it. */

@@ -76,7 +76,8 @@ function window(j: Judge, set: DupSet, all: DupSet[]): void {
   }
 }
 
-export function checkSet(j: Judge, set: DupSet, all: DupSet[]): void {
+/** Judge one set; returns its volumes whose bytes matched their manifest's hash. */
+export function checkSet(j: Judge, set: DupSet, all: DupSet[]): string[] {
   const label = `${set.first.kind === "full" ? "full" : "incremental"} set ${memberName(set, "manifest").replace(/\.manifest(\.gpg)?$/, "")}`;
   if (!set.manifest) j.problem(memberName(set, "manifest"), "MISSING", `${label} has ${set.vols.size} volume(s) but no manifest: unfinished, or the manifest was removed`);
   if (!set.sig) j.problem(memberName(set, "sig"), "MISSING", `the signature file of the ${label}`);
@@ -89,9 +90,10 @@ export function checkSet(j: Judge, set: DupSet, all: DupSet[]): void {
     for (const file of set.vols.values()) j.problem(file, "UNVERIFIED", `not compared with a manifest: ${why}`);
     const max = Math.max(0, ...set.vols.keys());
     for (let n = 1; n <= max; n++) if (!set.vols.has(n)) j.problem(memberName(set, n), "MISSING", `volume ${n} of ${max} present`);
-    return;
+    return [];
   }
   let mismatched = 0;
+  const matched: string[] = [];
   for (const [n, want] of listed.volumes) {
     const file = set.vols.get(n);
     if (!file) {
@@ -106,9 +108,13 @@ export function checkSet(j: Judge, set: DupSet, all: DupSet[]): void {
     else if (got !== want.hex) {
       mismatched++;
       j.problem(file, "HASH MISMATCH", `${want.named} ${got}, but the manifest says ${want.hex}${again}`);
-    } else j.note(file, `${want.named} matches the manifest${again}`);
+    } else {
+      matched.push(file);
+      j.note(file, `${want.named} matches the manifest${again}`);
+    }
   }
   for (const [n, file] of set.vols) if (!listed.volumes.has(n)) j.problem(file, "EXTRA", `volume ${n} is not listed in the manifest of its set`);
   if (mismatched && mismatched === listed.volumes.size)
     j.problem(set.manifest!, "HASH MISMATCH", `none of the ${mismatched} volume(s) it lists matches: a manifest of another set, or every volume replaced`);
+  return matched;
 }

@@ -327,14 +327,15 @@ async function judgeDir(keys: Keys, dir: string, out: (s: string) => void, progr
       await v.check(f, { hash: hashOf.get(f) });
     },
   );
-  for (const set of sets) checkSet(v, set, sets);
+  const matched = sets.flatMap((set) => checkSet(v, set, sets));
   // The guard: every file found has a verdict of its own, or the run fails.
   const unjudged = files.filter((f) => !v.row(f).judged);
   if (unjudged.length) throw new Error(`${unjudged.length} of ${files.length} file(s) were not judged: ${unjudged.slice(0, 5).map((f) => cleanString(f)).join(", ")}`);
-  return report(v, files.length, sets, keys, out);
+  return report(v, files.length, sets, matched, keys, out);
 }
 
-function report(v: Verifier, found: number, sets: DupSet[], keys: Keys, out: (s: string) => void): Result {
+/** `matched`: the volumes whose hash matched their manifest (counted where nothing else is wrong with them). */
+function report(v: Verifier, found: number, sets: DupSet[], matchedVols: string[], keys: Keys, out: (s: string) => void): Result {
   const rows = [...v.rows.values()].sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   out(table(rows));
   const counts = new Map<Status, number>();
@@ -342,8 +343,7 @@ function report(v: Verifier, found: number, sets: DupSet[], keys: Keys, out: (s:
   const problems = rows.filter((r) => statusOf(r) !== "OK").length;
   const vols = sets.reduce((n, s) => n + s.vols.size, 0);
   const signers = keys.signers.primaries.join(", ");
-  const volRows = sets.flatMap((s) => [...s.vols.values()]).map((f) => v.row(f));
-  const matched = volRows.filter((r) => r.notes.some((n) => n.includes("matches the manifest")) && statusOf(r) === "OK").length;
+  const matched = matchedVols.filter((f) => statusOf(v.row(f)) === "OK").length;
   out("");
   out(`${found} file(s) found, ${found} judged; ${rows.length} entries: ${STATUSES.filter((s) => counts.get(s)).map((s) => `${counts.get(s)} ${s}`).join(", ")}`);
   if (keys.secret) out(`gpg: ${v.good} file(s) decrypted or verified, integrity-protected and signed by ${signers}; ${v.failed} failed`);
