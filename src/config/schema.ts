@@ -38,6 +38,8 @@ export const LimitsSchema = z.strictObject({
   maxStoredBytes: z.optional(int(1)),
   /** free space every upload leaves on the filesystem (0 in tests on a small one) */
   minFreeBytes: z._default(int(0), GiB),
+  /** bytes per second each session of this key may move, in and out together; unset: unlimited */
+  bytesPerSecond: z.optional(int(65536)),
 });
 
 // A guardrail against a misconfigured SOURCE (see src/pgp/guard.ts), not a proof of encryption.

@@ -16,6 +16,7 @@ import { removeTree } from "../vault/state.js";
 import { treeBytes } from "../vault/quota.js";
 import { toVbError } from "../handler.js";
 import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
+import { Throttle, rsyncBwlimit } from "../throttle.js";
 
 const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
 /** rsync's own RERR_PARTIAL, "some files were not transferred": a push that left a sent file unstored. */
@@ -25,6 +26,25 @@ const UMASK = 0o027;
 // After the client's options on every run (rsync keeps the last value): the session's idle limit
 // is ours, whatever --timeout the client sent (0 would mean none).
 const timeout = (idleSeconds: number) => `--timeout=${idleSeconds}`;
+
+/**
+ * The key's bandwidth limit as rsync's --bwlimit (KiB/s), after the client's options so it wins,
+ * unless the client asked for less. rsync paces only what it writes: that holds a pull, where the
+ * server sends; a push is paced by us instead, on its way in (see spawnRsync).
+ */
+function bwlimit(options: readonly string[], bytesPerSecond: number | undefined): string[] {
+  if (bytesPerSecond === undefined) return [];
+  const ours = rsyncBwlimit(bytesPerSecond);
+  const asked = askedKiB(options.filter((o) => o.startsWith("--bwlimit=")).at(-1)?.slice("--bwlimit=".length));
+  return [`--bwlimit=${asked > 0 && asked < ours ? Math.ceil(asked) : ours}`];
+}
+
+/** The client's --bwlimit in KiB/s (rsync's unit; K, M, G multiply by 1024); 0 for none or unlimited. */
+function askedKiB(v: string | undefined): number {
+  const m = v === undefined ? null : /^(\d+(?:\.\d+)?)([KMG])?$/i.exec(v);
+  if (!m) return 0;
+  return Number(m[1]) * 1024 ** (m[2] ? "KMG".indexOf(m[2].toUpperCase()) : 0);
+}
 
 // Added to every push, after the client's options (the last value wins in rsync). No
 // --compare-dest: rsync resolved <live>/<client's relative name> by path, through any link on the
@@ -127,17 +147,25 @@ function filterLines(from: NodeJS.ReadableStream, line: (text: string) => string
   from.on("end", () => rest && process.stderr.write(line(rest)));
 }
 
-function spawnRsync(rsyncPath: string, args: string[], cwd: string, opts: { line?: (text: string) => string; poll?: (kill: () => void) => void } = {}): Promise<number> {
+interface SpawnOptions {
+  line?: (text: string) => string;
+  poll?: (kill: () => void) => void;
+  /** What the client sends passes through us at this pace (a push under a bandwidth limit). */
+  throttle?: Throttle;
+}
+
+function spawnRsync(rsyncPath: string, args: string[], cwd: string, opts: SpawnOptions = {}): Promise<number> {
   if (!path.isAbsolute(rsyncPath)) throw new VbError("IO", `rsync path '${rsyncPath}' is not absolute`);
   const old = process.umask(UMASK);
   let child;
   try {
     // Its own process group: rsync forks (generator and receiver), and a kill must reach both.
-    child = spawn(rsyncPath, args, { cwd, env: ENV, stdio: ["inherit", "inherit", opts.line ? "pipe" : "inherit"], shell: false, detached: true });
+    child = spawn(rsyncPath, args, { cwd, env: ENV, stdio: [opts.throttle ? "pipe" : "inherit", "inherit", opts.line ? "pipe" : "inherit"], shell: false, detached: true });
   } finally {
     process.umask(old);
   }
   if (opts.line) filterLines(child.stderr!, opts.line);
+  const stopPacing = opts.throttle && paceInto(process.stdin, child.stdin!, opts.throttle);
   // serve.ts ends the process on a signal or at the end of the session's lifetime: rsync goes too.
   const kill = () => {
     try {
@@ -152,6 +180,7 @@ function spawnRsync(rsyncPath: string, args: string[], cwd: string, opts: { line
     const done = () => {
       process.removeListener("exit", kill);
       if (poller) clearInterval(poller);
+      if (stopPacing) stopPacing(); // else the open stdin keeps the session from ending
     };
     child.once("error", (e) => {
       done();
@@ -165,9 +194,46 @@ function spawnRsync(rsyncPath: string, args: string[], cwd: string, opts: { line
   });
 }
 
+/**
+ * Copy `from` into `to` no faster than the throttle allows: reading stops while it is in debt, so
+ * the client is held back by the SSH channel's flow control. Memory: one chunk at a time.
+ */
+function paceInto(from: NodeJS.ReadStream, to: NodeJS.WritableStream, throttle: Throttle): () => void {
+  let full = false;
+  let waitMs = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const resume = () => {
+    if (!full && waitMs === 0 && !stopped) from.resume();
+  };
+  to.on("error", () => from.pause()); // rsync exited: its exit status tells the rest
+  to.on("drain", () => {
+    full = false;
+    resume();
+  });
+  from.on("data", (chunk: Buffer) => {
+    full = !to.write(chunk);
+    waitMs = throttle.spend(chunk.length);
+    if (!full && waitMs === 0) return;
+    from.pause();
+    if (waitMs > 0)
+      timer = setTimeout(() => {
+        waitMs = 0;
+        resume();
+      }, waitMs);
+  });
+  from.once("end", () => to.end());
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    from.destroy();
+  };
+}
+
 async function pull(req: RsyncRequest, { session, vault }: Context): Promise<number> {
   checkSources(vault, req.targets);
-  const args = ["--server", "--sender", ...req.options, timeout(session.policy.limits.idleSeconds), "--", ".", ...req.targets.map(relPath)];
+  const { limits } = session.policy;
+  const args = ["--server", "--sender", ...req.options, timeout(limits.idleSeconds), ...bwlimit(req.options, limits.bytesPerSecond), "--", ".", ...req.targets.map(relPath)];
   session.audit.event("rsync", { direction: "pull", paths: req.targets.map((t) => t.v.display) });
   const code = await spawnRsync(session.policy.rsync.path, args, session.rootReal);
   if (code !== 0) session.audit.event("rsync-exit", { exit: code });
@@ -188,8 +254,9 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     // (relative): its messages ("created directory new/enc") name no internal path.
     // --max-size: rsync does not even receive a file over the limit (it once staged 300 MB of one).
     // Ours comes last and wins, so it is the smaller of the limit and what the client asked.
-    const maxSize = Math.min(session.policy.limits.maxFileBytes, askedMaxSize(req.options));
-    const args = ["--server", ...req.options, timeout(session.policy.limits.idleSeconds), ...PUSH_OPTIONS, `--max-size=${maxSize}`, "--", ".", relPath(target)];
+    const { limits } = session.policy;
+    const maxSize = Math.min(limits.maxFileBytes, askedMaxSize(req.options));
+    const args = ["--server", ...req.options, timeout(limits.idleSeconds), ...bwlimit(req.options, limits.bytesPerSecond), ...PUSH_OPTIONS, `--max-size=${maxSize}`, "--", ".", relPath(target)];
     session.audit.event("rsync", { direction: "push", path: target.v.display });
     const unstored: Unstored[] = [];
     let overSize = 0;
@@ -217,7 +284,8 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
         kill();
       }
     };
-    const code = await spawnRsync(session.policy.rsync.path, args, top, { line, poll });
+    const throttle = limits.bytesPerSecond === undefined ? undefined : new Throttle(limits.bytesPerSecond);
+    const code = await spawnRsync(session.policy.rsync.path, args, top, { line, poll, throttle });
     if (!refused && code === 0)
       try {
         vault.quota.setInflight(treeBytes(top)); // what arrived since the last look

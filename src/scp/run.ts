@@ -5,10 +5,13 @@ import type { Plan } from "../gate/decide.js";
 import { Input, Output, PeerGone, FATAL } from "./stream.js";
 import { Sink } from "./sink.js";
 import { Source } from "./source.js";
+import { throttleFor } from "../throttle.js";
 
 export async function runScp(plan: Extract<Plan, { kind: "scp" }>, ctx: Context): Promise<number> {
-  const input = new Input(process.stdin, ctx.session.policy.limits.idleSeconds * 1000);
-  const out = new Output(process.stdout);
+  const { limits } = ctx.session.policy;
+  const throttle = throttleFor(limits);
+  const input = new Input(process.stdin, limits.idleSeconds * 1000, throttle);
+  const out = new Output(process.stdout, throttle);
   const side = plan.scp.direction === "sink" ? new Sink(plan.scp, ctx, input, out) : new Source(plan.scp, ctx, input, out);
   try {
     await side.run();

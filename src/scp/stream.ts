@@ -5,6 +5,7 @@ import { once } from "node:events";
 import type { Readable, Writable } from "node:stream";
 import { VbError } from "../errors.js";
 import { cleanString } from "../audit/sanitize.js";
+import type { Throttle } from "../throttle.js";
 
 const NL = 0x0a;
 export const OK = 0;
@@ -22,6 +23,8 @@ export class Input {
   constructor(
     stream: Readable,
     private readonly idleMs: number,
+    /** The key's bandwidth limit, shared with the Output: no chunk is taken while it is in debt. */
+    private readonly throttle?: Throttle,
   ) {
     this.it = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   }
@@ -48,6 +51,7 @@ export class Input {
         return false;
       }
       this.buf = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
+      await this.throttle?.pace(this.buf.length);
     }
     return true;
   }
@@ -99,13 +103,17 @@ export class Input {
 export class Output {
   private broken: Error | undefined;
 
-  constructor(private readonly stream: Writable) {
+  constructor(
+    private readonly stream: Writable,
+    private readonly throttle?: Throttle,
+  ) {
     stream.on("error", (e: Error) => (this.broken = e));
   }
 
   async write(data: Buffer | string): Promise<void> {
     if (this.broken) throw new PeerGone("IO", `connection lost (${this.broken.message})`);
     if (!this.stream.write(data)) await once(this.stream, "drain");
+    if (this.throttle) await this.throttle.pace(typeof data === "string" ? Buffer.byteLength(data) : data.length);
   }
 
   ok(): Promise<void> {

@@ -12,8 +12,8 @@ export interface Sink {
 }
 
 export interface Input {
-  /** onData runs after each read, once the bytes are in the sink; it returns false to pause. */
-  start(sink: Sink, onData: () => boolean, onEnd: () => void): void;
+  /** onData runs after each read of n bytes, once they are in the sink; it returns false to pause. */
+  start(sink: Sink, onData: (n: number) => boolean, onEnd: () => void): void;
   resume(): void;
   close(): void;
 }
@@ -37,7 +37,7 @@ export function stdinInput(): Input {
             buffer: () => sink.space(),
             callback: (n: number) => {
               sink.filled(n);
-              return onData();
+              return onData(n);
             },
           },
         };
@@ -60,7 +60,7 @@ function streamInput(stream: NodeJS.ReadStream): Input {
     start(sink, onData, onEnd) {
       stream.on("data", (chunk: Buffer) => {
         sink.push(chunk);
-        if (!onData()) stream.pause();
+        if (!onData(chunk.length)) stream.pause();
       });
       stream.once("end", onEnd);
       stream.once("error", onEnd);

@@ -8,6 +8,7 @@ import { Framer } from "./wire.js";
 import { ReplyOutput } from "./output.js";
 import type { Input } from "./input.js";
 import type { Reply } from "./op.js";
+import type { Throttle } from "../throttle.js";
 
 const BATCH = 256 * 1024;
 
@@ -22,14 +23,17 @@ export interface PumpOptions {
   handle(pkt: Buffer): Reply;
   /** A reply has been written out (its buffer may be reused). */
   written?(b: Buffer): void;
+  /** The key's bandwidth limit: bytes in and out are counted, and handling pauses while in debt. */
+  throttle?: Throttle;
 }
 
-export function pump({ input, output, idleMs, handle, written }: PumpOptions): Promise<End> {
+export function pump({ input, output, idleMs, handle, written, throttle }: PumpOptions): Promise<End> {
   return new Promise((resolve) => {
     const framer = new Framer();
     let batch: Buffer[] = [];
     let batchBytes = 0;
     let waiting = false; // a batch sits in the stream: handle nothing until it is out
+    let paused = false; // the bandwidth limit is in debt: handle nothing until it has refilled
     let inputDone = false;
     let ended = false;
 
@@ -37,6 +41,7 @@ export function pump({ input, output, idleMs, handle, written }: PumpOptions): P
       if (ended) return;
       ended = true;
       clearTimeout(idle);
+      clearTimeout(pauseTimer);
       resolve(end);
     };
     // The idle timer is re-armed when it fires, not on every read: refreshing a timer per packet
@@ -50,14 +55,32 @@ export function pump({ input, output, idleMs, handle, written }: PumpOptions): P
     let idle = setTimeout(checkIdle, idleMs);
 
     const out = new ReplyOutput(output.fd, output.stream, written);
+    /** Handle what waits, and read on if nothing holds us back. */
+    const go = () => {
+      work();
+      if (!waiting && !paused && !inputDone && !ended) input.resume();
+    };
     const flushed = () => {
       waiting = false;
-      work();
-      if (!waiting && !inputDone && !ended) input.resume();
+      go();
+    };
+
+    let pauseTimer: NodeJS.Timeout | undefined;
+    /** Count bytes against the limit; in debt, pause until it has refilled. */
+    const spend = (n: number) => {
+      const ms = throttle?.spend(n) ?? 0;
+      if (ms <= 0 || paused) return;
+      paused = true;
+      pauseTimer = setTimeout(() => {
+        paused = false;
+        lastInput = Date.now(); // the pause was ours, not the client's idling
+        go();
+      }, ms);
     };
 
     const flush = () => {
       if (batch.length === 0) return;
+      if (throttle) spend(batchBytes);
       const sent = out.send(batch, flushed);
       batch = [];
       batchBytes = 0;
@@ -69,7 +92,7 @@ export function pump({ input, output, idleMs, handle, written }: PumpOptions): P
     const work = () => {
       if (ended) return;
       try {
-        while (!waiting && !ended) {
+        while (!waiting && !paused && !ended) {
           const pkt = framer.next();
           if (!pkt) break;
           const reply = handle(pkt);
@@ -86,16 +109,17 @@ export function pump({ input, output, idleMs, handle, written }: PumpOptions): P
       }
       flush();
       // The session ends only once every reply is out: the process exits right after.
-      if (inputDone && !waiting) finish({ kind: "eof" });
+      if (inputDone && !waiting && !paused) finish({ kind: "eof" });
     };
 
     input.start(
       framer,
-      () => {
+      (n) => {
         if (ended) return false;
         lastInput = Date.now();
+        if (throttle) spend(n);
         work();
-        return !waiting;
+        return !waiting && !paused;
       },
       () => {
         inputDone = true;

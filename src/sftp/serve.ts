@@ -5,6 +5,7 @@ import type { Plan } from "../gate/decide.js";
 import { Sftp } from "./server.js";
 import { pump, type End } from "./pump.js";
 import { stdinInput } from "./input.js";
+import { throttleFor } from "../throttle.js";
 
 /** After an abnormal end, replies still queued get this long to reach a client that may not read. */
 const LINGER_MS = 10_000;
@@ -34,6 +35,7 @@ export async function serveSftp(_plan: Extract<Plan, { kind: "sftp" }>, ctx: Con
       idleMs: ctx.session.policy.limits.idleSeconds * 1000,
       handle: (pkt) => sftp.handle(pkt),
       written: (b) => sftp.replies.release(b),
+      throttle: throttleFor(ctx.session.policy.limits),
     });
     input.close();
     if (end.kind !== "eof") {
