@@ -1,15 +1,19 @@
 // `npm run bench`: OpenSSH's own `sftp -b` client against our server and against OpenSSH's
 // sftp-server, in the same run, on the same files: one big file (1 GiB by default) and many small
-// ones (10,000 by default), each uploaded and then downloaded. Prints MB/s, the ratio ours/OpenSSH
-// and each server's peak RSS (GNU time). A measurement, not a test: it asserts nothing about speed,
-// only that every transfer succeeded and came back byte-identical.
+// ones (10,000 by default), each uploaded and then downloaded; the big one uploaded again by a client
+// that keeps 64 WRITEs of 255 KiB in flight (`sftp -B 261120 -R 64`); 20 sessions uploading 64 MiB
+// each at once; and session start-up (a refused command, an `ls` session). Prints MB/s, the ratio
+// ours/OpenSSH and each server's peak RSS (GNU time), per round and the median of the rounds. A
+// measurement, not a test: it asserts nothing about speed, only that every transfer succeeded and
+// came back byte-identical.
 //
 // Settings (environment): VB_BENCH_BIG_MIB (1024), VB_BENCH_SMALL (10000), VB_BENCH_SMALL_BYTES
-// (4096), VB_BENCH_ROUNDS (1), VB_BENCH_DIR (a new directory under /var/tmp, removed at the end).
+// (4096), VB_BENCH_ROUNDS (3), VB_BENCH_SESSIONS (20), VB_BENCH_SESSION_MIB (64), VB_BENCH_STARTS
+// (20 starts of each kind per round), VB_BENCH_DIR (a new directory under /var/tmp, removed at the end).
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { num } from "./settings.js";
 
@@ -24,7 +28,10 @@ const MB = 1e6;
 const BIG_MIB = num("VB_BENCH_BIG_MIB", 1024);
 const SMALL = num("VB_BENCH_SMALL", 10_000);
 const SMALL_BYTES = num("VB_BENCH_SMALL_BYTES", 4096);
-const ROUNDS = num("VB_BENCH_ROUNDS", 1);
+const ROUNDS = num("VB_BENCH_ROUNDS", 3);
+const SESSIONS = num("VB_BENCH_SESSIONS", 20);
+const SESSION_MIB = num("VB_BENCH_SESSION_MIB", 64);
+const STARTS = num("VB_BENCH_STARTS", 20);
 
 interface Server {
   name: string;
@@ -39,6 +46,8 @@ interface Op {
   bytes: number;
   files: number;
   batch: (work: string, dl: string) => string;
+  /** More sftp options (buffer size, requests in flight). */
+  args?: string[];
 }
 
 function need(file: string, hint: string): void {
@@ -54,11 +63,16 @@ function writeExecutable(file: string, text: string): void {
 }
 
 /** Random content, written in 1 MiB chunks so memory stays flat. */
-function makeFiles(src: string): void {
+function randomFile(file: string, mib: number): void {
   const chunk = Buffer.allocUnsafe(1 << 20);
-  const fd = fs.openSync(path.join(src, "big.bin"), "w");
-  for (let i = 0; i < BIG_MIB; i++) fs.writeSync(fd, crypto.randomFillSync(chunk));
+  const fd = fs.openSync(file, "w");
+  for (let i = 0; i < mib; i++) fs.writeSync(fd, crypto.randomFillSync(chunk));
   fs.closeSync(fd);
+}
+
+function makeFiles(src: string): void {
+  randomFile(path.join(src, "big.bin"), BIG_MIB);
+  randomFile(path.join(src, "session.bin"), SESSION_MIB);
   const small = path.join(src, "small");
   fs.mkdirSync(small);
   for (let i = 0; i < SMALL; i++) fs.writeFileSync(path.join(small, `f${String(i).padStart(6, "0")}.bin`), crypto.randomBytes(SMALL_BYTES));
@@ -120,7 +134,7 @@ function transfer(s: Server, op: Op, work: string, dl: string, round: number): R
   // transfer's data (the other server's, as often as not) during this one.
   spawnSync(SYNC, [], { stdio: "ignore" });
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(SFTP, ["-q", "-b", batch, "-D", s.wrapper], { env: { PATH: "/usr/bin:/bin", VB_BENCH_RSS: rss }, encoding: "utf8", maxBuffer: 64 << 20 });
+  const r = spawnSync(SFTP, ["-q", ...(op.args ?? []), "-b", batch, "-D", s.wrapper], { env: { PATH: "/usr/bin:/bin", VB_BENCH_RSS: rss }, encoding: "utf8", maxBuffer: 64 << 20 });
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`${s.name}: ${op.name} failed (exit ${r.status}):\n${(r.stderr + r.stdout).slice(-2000)}`);
   const rssKiB = Number(fs.readFileSync(rss, "utf8").trim().split("\n").pop());
@@ -132,12 +146,102 @@ const OPS: Op[] = [
   { name: `download ${BIG_MIB} MiB`, bytes: BIG_MIB << 20, files: 1, batch: (_w, dl) => `get big.bin ${dl}/big.bin\n` },
   { name: `upload ${SMALL} x ${SMALL_BYTES} B`, bytes: SMALL * SMALL_BYTES, files: SMALL, batch: (w) => `put -r ${w}/src/small small\n` },
   { name: `download ${SMALL} x ${SMALL_BYTES} B`, bytes: SMALL * SMALL_BYTES, files: SMALL, batch: (_w, dl) => `get -r small ${dl}/small\n` },
+  // -B 262144 itself is refused by OpenSSH's sftp (9.x) before it sends anything ("Outbound message
+  // too long 262169": the WRITE's header takes it past its own 256 KiB packet limit), against either
+  // server; 255 KiB is the most it sends, and the most both servers accept in one WRITE.
+  { name: `upload ${BIG_MIB} MiB -B 255K -R 64`, bytes: BIG_MIB << 20, files: 1, batch: (w) => `put ${w}/src/big.bin big-r64.bin\n`, args: ["-B", "261120", "-R", "64"] },
 ];
+
+/** SESSIONS uploads of SESSION_MIB at once, each its own sftp and server process. */
+async function concurrent(s: Server, work: string, round: number): Promise<Result> {
+  const batch = path.join(work, `batch-${s.name}-concurrent-${round}`);
+  spawnSync(SYNC, [], { stdio: "ignore" });
+  const t0 = process.hrtime.bigint();
+  const runs = Array.from({ length: SESSIONS }, (_, i) => {
+    const file = `${batch}-${i}`;
+    fs.writeFileSync(file, `put ${work}/src/session.bin session-${i}.bin\n`);
+    return new Promise<number>((resolve, reject) => {
+      const child = spawn(SFTP, ["-q", "-b", file, "-D", s.wrapper], { env: { PATH: "/usr/bin:/bin", VB_BENCH_RSS: `${file}.rss` }, stdio: ["ignore", "ignore", "pipe"] });
+      let err = "";
+      child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+      child.on("error", reject);
+      child.on("close", (code) => (code === 0 ? resolve(Number(fs.readFileSync(`${file}.rss`, "utf8").trim().split("\n").pop())) : reject(new Error(`${s.name}: session ${i} failed (exit ${code}): ${err.slice(-500)}`))));
+    });
+  });
+  const rss = await Promise.all(runs);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const want = hashFile(path.join(work, "src/session.bin"));
+  for (let i = 0; i < SESSIONS; i++) {
+    const f = path.join(s.root, `session-${i}.bin`);
+    if (hashFile(f) !== want) throw new Error(`${s.name}: concurrent session ${i} stored different bytes`);
+    fs.rmSync(f);
+  }
+  return { seconds, rssKiB: Math.max(...rss) };
+}
+
+/** Median wall time of STARTS runs of `argv` (stdin from /dev/null, or `input`). */
+function startups(argv: string[], env: NodeJS.ProcessEnv, input?: string): number {
+  const times: number[] = [];
+  for (let i = 0; i < STARTS; i++) {
+    const t0 = process.hrtime.bigint();
+    spawnSync(argv[0]!, argv.slice(1), { env, input: input ?? "", stdio: ["pipe", "ignore", "ignore"] });
+    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  return median(times);
+}
+
+function median(xs: number[]): number {
+  const a = [...xs].sort((x, y) => x - y);
+  const m = a.length >> 1;
+  return a.length % 2 ? a[m]! : (a[m - 1]! + a[m]!) / 2;
+}
+
+interface Starts {
+  refused: number;
+  opensshBare: number;
+  node: number;
+  lsOurs: number;
+  lsOpenssh: number;
+}
+
+/**
+ * Session start-up, in ms (medians): a refused command (the gate parses, decides, audits and says
+ * no) against OpenSSH's sftp-server started and hung up on at once, and a bare `node -e 0`; an
+ * `sftp -b` session that lists the root, against each server.
+ */
+function startup(ourServer: Server, theirs: Server, work: string): Starts {
+  const config = path.join(work, "ours", "config.json");
+  const env = { PATH: "/usr/bin:/bin", SSH_CLIENT: "127.0.0.1 1 22" };
+  const ls = path.join(work, "batch-ls");
+  fs.writeFileSync(ls, "ls\n");
+  const lsRun = (s: Server) => startups([SFTP, "-q", "-b", ls, "-D", s.wrapper], { PATH: "/usr/bin:/bin", VB_BENCH_RSS: `${ls}.rss` });
+  return {
+    refused: startups([LAUNCHER, "--config", config], { ...env, SSH_ORIGINAL_COMMAND: "rm -rf /" }),
+    opensshBare: startups([OPENSSH_SERVER], env),
+    node: startups(["/usr/bin/node", "-e", "0"], env),
+    lsOurs: lsRun(ourServer),
+    lsOpenssh: lsRun(theirs),
+  };
+}
 
 function verify(s: Server, work: string, dl: string, bigHash: string): void {
   const problems: string[] = [];
   if (hashFile(path.join(s.root, "big.bin")) !== bigHash) problems.push("uploaded big file differs");
   if (hashFile(path.join(dl, "big.bin")) !== bigHash) problems.push("downloaded big file differs");
+  if (hashFile(path.join(s.root, "big-r64.bin")) !== bigHash) problems.push("big file uploaded with -R 64 differs");
+  if (s.name === "ours") {
+    // What we promise besides the bytes: each published file's SHA-256 in the audit log.
+    const published = new Map<string, string>();
+    for (const l of fs.readFileSync(path.join(path.dirname(s.root), "audit.log"), "utf8").split("\n"))
+      if (l.includes('"publish"')) {
+        const j = JSON.parse(l) as { event: string; path: string; sha256: string };
+        if (j.event === "publish") published.set(j.path, j.sha256);
+      }
+    if (published.get("big.bin") !== bigHash || published.get("big-r64.bin") !== bigHash) problems.push("the audit log lacks the big file's SHA-256");
+    const small = [...published.keys()].filter((p) => p.startsWith("small/"));
+    if (small.length !== SMALL || small.some((p) => published.get(p) !== crypto.createHash("sha256").update(fs.readFileSync(path.join(s.root, p))).digest("hex")))
+      problems.push("the audit log lacks a small file's SHA-256");
+  }
   if (!sameTree(path.join(work, "src/small"), path.join(s.root, "small"))) problems.push("uploaded small files differ");
   if (!sameTree(path.join(work, "src/small"), path.join(dl, "small"))) problems.push("downloaded small files differ");
   if (problems.length) throw new Error(`${s.name}: ${problems.join("; ")}`);
@@ -147,7 +251,7 @@ function pad(s: string, n: number, right = false): string {
   return right ? s.padStart(n) : s.padEnd(n);
 }
 
-function main(): number {
+async function main(): Promise<number> {
   need(SFTP, "apt-get install openssh-client");
   need(OPENSSH_SERVER, "apt-get install openssh-sftp-server");
   need(GNU_TIME, "apt-get install time: it measures each server's peak RSS");
@@ -159,47 +263,69 @@ function main(): number {
     process.stdout.write(`generating ${BIG_MIB} MiB + ${SMALL} x ${SMALL_BYTES} B in ${work} ...\n`);
     makeFiles(path.join(work, "src"));
     const bigHash = hashFile(path.join(work, "src/big.bin"));
+    const CONCURRENT: Op = { name: `${SESSIONS} sessions x ${SESSION_MIB} MiB up`, bytes: SESSIONS * (SESSION_MIB << 20), files: SESSIONS, batch: () => "" };
+    const ALL = [...OPS, CONCURRENT];
     const rows: Array<{ round: number; op: Op; ours: Result; openssh: Result }> = [];
+    const starts: Starts[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
       // Alternate which server goes first, so neither always gets the warmer page cache.
       const servers = round % 2 ? [ours, openssh] : [openssh, ours];
       const results: Record<string, Result[]> = {};
+      const made: Record<string, Server> = {};
       for (const make of servers) {
         const base = path.join(work, make === ours ? "ours" : "openssh");
         fs.rmSync(base, { recursive: true, force: true });
         const s = make(work);
+        made[s.name] = s;
         const dl = path.join(work, `dl-${s.name}`);
         fs.rmSync(dl, { recursive: true, force: true });
         fs.mkdirSync(dl);
+        const note = (op: Op, r: Result) => process.stdout.write(`  round ${round} ${pad(s.name, 8)} ${pad(op.name, 34)} ${r.seconds.toFixed(2)} s\n`);
         results[s.name] = OPS.map((op) => {
           const r = transfer(s, op, work, dl, round);
-          process.stdout.write(`  round ${round} ${pad(s.name, 8)} ${pad(op.name, 28)} ${r.seconds.toFixed(2)} s\n`);
+          note(op, r);
           return r;
         });
         verify(s, work, dl, bigHash);
         fs.rmSync(dl, { recursive: true, force: true });
         fs.rmSync(path.join(s.root, "big.bin"));
+        fs.rmSync(path.join(s.root, "big-r64.bin"));
+        const c = await concurrent(s, work, round);
+        note(CONCURRENT, c);
+        results[s.name]!.push(c);
       }
-      OPS.forEach((op, i) => rows.push({ round, op, ours: results.ours![i]!, openssh: results.openssh![i]! }));
+      ALL.forEach((op, i) => rows.push({ round, op, ours: results.ours![i]!, openssh: results.openssh![i]! }));
+      starts.push(startup(made.ours!, made.openssh!, work));
     }
     const rate = (op: Op, r: Result) => op.bytes / MB / r.seconds;
+    const row = (label: string, op: Op, o: Result, s: Result) =>
+      [
+        pad(label, 7),
+        pad(op.name, 36),
+        pad(rate(op, o).toFixed(1), 11, true),
+        pad(rate(op, s).toFixed(1), 14, true),
+        pad(`${(rate(op, o) / rate(op, s)).toFixed(2)}x`, 8, true),
+        pad(op.files > 1 ? (op.files / o.seconds).toFixed(0) : "", 14, true),
+        pad(op.files > 1 ? (op.files / s.seconds).toFixed(0) : "", 9, true),
+        pad(`${(o.rssKiB / 1024).toFixed(1)}M`, 10, true),
+        pad(`${(s.rssKiB / 1024).toFixed(1)}M`, 9, true),
+      ].join("");
+    // The median of the rounds' times (and the highest RSS of any round).
+    const med = (pick: (r: (typeof rows)[number]) => Result, op: Op): Result => {
+      const of = rows.filter((r) => r.op === op).map(pick);
+      return { seconds: median(of.map((r) => r.seconds)), rssKiB: Math.max(...of.map((r) => r.rssKiB)) };
+    };
+    const ms = (pick: (s: Starts) => number) => median(starts.map(pick));
     const lines = [
       "",
-      `validate-backup bench: node ${process.version}, ${new Date().toISOString()}, MB = 10^6 bytes, RSS = peak resident set (GNU time)`,
-      `${pad("round", 6)}${pad("transfer", 30)}${pad("ours MB/s", 11, true)}${pad("OpenSSH MB/s", 14, true)}${pad("ratio", 8, true)}${pad("files/s ours", 14, true)}${pad("OpenSSH", 9, true)}${pad("RSS ours", 10, true)}${pad("OpenSSH", 9, true)}`,
-      ...rows.map(({ round, op, ours: o, openssh: s }) =>
-        [
-          pad(String(round), 6),
-          pad(op.name, 30),
-          pad(rate(op, o).toFixed(1), 11, true),
-          pad(rate(op, s).toFixed(1), 14, true),
-          pad(`${(rate(op, o) / rate(op, s)).toFixed(2)}x`, 8, true),
-          pad(op.files > 1 ? (op.files / o.seconds).toFixed(0) : "", 14, true),
-          pad(op.files > 1 ? (op.files / s.seconds).toFixed(0) : "", 9, true),
-          pad(`${(o.rssKiB / 1024).toFixed(1)}M`, 10, true),
-          pad(`${(s.rssKiB / 1024).toFixed(1)}M`, 9, true),
-        ].join(""),
-      ),
+      `validate-backup bench: node ${process.version}, ${new Date().toISOString()}, MB = 10^6 bytes, RSS = peak resident set (GNU time; concurrent: the largest session)`,
+      `${pad("round", 7)}${pad("transfer", 36)}${pad("ours MB/s", 11, true)}${pad("OpenSSH MB/s", 14, true)}${pad("ratio", 8, true)}${pad("files/s ours", 14, true)}${pad("OpenSSH", 9, true)}${pad("RSS ours", 10, true)}${pad("OpenSSH", 9, true)}`,
+      ...rows.map(({ round, op, ours: o, openssh: s }) => row(String(round), op, o, s)),
+      ...(ROUNDS > 1 ? ["", `median of ${ROUNDS} rounds (RSS: the highest)`, ...ALL.map((op) => row("median", op, med((r) => r.ours, op), med((r) => r.openssh, op)))] : []),
+      "",
+      `session start-up, median of ${STARTS} x ${ROUNDS} rounds (ms):`,
+      `  refused command ${ms((s) => s.refused).toFixed(1)}, OpenSSH's sftp-server started and hung up on ${ms((s) => s.opensshBare).toFixed(1)} (${(ms((s) => s.refused) / ms((s) => s.opensshBare)).toFixed(2)}x), node -e 0 ${ms((s) => s.node).toFixed(1)} (${(ms((s) => s.refused) / ms((s) => s.node)).toFixed(2)}x)`,
+      `  sftp -b 'ls' session: ours ${ms((s) => s.lsOurs).toFixed(1)}, OpenSSH's ${ms((s) => s.lsOpenssh).toFixed(1)} (${(ms((s) => s.lsOurs) / ms((s) => s.lsOpenssh)).toFixed(2)}x)`,
       "",
       `peak RSS of our server over the run: ${(Math.max(...rows.map((r) => r.ours.rssKiB)) / 1024).toFixed(1)} MiB (goal: under 80 MiB)`,
     ];
@@ -210,9 +336,10 @@ function main(): number {
   }
 }
 
-try {
-  process.exitCode = main();
-} catch (e) {
-  process.stderr.write(`bench: ${(e as Error).message}\n`);
-  process.exitCode = 1;
-}
+main().then(
+  (code) => (process.exitCode = code),
+  (e: unknown) => {
+    process.stderr.write(`bench: ${(e as Error).message}\n`);
+    process.exitCode = 1;
+  },
+);
