@@ -10,6 +10,14 @@ import { closeQuietly } from "../fsat.js";
 import { TrailingHash, OFFLOAD_AT, sha256OfFd } from "./hasher.js";
 import type { Quota } from "./quota.js";
 
+/**
+ * A big upload's bytes start on their way to the disk while more arrive: past this many bytes
+ * written since the last flush began, an fdatasync runs on the thread pool (one at a time). CLOSE's
+ * fsync, the one the promise rests on, then finds little left to write instead of the whole file
+ * (a 256 MiB upload waited 0.2 s for it, a third of its time).
+ */
+const FLUSH_EVERY = 16 * 1024 * 1024;
+
 export interface UploadInit {
   readonly v: VPath;
   /** The directory the name will appear in, opened now: the upload owns it until commit(). */
@@ -40,6 +48,11 @@ export class Upload {
   private failed: VbError | undefined;
   /** Bytes counted against the quota as in flight (the highest end written), until published or freed. */
   private held = 0;
+  /** Bytes written since the last early flush began (see FLUSH_EVERY). */
+  private unflushed = 0;
+  /** An early flush is running on the thread pool: the descriptor is closed only once it is done. */
+  private flushing = false;
+  private closeWhenFlushed = false;
   readonly v: VPath;
   readonly fd: number;
 
@@ -109,6 +122,7 @@ export class Upload {
     let written = 0;
     while (written < data.length) written += fs.writeSync(this.fd, data, written, data.length - written, offset + written);
     counters.bytesIn += data.length;
+    if ((this.unflushed += data.length) >= FLUSH_EVERY && !this.flushing) this.flushEarly();
     if (this.inOrder && offset === this.hashed) {
       this.hashed = end;
       if (this.trail) this.trail.advance(end);
@@ -122,6 +136,16 @@ export class Upload {
       this.trail = undefined;
     }
     if (end > this.size) this.size = end;
+  }
+
+  private flushEarly(): void {
+    this.unflushed = 0;
+    this.flushing = true;
+    fs.fdatasync(this.fd, () => {
+      // A failure here changes nothing: CLOSE's own fsync decides.
+      this.flushing = false;
+      if (this.closeWhenFlushed) closeQuietly(this.fd);
+    });
   }
 
   read(length: number, offset: number): Buffer {
@@ -186,7 +210,8 @@ export class Upload {
   private discard(): void {
     this.trail?.stop(); // before the descriptor is closed: the worker may be reading it
     this.unlinkTmp();
-    closeQuietly(this.fd);
+    if (this.flushing) this.closeWhenFlushed = true; // its number must not be reused under it
+    else closeQuietly(this.fd);
     this.release();
   }
 
