@@ -103,7 +103,9 @@ function ours(work: string): Server {
   fs.mkdirSync(root, { recursive: true });
   fs.mkdirSync(`${root}.state`);
   const config = path.join(base, "config.json");
-  fs.writeFileSync(config, JSON.stringify({ label: "bench", root, audit: { file: path.join(base, "audit.log") } }, null, 2));
+  // As many concurrent sessions as the bench starts (the default allows 4 per key).
+  const limits = { sessions: Math.max(SESSIONS, 4) };
+  fs.writeFileSync(config, JSON.stringify({ label: "bench", root, audit: { file: path.join(base, "audit.log") }, limits }, null, 2));
   const wrapper = path.join(base, "server.sh");
   writeExecutable(
     wrapper,
@@ -160,15 +162,22 @@ async function concurrent(s: Server, work: string, round: number): Promise<Resul
   const runs = Array.from({ length: SESSIONS }, (_, i) => {
     const file = `${batch}-${i}`;
     fs.writeFileSync(file, `put ${work}/src/session.bin session-${i}.bin\n`);
-    return new Promise<number>((resolve, reject) => {
+    return new Promise<number | string>((resolve) => {
       const child = spawn(SFTP, ["-q", "-b", file, "-D", s.wrapper], { env: { PATH: "/usr/bin:/bin", VB_BENCH_RSS: `${file}.rss` }, stdio: ["ignore", "ignore", "pipe"] });
       let err = "";
       child.stderr.on("data", (d: Buffer) => (err += d.toString()));
-      child.on("error", reject);
-      child.on("close", (code) => (code === 0 ? resolve(Number(fs.readFileSync(`${file}.rss`, "utf8").trim().split("\n").pop())) : reject(new Error(`${s.name}: session ${i} failed (exit ${code}): ${err.slice(-500)}`))));
+      child.on("error", (e) => resolve(`${s.name}: session ${i} could not start: ${e.message}`));
+      child.on("close", (code) => {
+        if (code !== 0) return resolve(`${s.name}: session ${i} failed (exit ${code}): ${err.slice(-500)}`);
+        resolve(Number(fs.readFileSync(`${file}.rss`, "utf8").trim().split("\n").pop()));
+      });
     });
   });
-  const rss = await Promise.all(runs);
+  // Every session has ended before anything is judged (or the work directory removed).
+  const ended = await Promise.all(runs);
+  const failed = ended.filter((r): r is string => typeof r === "string");
+  if (failed.length) throw new Error(failed.join("\n"));
+  const rss = ended as number[];
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const want = hashFile(path.join(work, "src/session.bin"));
   for (let i = 0; i < SESSIONS; i++) {
