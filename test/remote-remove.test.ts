@@ -42,7 +42,7 @@ t.test("remove-key: the dry run shows the plan; one key goes, the other stays; t
   const host = os.hostname();
   const out1 = first.stdout.toString();
   t.match(out1, `--ssh-options="-oIdentityFile=/root/.ssh/k1" /etc sftp://${a.user}@${host}/${a.root}/etc`, "the duplicity URL, as README writes it");
-  t.match(out1, `rsync -a --ignore-existing -e 'ssh -i /root/.ssh/k1' DIR/ ${a.user}@${host}:${a.root}/DIR/`);
+  t.match(out1, `rsync -a --ignore-existing -e 'ssh -i /root/.ssh/k1' DIR/ ${a.user}@${host}:DIR/`, "rsync, as README's table of clients writes it");
   t.match(out1, /On SOURCE \(\/root\/\.ssh\/k1 is the private half of \S+k1\.pub/);
   succeeded(t, await vb(["install-remote", ...withSshd.map((x) => (x === a.root ? root2 : x)), "--key", `${k2}.pub`, "--label", "second"]), "install-remote, second key");
   const dropin = path.join(a.dir, "sshd", "sshd_config.d", `validate-backup-${a.user}.conf`);
@@ -142,8 +142,16 @@ t.test("systemd units: a key switched to read-only loses its weekly pair; remove
 
   // A file under the key's unit name that install-remote did not write is left alone, and said.
   fs.writeFileSync(unit("-verify.service"), "[Unit]\nDescription=the admin's own\n");
+  // An authorized_keys the account owns is none install-remote wrote: without --user, root never rewrites it.
+  const akPath = path.join(a.home, ".ssh/authorized_keys");
+  const lines = ak(a);
+  const uid = Number(spawnSync("id", ["-u", a.user], { encoding: "utf8" }).stdout.trim());
+  fs.chownSync(akPath, uid, fs.statSync(akPath).gid);
   const r = await vb(["remove-key", "--label", a.user, "--config-dir", a.configDir, ...sys]);
   succeeded(t, r, "remove-key");
+  t.equal(ak(a), lines, "the account's own authorized_keys is not rewritten");
+  t.equal(fs.statSync(akPath).uid, uid, "nor made root's");
+  t.match(r.stdout.toString(), /no key line in a root-owned authorized_keys names it/);
   for (const n of [".service", ".timer"]) t.notOk(fs.existsSync(unit(n)), `${n} removed`);
   t.equal(fs.readFileSync(unit("-verify.service"), "utf8"), "[Unit]\nDescription=the admin's own\n", "the stranger's file stays");
   t.match(r.stdout.toString(), new RegExp(`! ${esc(unit("-verify.service"))} does not start with .*left alone`));

@@ -17,7 +17,7 @@ import { runPlan, inspect } from "./apply.js";
 import { Ctx } from "./change.js";
 import { parseKeyLine, gateOf } from "./keys.js";
 import { lookupUser, lookupGroup, allUsers, isRoot, type Account } from "./system.js";
-import { canonical, readText } from "./fsops.js";
+import { canonical, readText, lstatPath } from "./fsops.js";
 import * as sshd from "./sshd.js";
 import { scheduleName, verifyName, scheduleMark, SCHEDULE_CHOICES, SCHEDULE_DIRS, type ScheduleKind } from "./schedule.js";
 import { LABEL } from "./install.js";
@@ -91,11 +91,16 @@ interface KeyLines {
   left: number;
 }
 
-/** The account's authorized_keys split into this config's gate lines and the rest; null when none names it. */
-function linesOf(account: Account, config: string): KeyLines | null {
+/**
+ * The account's authorized_keys split into this config's gate lines and the rest; null when none
+ * names it. `installed`: only a root-owned file counts (install-remote's), so that a line someone
+ * put in an authorized_keys of their own never makes root rewrite that file.
+ */
+function linesOf(account: Account, config: string, installed = false): KeyLines | null {
   const akPath = path.join(canonical(account.home), ".ssh", "authorized_keys");
   let text: string | null;
   try {
+    if (installed && lstatPath(akPath)?.uid !== 0) return null;
     text = readText(akPath);
   } catch {
     return null; // not a regular file, or unreadable: install-remote and check say what is wrong there
@@ -119,7 +124,7 @@ function linesOf(account: Account, config: string): KeyLines | null {
   return { account, akPath, rest: keep.length ? keep.join("\n") + "\n" : "", removed: gone.length, gone, left };
 }
 
-/** The account whose key lines name the config: --user's, else the one account found holding such a line. */
+/** The account whose key lines name the config: --user's, else the one account found holding such a line in a root-owned file. */
 function findLines(o: Options): KeyLines | null {
   if (o.user !== undefined) {
     const account = lookupUser(o.user) ?? bad(`--user ${o.user.slice(0, 40)}: no such account`);
@@ -127,7 +132,7 @@ function findLines(o: Options): KeyLines | null {
   }
   const found = allUsers()
     .filter((a) => path.isAbsolute(a.home) && a.home !== "/")
-    .map((a) => linesOf(a, o.config))
+    .map((a) => linesOf(a, o.config, true))
     .filter((k): k is KeyLines => k !== null);
   if (found.length > 1) bad(`key lines naming ${o.config} are in the accounts ${found.map((k) => k.account.name).join(", ")}: say which with --user`);
   return found[0] ?? null;
@@ -219,7 +224,7 @@ export async function removeMain(args: string[]): Promise<number> {
     process.stderr.write(`validate-backup remove-key: ${(e as Error).message}\n`);
     return e instanceof VbError && e.code === "BAD_REQUEST" ? 2 : 4;
   }
-  out(`${o.dry ? "Plan (dry run: nothing is changed) to remove" : "Removing"} the key '${o.label}' (${o.config})${lines ? ` from the account ${lines.account.name}` : ", whose key line is already gone"}`);
+  out(`${o.dry ? "Plan (dry run: nothing is changed) to remove" : "Removing"} the key '${o.label}' (${o.config})${lines ? ` from the account ${lines.account.name}` : o.user ? `: no key line of ${o.user} names it` : ": no key line in a root-owned authorized_keys names it"}`);
   const known = typeof places === "object" && places !== null ? places : null;
   for (const k of lines?.gone ?? []) out(`the key line: ${k}`);
   if (!o.dry) recordRemoval(known, o.config, { config: o.config, account: lines?.account.name ?? null, keyLines: lines?.removed ?? 0 }, out);

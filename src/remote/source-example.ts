@@ -27,7 +27,8 @@ export function sourceExample(k: ExampleKey, host = os.hostname()): string[] {
     `On SOURCE (${note}; README "On SOURCE" has the whole duplicity setup):`,
     // sftp://user@host//abs: the path after the host's '/' is absolute, as README writes it.
     `  duplicity --encrypt-key FPR --sign-key FPR --ssh-options="-oIdentityFile=${identity}" /etc sftp://${at}/${k.root}/etc`,
-    `  rsync -a --ignore-existing -e 'ssh -i ${identity}' DIR/ ${at}:${k.root}/DIR/`,
-    `  sftp -i ${identity} ${at}:${k.root}/        (put FILE; nothing stored can be changed or removed)`,
+    // Relative paths are below the root, as README's table of clients writes them.
+    `  rsync -a --ignore-existing -e 'ssh -i ${identity}' DIR/ ${at}:DIR/`,
+    `  sftp -i ${identity} ${at}        (put FILE; nothing stored can be changed or removed)`,
   ];
 }
