@@ -8,31 +8,22 @@ import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { snapshot, run, TOP, TEST_USER } from "./helpers/env.js";
-import { account, clientKey, vb, succeeded, sshdConfig, type Account } from "./helpers/sshd.js";
+import { account, clientKey, vb, succeeded, startSshd, haveSshd, type Account } from "./helpers/sshd.js";
 
-const root = process.getuid?.() === 0;
-if (!root) t.plan(0, "install-remote and remove-key need root");
+if (!haveSshd) t.plan(0, "install-remote and remove-key need root; the key is tried through /usr/sbin/sshd and ssh");
 
 const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-
-/** An sshd configuration of the account's own (sshd -t must pass; no sshd runs from it, so none is reloaded). */
-function ownSshd(a: Account): string {
-  const dir = path.join(a.dir, "sshd");
-  fs.mkdirSync(path.join(dir, "sshd_config.d"), { recursive: true });
-  spawnSync("/usr/bin/ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", path.join(dir, "host_ed25519")]);
-  fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-  const config = path.join(dir, "sshd_config");
-  fs.writeFileSync(config, sshdConfig(dir, 2222));
-  return config;
-}
 
 const ak = (a: Account) => fs.readFileSync(path.join(a.home, ".ssh/authorized_keys"), "utf8");
 const lsattrA = (p: string) => /^\S*a\S* /.test(spawnSync("lsattr", ["-d", p], { encoding: "utf8" }).stdout);
 
 t.test("remove-key: the dry run shows the plan; one key goes, the other stays; the last key takes the drop-in; backups and logs stay", async (t) => {
   const a = account(t);
-  const sshd = ownSshd(a);
+  const server = await startSshd(t);
+  const sshd = server.config;
   const k1 = clientKey(a.dir, "k1");
+  // The key through the real sshd: `true` is the gate's connectivity check.
+  const connects = async (key: string) => (await run(["/usr/bin/ssh", ...server.clientOpts(key), `${a.user}@127.0.0.1`, "true"], { env: { PATH: "/usr/bin:/bin", HOME: a.dir } })).code === 0;
   const k2 = clientKey(a.dir, "k2");
   const root2 = path.join(a.dir, "backup2", "root");
   const withSshd = [...a.args, "--sshd-dropin", "--sshd-config", sshd];
@@ -45,7 +36,8 @@ t.test("remove-key: the dry run shows the plan; one key goes, the other stays; t
   t.match(out1, `rsync -a --ignore-existing -e 'ssh -i /root/.ssh/k1' DIR/ ${a.user}@${host}:DIR/`, "rsync, as README's table of clients writes it");
   t.match(out1, /On SOURCE \(\/root\/\.ssh\/k1 is the private half of \S+k1\.pub/);
   succeeded(t, await vb(["install-remote", ...withSshd.map((x) => (x === a.root ? root2 : x)), "--key", `${k2}.pub`, "--label", "second"]), "install-remote, second key");
-  const dropin = path.join(a.dir, "sshd", "sshd_config.d", `validate-backup-${a.user}.conf`);
+  const dropin = path.join(server.dir, "sshd_config.d", `validate-backup-${a.user}.conf`);
+  t.ok((await connects(k1)) && (await connects(k2)), "both keys log in");
   const config2 = path.join(a.configDir, "second.json");
   const cron2 = path.join(a.scheduleDir, "validate-backup-second");
   const log2 = path.join(a.logDir, "second.log");
@@ -94,6 +86,8 @@ t.test("remove-key: the dry run shows the plan; one key goes, the other stays; t
   t.match(said, `and the audit log ${log2}`, "and the log");
   t.match(said, `The account ${a.user} keeps 1 other key line(s)`);
   succeeded(t, await vb(["check", "--user", a.user, ...a.schedule, "--sshd-config", sshd]), "check: the account is whole without the key");
+  t.notOk(await connects(k2), "sshd refuses the removed key");
+  t.ok(await connects(k1), "and still takes the other");
 
   // Again: nothing of it is left, and it says so.
   const again = await vb(["remove-key", "--label", "second", "--config-dir", a.configDir, ...a.schedule, "--sshd-config", sshd]);
@@ -104,7 +98,8 @@ t.test("remove-key: the dry run shows the plan; one key goes, the other stays; t
   const last = await vb(["remove-key", "--label", a.user, "--user", a.user, "--config-dir", a.configDir, ...a.schedule, "--sshd-config", sshd]);
   succeeded(t, last, "remove-key, the last key");
   t.match(last.stdout.toString(), `+ remove ${dropin}`);
-  t.match(last.stdout.toString(), /sshd is not running|reloaded/, "sshd was judged and reloaded where it runs");
+  t.match(last.stdout.toString(), /sshd \(pid \d+\) reloaded/, "sshd -t passed and sshd was reloaded");
+  t.notOk(await connects(k1), "sshd refuses the last key too");
   t.match(last.stdout.toString(), `The account ${a.user} has no key left`);
   t.equal(ak(a), "", "no key line is left");
   t.notOk(fs.existsSync(dropin), "the drop-in is gone");
