@@ -66,6 +66,9 @@ t.test("remove-key: the dry run shows the plan; one key goes, the other stays; t
   t.match(asUser.stderr, /remove-key must run as root/);
   t.same(snapshot(a.dir), before, "and changed nothing");
 
+  const help = await vb(["install-remote", "--remove", "--help"]);
+  t.equal(help.code, 0);
+  t.match(help.stdout.toString(), /^usage: validate-backup remove-key --label NAME/);
   // install-remote --remove is the same command.
   const r = await vb(["install-remote", "--remove", "--label", "second", "--config-dir", a.configDir, ...a.schedule, "--sshd-config", sshd]);
   succeeded(t, r, "install-remote --remove --label second");

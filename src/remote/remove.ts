@@ -201,6 +201,11 @@ function recordRemoval(places: { label: string; audit: string } | null, config: 
 
 export async function removeMain(args: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(line + "\n");
+  // install-remote --remove --help reaches here (remove-key --help is answered by cli.ts).
+  if (args.length === 1 && (args[0] === "--help" || args[0] === "-h")) {
+    out(USAGE);
+    return 0;
+  }
   let o: Options;
   let lines: KeyLines | null;
   let plan: Step[];
