@@ -5,6 +5,7 @@
 import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
+import { spawnSync } from "node:child_process";
 import { sandbox, snapshotAll, runGate, auditLines, run, TOP } from "./helpers/env.js";
 import { rsyncClient, localTree, contents, lastSession, leftovers, RSYNC } from "./helpers/rsync-client.js";
 import { PULL } from "./helpers/refusal.js";
@@ -101,6 +102,29 @@ t.test("16.7: normal pulls are byte-identical through the sandbox", async (t) =>
   t.same(contents(checked), contents(path.join(sb.root, "d")), "-c and a delta against a changed local file");
   t.same(snapshotAll(sb), before);
   t.same(leftovers(sb), []);
+});
+
+t.test("16.7: a root on a noexec, noatime filesystem is pulled as well (the sandbox keeps its locked flags)", { skip: process.getuid?.() !== 0 && "needs root" }, async (t) => {
+  const sb = sandbox(t, { files: FILES, fsBytes: 8 << 20 });
+  const m = spawnSync("/usr/bin/mount", ["-o", "remount,noexec,nosuid,nodev,noatime", path.dirname(sb.root)], { encoding: "utf8" });
+  t.equal(m.status, 0, m.stderr);
+  const dst = localTree(t);
+  const r = await rsyncClient(sb, ["-a", "h:d/", `${dst}/`]);
+  t.equal(r.code, 0, r.stderr);
+  t.same(contents(dst), contents(path.join(sb.root, "d")));
+});
+
+t.test("16.7: an rsync outside /usr (rsync.path) is bound into the sandbox too", async (t) => {
+  const sb = sandbox(t, { files: FILES });
+  const own = path.join(sb.dir, "prog", "rsync");
+  fs.mkdirSync(path.dirname(own), { mode: 0o755 });
+  fs.copyFileSync(RSYNC, own);
+  fs.chmodSync(own, 0o755);
+  sb.configure({ rsync: { path: own } });
+  const dst = localTree(t);
+  const r = await rsyncClient(sb, ["-a", "h:d/", `${dst}/`]);
+  t.equal(r.code, 0, r.stderr);
+  t.same(contents(dst), contents(path.join(sb.root, "d")));
 });
 
 // A host without user namespaces, emulated for this gate alone: the gate runs in a user namespace

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { loadConfig } from "../config/load.js";
-import { jailBinds, probeJail } from "../rsync/jail.js";
+import { probeJail } from "../rsync/jail.js";
 import type { Account } from "./system.js";
 import type { SourceLayout } from "./plan.js";
 import type { Change } from "./change.js";
@@ -31,7 +31,7 @@ export function rsyncPullFindings(acct: Account, sources: SourceLayout[], notes:
     let r;
     try {
       fs.chownSync(newRoot, acct.uid, acct.gid);
-      r = probeJail({ newRoot, binds: jailBinds(policy.rsync.path, [root]), cwd: root, argv: [policy.rsync.path, "--version"] }, acct);
+      r = probeJail({ newRoot, binds: [root], cwd: root, argv: [policy.rsync.path, "--version"] }, acct);
     } finally {
       fs.rmdirSync(newRoot);
     }

@@ -1,6 +1,7 @@
 // The step of a pull that runs inside its own user and mount namespace (started by jail.ts through
 // `unshare --user --map-current-user --mount --keep-caps`): build a new root on a tmpfs holding
-// read-only binds of /usr and of what the key may pull, each at its own absolute path, then run rsync
+// read-only binds of /usr (and rsync, if it lies elsewhere) and of what the key may pull, each at its
+// own absolute path, then run rsync
 // chrooted into it without any capability. Whatever a client's filter rules make rsync open
 // (`merge /etc/…`, a `dir-merge` naming an absolute file), only those binds exist to be found.
 // Its own bundle (dist/app/jail-entry.js): node's modules only, started once per pull.
@@ -13,9 +14,13 @@ import { JAIL_TOOLS, JAIL_ENV, READY, type JailSpec } from "./jail-spec.js";
 
 /** Top-level names a program's loader may go through: mirrored as links (merged /usr) or bound. */
 const TOP_LEVEL = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
-const BIND_OPTIONS = "rbind,ro,nosuid,nodev";
+// Every option a bind may not lose is given: a remount cannot clear a flag the namespace inherited
+// locked (a root on a noexec filesystem made "ro" alone fail); atime flags are kept when none is given.
+const PROGRAM_OPTIONS = "rbind,ro,nosuid,nodev";
+const DATA_OPTIONS = `${PROGRAM_OPTIONS},noexec`;
 const REPORT_FD = 3;
 
+/** A step that failed, its message already what the client and the audit log are told. */
 class Failed extends Error {}
 
 function mount(args: string[]): void {
@@ -42,15 +47,17 @@ function mountPoint(newRoot: string, source: string): string {
 function build(spec: JailSpec): void {
   const { newRoot } = spec;
   mount(["-t", "tmpfs", "-o", "size=1m,mode=0755,nosuid,nodev,noexec", "vb-jail", newRoot]);
-  const binds = ["/usr"];
+  const programs = ["/usr"];
   for (const name of TOP_LEVEL) {
     const st = fs.lstatSync(`/${name}`, { throwIfNoEntry: false });
     if (st?.isSymbolicLink()) fs.symlinkSync(fs.readlinkSync(`/${name}`), path.join(newRoot, name));
-    else if (st?.isDirectory()) binds.push(`/${name}`);
+    else if (st?.isDirectory()) programs.push(`/${name}`);
   }
-  binds.push(...spec.binds);
+  const rsync = spec.argv[0]!;
+  if (!rsync.startsWith("/usr/")) programs.push(rsync);
+  const binds = [...programs.map((p) => [p, PROGRAM_OPTIONS] as const), ...spec.binds.map((p) => [p, DATA_OPTIONS] as const)];
   // One mount(8) for every bind: a process per bind cost ~10 ms each on a busy machine.
-  const lines = binds.map((b) => `${fstabField(b)} ${fstabField(mountPoint(newRoot, b))} none ${BIND_OPTIONS} 0 0\n`);
+  const lines = binds.map(([b, options]) => `${fstabField(b)} ${fstabField(mountPoint(newRoot, b))} none ${options} 0 0\n`);
   const fstab = path.join(newRoot, ".fstab");
   fs.writeFileSync(fstab, lines.join(""));
   mount(["--all", "--fstab", fstab]);
@@ -59,12 +66,13 @@ function build(spec: JailSpec): void {
 }
 
 function main(): void {
-  let spec: JailSpec;
+  const spec = JSON.parse(process.argv[2] ?? "") as JailSpec;
   try {
-    spec = JSON.parse(process.argv[2] ?? "") as JailSpec;
     build(spec);
   } catch (e) {
-    fs.writeSync(REPORT_FD, e instanceof Failed ? e.message : `the sandbox could not be built: ${(e as Error).message}`);
+    // The new root's path is the session's staging directory: an internal path the client never sees.
+    const said = e instanceof Failed ? e.message : `the sandbox could not be built: ${(e as Error).message}`;
+    fs.writeSync(REPORT_FD, said.split(spec.newRoot).join("[sandbox]"));
     process.exit(1);
   }
   fs.writeSync(REPORT_FD, READY);

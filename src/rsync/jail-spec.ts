@@ -16,7 +16,7 @@ export const READY = "ready";
 export interface JailSpec {
   /** An empty directory of the session's own: the tmpfs of the new root is mounted on it. */
   newRoot: string;
-  /** Real absolute paths bound read-only at the same path (beside /usr and the loader's links). */
+  /** What rsync may read: real absolute paths, bound read-only (and noexec) at the same path. */
   binds: string[];
   /** Working directory of rsync, inside the new root. */
   cwd: string;

@@ -17,11 +17,6 @@ const ENTRY = fileURLToPath(new URL("./jail-entry.js", import.meta.url));
 /** What is kept of the messages before rsync starts: enough for a cause, bounded whatever is said. */
 const KEEP = 2048;
 
-/** What the sandbox binds besides /usr: the paths rsync may read, and rsync itself when it lies outside /usr. */
-export function jailBinds(rsyncPath: string, readable: string[]): string[] {
-  return [...(rsyncPath.startsWith("/usr/") ? [] : [rsyncPath]), ...readable];
-}
-
 /** The command that runs spec.argv in the sandbox: an unprivileged namespace, then jail-entry.js. */
 export function jailCommand(spec: JailSpec, node = process.execPath): string[] {
   return [JAIL_TOOLS.unshare, "--user", "--map-current-user", "--mount", "--keep-caps", "--", node, "--no-warnings", "--", ENTRY, JSON.stringify(spec)];

@@ -17,7 +17,7 @@ import { removeTree } from "../vault/state.js";
 import { treeBytes } from "../vault/quota.js";
 import { toVbError } from "../handler.js";
 import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
-import { jailBinds, jailCommand, jailRefusal, JailReport } from "./jail.js";
+import { jailCommand, jailRefusal, JailReport } from "./jail.js";
 
 const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
 /** rsync's own RERR_PARTIAL, "some files were not transferred": a push that left a sent file unstored. */
@@ -190,10 +190,10 @@ function spawnRsync(argv: string[], cwd: string, opts: SpawnOptions = {}): Promi
  * sources themselves (pull: "metadata"), so that no filter rule can open a volume beside them.
  */
 function pullBinds(vault: Vault, session: Context["session"], targets: RsyncTarget[]): string[] {
-  if (vault.canRead(vpath([]))) return jailBinds(session.policy.rsync.path, [session.rootReal]);
+  if (vault.canRead(vpath([]))) return [session.rootReal];
   const paths = [...new Set(targets.map((t) => path.join(session.rootReal, ...t.v.comps)))].sort();
   // A source inside another is there already.
-  return jailBinds(session.policy.rsync.path, paths.filter((p) => !paths.some((q) => q !== p && p.startsWith(`${q}/`))));
+  return paths.filter((p) => !paths.some((q) => q !== p && p.startsWith(`${q}/`)));
 }
 
 async function pull(req: RsyncRequest, { session, vault }: Context): Promise<number> {
