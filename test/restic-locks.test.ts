@@ -16,6 +16,7 @@ import { FULL_ONLY } from "./helpers/scale.js";
 import { Ledger } from "../src/housekeeping/ledger.js";
 import { lastArrival, readArrivals, recordArrival, recordRemoval } from "../src/vault/arrivals.js";
 import { whyNotLock } from "../src/profile/restic.js";
+import { RecentArrivals } from "../src/vault/recent.js";
 
 t.setTimeout(15 * 60 * 1000); // restic derives its key with scrypt on every run: slow on a busy machine
 
@@ -76,7 +77,7 @@ t.test("the rule, row by row (pure)", async (t) => {
   t.match(whyNotLock({ ...ok, st: { ...file, nlink: 2 } as fs.Stats }), /regular file with a single link/);
   t.match(whyNotLock({ ...ok, st: { ...file, isFile: () => false } as unknown as fs.Stats }), /regular file with a single link/);
   t.match(whyNotLock({ ...ok, st: { ...file, size: 1 << 20 } as fs.Stats }), /larger than/);
-  t.match(whyNotLock({ ...ok, st: { ...file, uid: 0 } as fs.Stats, uid: 1000 }), /sealed/);
+  t.match(whyNotLock({ ...ok, st: { ...file, uid: 0 } as fs.Stats, uid: 1000 }), /not this account's/);
   t.equal(whyNotLock({ ...ok, st: { ...file, uid: 1000 } as fs.Stats, uid: 1000 }), undefined, "the account's own");
   t.match(whyNotLock({ ...ok, sha256: () => sha("other") }), /SHA-256 of its bytes/);
 });
@@ -119,6 +120,7 @@ t.test("attack: nothing but a lock can be removed, and a lock only when it is on
   const { uid } = gateIds();
   const [lock, content] = lockOf("a real lock");
   const [sealed, sealedContent] = lockOf("a sealed lock");
+  const [other, otherContent] = lockOf("a lock of another account's restic prune");
   const [linked, linkedContent] = lockOf("a lock with a second link");
   const [dirLock] = lockOf("a directory");
   const [linkLock] = lockOf("a link");
@@ -130,6 +132,7 @@ t.test("attack: nothing but a lock can be removed, and a lock only when it is on
   plantRepo(sb, "repo", {
     [`locks/${lock}`]: content,
     [`locks/${sealed}`]: sealedContent,
+    [`locks/${other}`]: otherContent,
     [`locks/${linked}`]: linkedContent,
     [`locks/${fake}`]: "planted bytes whose hash is not the name",
     [`locks/${big}`]: bigContent,
@@ -141,6 +144,8 @@ t.test("attack: nothing but a lock can be removed, and a lock only when it is on
   fs.lchownSync(path.join(sb.root, "repo/locks", linkLock), uid, gateIds().gid);
   fs.chownSync(path.join(sb.root, "repo/locks", dirLock), uid, gateIds().gid);
   fs.chownSync(path.join(sb.root, "repo/locks", sealed), 0, 0);
+  fs.chownSync(path.join(sb.root, "repo/locks", other), 65534, 65534);
+  fs.chmodSync(path.join(sb.root, "repo/locks", other), 0o644);
   fs.linkSync(path.join(sb.root, "repo/locks", linked), path.join(sb.root, "repo/keys", "second-name"));
   // A tree that is no repository (no config, keys/ … beside its locks/).
   fs.mkdirSync(path.join(sb.root, "plain/locks"), { recursive: true });
@@ -160,7 +165,8 @@ t.test("attack: nothing but a lock can be removed, and a lock only when it is on
     ["a lock-named file larger than any lock", `repo/locks/${big}`, /larger than/],
     ["restic's temporary name", `repo/locks/${lock}-restic-temp-0123456789abcdef`, /named as restic names lock files/],
     ["a lock with a second link", `repo/locks/${linked}`, /single link/],
-    ["a sealed lock", `repo/locks/${sealed}`, /sealed/],
+    ["a sealed lock", `repo/locks/${sealed}`, /not this account's \(sealed/],
+    ["another account's lock (a prune's)", `repo/locks/${other}`, /not this account's/],
     ["a lock outside a repository", `plain/locks/${stray}`, /not the locks\/ directory of a restic repository/],
     ["a locks/ directory under data/", `repo/data/locks/${nested}`, /not the locks\/ directory of a restic repository/],
     ["the locks directory itself", "repo/locks", /cannot be removed$/],
@@ -237,6 +243,21 @@ t.test("arrivals: a removal takes a file's record out; locks are never the last 
   }
 });
 
+t.test("recent arrivals: a removed file's times can no longer be set by another session", async (t) => {
+  const sb = sandbox(t);
+  fs.mkdirSync(path.join(sb.state, "locks"), { recursive: true });
+  const now = Date.now();
+  recordArrival(sb.state, "a.bin", { dev: 1, ino: 2 }, now - 1000, "test");
+  recordArrival(sb.state, "b.bin", { dev: 1, ino: 3 }, now - 1000, "test");
+  const recent = new RecentArrivals(sb.state);
+  t.ok(recent.find("a.bin", now));
+  recordRemoval(sb.state, "a.bin", { dev: 1, ino: 2 }, now);
+  recordRemoval(sb.state, "b.bin", { dev: 1, ino: 9 }, now); // another file of that name
+  t.equal(recent.find("a.bin", now), undefined, "read from the tail: gone");
+  t.ok(recent.find("b.bin", now), "a removal of another inode takes nothing out");
+  t.equal(new RecentArrivals(sb.state).find("a.bin", now), undefined, "read afresh: gone");
+});
+
 /** Poll `dir` until fn finds something, or the time is up. */
 async function until<T>(fn: () => T | undefined, ms: number): Promise<T | undefined> {
   for (const end = Date.now() + ms; Date.now() < end; ) {
@@ -307,4 +328,7 @@ t.test("restic 0.14: a backup killed with SIGKILL leaves a lock; seal keeps it t
   t.same(locks(), []);
   r = await restic("snapshots", "--json");
   t.equal((JSON.parse(r.stdout.toString()) as unknown[]).length, 2, "two snapshots: the killed run made none");
+  const v = await runRoot(sb, ["verify", "--stored"]);
+  t.equal(v.code, 0, `verify --stored: every file as published, no removed lock missing: ${v.stdout.toString().slice(-2000)}`);
+  t.match(v.stdout.toString(), /0 changed, 0 missing, 0 unrecorded, 0 unreadable: OK/);
 });

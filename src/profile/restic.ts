@@ -52,7 +52,9 @@ const RULE: ReadonlyArray<readonly [why: string, holds: (c: LockCandidate) => bo
     }),
   ],
   ["it is not a regular file with a single link", (c) => c.st.isFile() && c.st.nlink === 1],
-  ["it is sealed (no longer this account's)", (c) => c.uid === undefined || c.st.uid === c.uid],
+  // Also what keeps the lock of a prune run by root on REMOTE (or by another account) from being
+  // removed under it, which would let a backup run into the middle of that prune.
+  ["it is not this account's (sealed, or another account's, such as root's own restic prune)", (c) => c.uid === undefined || c.st.uid === c.uid],
   [`it is larger than any lock restic writes (${MAX_LOCK_BYTES} bytes)`, (c) => c.st.size <= MAX_LOCK_BYTES],
   ["its name is not the SHA-256 of its bytes, as every restic lock's is", (c) => c.sha256() === c.name],
 ];
