@@ -17,6 +17,8 @@ import { Ledger } from "../src/housekeeping/ledger.js";
 import { lastArrival, readArrivals, recordArrival, recordRemoval } from "../src/vault/arrivals.js";
 import { whyNotLock } from "../src/profile/restic.js";
 import { RecentArrivals } from "../src/vault/recent.js";
+import { open } from "../src/housekeeping/context.js";
+import { seal, type SealReport } from "../src/housekeeping/seal.js";
 
 t.setTimeout(15 * 60 * 1000); // restic derives its key with scrypt on every run: slow on a busy machine
 
@@ -219,6 +221,29 @@ t.test("seal leaves a repository's locks the key's (its other files sealed); the
   t.equal((await c.remove(`repo/locks/${lock}`)).status?.code, FX.OK, "the key removes it from the sealed, sticky locks/");
   t.equal(FX_NAME[(await c.remove(`repo/locks/${fake}`)).status?.code ?? -1], "PERMISSION_DENIED");
   await c.end();
+});
+
+t.test("seal: a lock restic removes while seal looks at it is no failure and no oddity", async (t) => {
+  const [lock, content] = lockOf("removed at the end of the run");
+  const [kept, keptContent] = lockOf("still there");
+  const sb = sandbox(t, { config: settled });
+  plantRepo(sb, "repo", { [`locks/${lock}`]: content, [`locks/${kept}`]: keptContent });
+  let removed = false;
+  const h = open(sb.config, "seal", (comps, name) => {
+    if (name === lock && !removed) {
+      removed = true;
+      fs.unlinkSync(path.join(sb.root, "repo/locks", lock));
+    }
+  });
+  let report: SealReport;
+  try {
+    report = seal(h);
+  } finally {
+    h.close();
+  }
+  t.ok(removed, "removed mid-walk");
+  t.same([report.failed, report.odd, report.locks], [0, [], 1], "no failure, nothing odd, the other lock left");
+  t.equal(fs.statSync(path.join(sb.root, "repo/locks", kept)).uid, gateIds().uid);
 });
 
 t.test("arrivals: a removal takes a file's record out; locks are never the last arrival", async (t) => {

@@ -92,6 +92,18 @@ class Sealer {
     }
   }
 
+  /** A restic lock (left the key's), one restic removed meanwhile ("gone": it does at the end of every run), or neither. */
+  private lock(d: Dir, name: string, st: fs.Stats): "lock" | "gone" | undefined {
+    if (d.parent === undefined || d.comps.at(-1) !== LOCKS_DIR) return undefined;
+    this.h.walk.beforeOpen?.(d.comps, name);
+    try {
+      return whyNotLockAt(d.parent, LOCKS_DIR, d.fd, name, st) === undefined ? "lock" : undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return "gone";
+      throw e;
+    }
+  }
+
   private unfinished(ix: DirIndex | undefined, name: string): boolean {
     const dn = ix && parseName(name);
     const set = dn ? ix!.sets.get(dn.setKey) : undefined;
@@ -103,8 +115,9 @@ class Sealer {
     if (!st || st.isDirectory()) return; // vanished, or the walk's
     const why = notPlain(st, this.h.walk.dev) ?? (st.isFile() ? undefined : "not a regular file");
     if (why) return this.odd(rel(d.comps, name), why);
-    if (d.parent !== undefined && d.comps.at(-1) === LOCKS_DIR && !whyNotLockAt(d.parent, LOCKS_DIR, d.fd, name, st)) {
-      this.report.locks++;
+    const lock = this.lock(d, name, st);
+    if (lock) {
+      if (lock === "lock") this.report.locks++;
       return;
     }
     if (this.unfinished(ix, name)) {
