@@ -86,8 +86,14 @@ t.test("the rule, row by row (pure)", async (t) => {
 
 t.test("REMOVE of a lock another session left: allowed, audited, counted; nothing else changes", async (t) => {
   const [lock, content] = lockOf("a lock of a killed restic backup");
-  const sb = sandbox(t, { config: { profile: "plain" } });
+  const sb = sandbox(t, { config: { profile: "plain", limits: { maxStoredBytes: 10_000_000 } } });
   plantRepo(sb, "repo", { [`locks/${lock}`]: content });
+  // The quota's stored figure, as a walk left it a moment ago.
+  const { uid, gid } = gateIds();
+  const stored = path.join(sb.state, "quota", "stored");
+  fs.mkdirSync(path.dirname(stored), { mode: 0o700 });
+  fs.writeFileSync(stored, JSON.stringify({ bytes: 5000, walked: Date.now() }));
+  for (const p of [path.dirname(stored), stored]) fs.chownSync(p, uid, gid);
   const before = snapshotAll(sb);
   const c = await connect(t, sb);
   const r = await c.remove(`repo/locks/${lock}`);
@@ -100,6 +106,9 @@ t.test("REMOVE of a lock another session left: allowed, audited, counted; nothin
     "only the lock is gone",
   );
   t.notOk(`root/repo/locks/${lock}` in after);
+  t.equal((JSON.parse(fs.readFileSync(stored, "utf8")) as { bytes: number }).bytes, 5000 - content.length, "its bytes left the quota");
+  const removal = fs.readFileSync(path.join(sb.state, "arrivals.log"), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.match(removal, [{ p: `repo/locks/${lock}`, r: 1 }], "one removal line in the arrivals record");
   const line = auditLines(sb).find((l) => l.event === "remove-lock");
   t.match(line, { path: `repo/locks/${lock}`, size: content.length, sha256: lock }, "one remove-lock line with what was removed");
   const ledger = new Ledger("test");
