@@ -1,9 +1,9 @@
 // The step of a pull that runs inside its own user and mount namespace (started by jail.ts through
 // `unshare --user --map-current-user --mount --keep-caps`): build a new root on a tmpfs holding
 // read-only binds of /usr (and rsync, if it lies elsewhere) and of what the key may pull, each at its
-// own absolute path, then run rsync
-// chrooted into it without any capability. Whatever a client's filter rules make rsync open
-// (`merge /etc/…`, a `dir-merge` naming an absolute file), only those binds exist to be found.
+// own absolute path, then run rsync chrooted into it without any capability. Whatever a client's
+// filter rules make rsync open (`merge /etc/…`, a `dir-merge` naming an absolute file), only those
+// binds exist to be found.
 // Its own bundle (dist/app/jail-entry.js): node's modules only, started once per pull.
 // Reports on fd 3: "ready" once rsync is about to start, or why the sandbox could not be built.
 import fs from "node:fs";
