@@ -10,6 +10,7 @@ import { pidAlive } from "../lock.js";
 import { walkDirs, openPlainFile, openSubdir, lstatIn, removeTreeAt, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, requireRoot, main, sealGroup, EXIT, type Housekeeping } from "./context.js";
 import { at, closeQuietly } from "../fsat.js";
+import { say, visible } from "../audit/sanitize.js";
 
 export const SEALED_DIR_MODE = 0o1770;
 export const SEALED_FILE_MODE = 0o440;
@@ -169,7 +170,7 @@ export function describe(r: SealReport, dryRun: boolean): string {
     `left for a later run: ${r.young} files younger than the minimum age, ${r.unfinished} files of unfinished backup sets`,
     `${dryRun ? "would sweep" : "swept"} ${r.swept} abandoned temporary or staging areas`,
   ];
-  if (r.odd.length) lines.push(`not touched (${r.odd.length}):`, ...r.odd.slice(0, 100).map((o) => `  ${o.path}: ${o.why}`));
+  if (r.odd.length) lines.push(`not touched (${r.odd.length}):`, ...r.odd.slice(0, 100).map((o) => `  ${visible(o.path)}: ${visible(o.why)}`));
   return lines.join("\n");
 }
 
@@ -184,7 +185,7 @@ export async function sealMain(args: string[]): Promise<number> {
       const dryRun = o.has("--dry-run");
       const r = seal(h, { dryRun });
       h.audit.event("seal", { dryRun, dirs: r.dirs, files: r.files, alreadySealed: r.alreadySealed, young: r.young, unfinished: r.unfinished, odd: r.odd.length, swept: r.swept });
-      process.stdout.write(describe(r, dryRun) + "\n");
+      say(describe(r, dryRun));
       if (!r.failed) return EXIT.ok;
       process.stderr.write(`validate-backup seal: ${r.failed} entries could not be sealed (listed above)\n`);
       return EXIT.failed;

@@ -18,7 +18,7 @@ import { ManifestParser } from "./manifest.js";
 import { Gpg, GpgMissing, type KeyInfo } from "./gpg.js";
 import { judgeDecryption, judgeDetached, STATUSES, type Status, type Problem, type Verdict } from "./verdict.js";
 import { setsOf, checkSet, type DupSet, type Judge } from "./sets.js";
-import { cleanString } from "../audit/sanitize.js";
+import { cleanString, say } from "../audit/sanitize.js";
 
 export { STATUSES, type Status };
 
@@ -375,7 +375,7 @@ export async function verifyMain(args: string[]): Promise<number> {
       process.exit(128 + os.constants.signals[sig]);
     });
   try {
-    const { problems } = await verifyDir(o as Options & { dir: string }, (s) => process.stdout.write(s + "\n"), progress);
+    const { problems } = await verifyDir(o as Options & { dir: string }, (s) => say(s), progress);
     finished = true;
     return problems ? 1 : 0;
   } catch (e) {

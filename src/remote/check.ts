@@ -18,6 +18,7 @@ import * as sshd from "./sshd.js";
 import { TOP } from "../top.js";
 import { showSize } from "../config/size.js";
 import { scheduleOption } from "./schedule.js";
+import { say } from "../audit/sanitize.js";
 
 type Out = (line: string) => void;
 
@@ -178,5 +179,5 @@ export async function checkMain(args: string[]): Promise<number> {
     process.stderr.write(`validate-backup check: ${(e as Error).message}\nusage: ${USAGE}\n`);
     return 2;
   }
-  return runCheck(v.user, v["sshd-config"], (l) => process.stdout.write(l + "\n"), schedule);
+  return runCheck(v.user, v["sshd-config"], (l) => say(l), schedule);
 }
