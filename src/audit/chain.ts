@@ -333,7 +333,11 @@ export async function verifyChain(file: string, headFile = defaultHeadFile(file)
     r.problems.unshift({ line: 1, what: `line 1 goes on from a rotated log, but ${rotated} is missing: it was removed or renamed` });
     return r;
   }
-  const earlier = await verifyLog(rotated, headFile, undefined, { current: false });
+  // LOG.1 itself may go on from LOG.2 (an earlier rotation): only the last two files are checked.
+  const older = await firstLine(rotated);
+  const olderStart = older?.event === "rotate" && typeof older[CHAIN_FIELD] === "string" ? (older[CHAIN_FIELD] as string) : undefined;
+  const earlier = await verifyLog(rotated, headFile, undefined, { current: false, start: olderStart });
+  if (olderStart) earlier.notes.push(`it goes on from ${String(older!.from ?? "an older rotated log")}, not checked here`);
   const r = await verifyLog(file, headFile, onLine, { start: earlier.head });
   const ours = new Set(r.problems.map((p) => p.what));
   const theirs = earlier.problems.filter((p) => !ours.has(p.what)).map((p) => ({ line: 0, what: `${rotated}: ${p.line ? `line ${p.line}: ` : ""}${p.what}` }));
