@@ -3,6 +3,7 @@
 // opened the log before the rotation writes on in the new one, never into LOG.1.
 import t from "tap";
 import fs from "node:fs";
+import { execFileSync } from "node:child_process";
 import { sandbox, runGate, gateIds } from "./helpers/env.js";
 import { SftpClient } from "./helpers/sftp-client.js";
 import { runRoot } from "./helpers/duplicity.js";
@@ -62,6 +63,30 @@ t.test("rotate keeps the chain verifiable across files and the rotated file seal
   const gone = await runRoot(sb, ["audit", "--verify"]);
   t.equal(gone.code, 1);
   t.match(gone.stdout.toString(), /goes on from a rotated log, but .*audit\.log\.1 is missing/);
+});
+
+t.test("an append-only log (chattr +a) stays append-only, and so does .1", async (t) => {
+  const sb = sandbox(t);
+  const attrs = (f: string) => execFileSync("lsattr", ["-d", f], { encoding: "utf8" }).split(/\s/)[0]!;
+  const files = () => [sb.audit, `${sb.audit}.1`, `${sb.audit}.2`].filter((f) => fs.existsSync(f));
+  try {
+    execFileSync("chattr", ["+a", sb.audit]);
+  } catch {
+    t.skip("this filesystem has no append-only attribute");
+    return;
+  }
+  try {
+    await runGate(sb, "true");
+    t.equal((await runRoot(sb, ["audit", "--rotate"])).code, 0);
+    await runGate(sb, "true");
+    const r = await runRoot(sb, ["audit", "--rotate"]);
+    t.equal(r.code, 0, r.stderr);
+    for (const f of files()) t.match(attrs(f), /a/, `${f.slice(sb.dir.length)} is append-only`);
+    await runGate(sb, "true");
+    t.equal((await runRoot(sb, ["audit", "--verify"])).code, 0, "the chain holds");
+  } finally {
+    for (const f of files()) execFileSync("chattr", ["-a", f]);
+  }
 });
 
 t.test("--rotate needs one --config", async (t) => {
