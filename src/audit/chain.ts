@@ -351,7 +351,10 @@ export async function verifyChain(file: string, headFile = defaultHeadFile(file)
 
 /** Append the current head of `file` to `headFile` (root only, mode 0600). */
 export async function recordHead(file: string, headFile = defaultHeadFile(file), opts?: VerifyOptions): Promise<{ head: Head; result: VerifyResult }> {
-  const result = opts ? await verifyLog(file, headFile, undefined, opts) : await verifyChain(file, headFile);
+  // The hourly record reads only this file: a rotated log's line 1 is taken at its word (--verify checks it).
+  const first = opts ? undefined : await firstLine(file);
+  const start = first?.event === "rotate" && typeof first[CHAIN_FIELD] === "string" ? (first[CHAIN_FIELD] as string) : undefined;
+  const result = await verifyLog(file, headFile, undefined, opts ?? { start });
   const { dev, ino, lines, bytes } = result;
   const head: Head = { time: new Date().toISOString(), file, dev, ino, lines, bytes, head: result.head };
   const fd = fs.openSync(headFile, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
