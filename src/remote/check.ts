@@ -176,7 +176,7 @@ export async function checkMain(args: string[]): Promise<number> {
     schedule = scheduleOption(v.schedule, v["schedule-dir"]);
     if (process.getuid?.() !== 0) throw new Error("check must run as root (it reads /etc/shadow and sshd's configuration)");
   } catch (e) {
-    process.stderr.write(`validate-backup check: ${(e as Error).message}\nusage: ${USAGE}\n`);
+    say(`validate-backup check: ${(e as Error).message}\nusage: ${USAGE}`, "err");
     return 2;
   }
   return runCheck(v.user, v["sshd-config"], (l) => say(l), schedule);
