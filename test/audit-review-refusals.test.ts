@@ -9,6 +9,7 @@ import { BIN, run, sandbox, runGate, auditLines, TOP } from "./helpers/env.js";
 import { SftpClient, FX } from "./helpers/sftp-client.js";
 import { gate, cFile } from "./helpers/scp-wire.js";
 import { rsyncClient, localTree } from "./helpers/rsync-client.js";
+import { gpgHome } from "./helpers/pgp.js";
 import { REFUSAL_EVENTS, KNOWN_EVENTS, refusalOf } from "../src/audit/refusals.js";
 import { Reviewer } from "../src/audit/review.js";
 
@@ -47,6 +48,22 @@ t.test("a refusal of each protocol, through the real binary, is in audit --denie
   const text = (await auditCmd(["--config", sb.config])).stdout.toString();
   t.match(text, new RegExp(`Refusals \\(${denied.refusalCount}\\)`));
   t.match(text, new RegExp(`KEY +SESSIONS +DENIED +REFUSALS .*\\n +test +\\d+ +1 +${denied.refusalCount} `), "the key's row counts every refusal, the denied session apart");
+});
+
+t.test("an upload the encryption guard refuses is in audit --denied", async (t) => {
+  const g = gpgHome(t);
+  const sb = sandbox(t, { config: { encryption: { required: true, recipients: [g.pub] } } });
+  const sftp = SftpClient.gate(sb);
+  await sftp.init();
+  t.notMatch((await sftp.put("plain.txt", "not encrypted\n")).status, { code: 0 }, "refused");
+  await sftp.end();
+  t.notOk(fs.existsSync(path.join(sb.root, "plain.txt")), "nothing stored");
+  const r = await auditCmd(["--config", sb.config, "--denied", "--json"]);
+  const denied = JSON.parse(r.stdout.toString()) as Denied;
+  t.match(
+    denied.refusals.filter((x) => x.kind === "upload"),
+    [{ event: "upload-refused", code: "NOT_ALLOWED", what: "plain.txt" }],
+  );
 });
 
 t.test("50 refusals in a minute from one key are a burst", async (t) => {
