@@ -1,7 +1,8 @@
 // The review as text for root's terminal. Every cell goes through visible(): the log's fields are
 // sanitized when written, but a log edited by hand or a JSON escape (\u001b) can still hold them.
 import { visible } from "./sanitize.js";
-import { bytes, LISTED_REFUSALS, type Review } from "./review.js";
+import { LISTED_REFUSALS, type Review } from "./review.js";
+import { bytes } from "./units.js";
 
 /** Rows as aligned columns (each at most 60 wide, the last as long as it is), control characters made visible. */
 export function columns(rows: string[][]): string[] {

@@ -10,27 +10,25 @@
 // LISTED_REFUSALS refusals and the first LISTED_ANOMALIES anomalies are kept, the rest counted by
 // key and kind; client addresses are bounded in clients.ts; per-session and per-directory records
 // are capped.
-import { parseName, START_TAKEN } from "../profile/duplicity.js";
+import { START_TAKEN } from "../profile/duplicity.js";
 import { ROOT_CLIENT } from "./log.js";
 import { refusalOf } from "./refusals.js";
 import { Clients } from "./clients.js";
+import { FullSetWatch } from "./fullsets.js";
+import { hours } from "./units.js";
+
+export { FLOOD_FULLS, FLOOD_WINDOW_MS, SMALL_FULL_RATIO } from "./fullsets.js";
 
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
 /** A burst: at least BURST_COUNT refusals of one key, each within BURST_GAP of the previous. */
 export const BURST_COUNT = 5;
 export const BURST_GAP_MS = 10 * 60_000;
-/** A chain flood: more than FLOOD_FULLS complete full sets arriving for one directory within FLOOD_WINDOW_MS. */
-export const FLOOD_FULLS = 2;
-export const FLOOD_WINDOW_MS = 24 * 3_600_000;
-/** A full set smaller than the previous one divided by this is suspect. */
-export const SMALL_FULL_RATIO = 10;
 /** Refusals listed one by one (the latest); all of them are counted. */
 export const LISTED_REFUSALS = 1000;
 /** Anomalies listed one by one (the first); all of them are counted. */
 export const LISTED_ANOMALIES = 1000;
-/** Sessions whose logged refusals are counted until their session-end line; unfinished full sets per directory. */
+/** Sessions whose logged refusals are counted until their session-end line. */
 const OPEN_SESSIONS = 10_000;
-const OPEN_SETS = 64;
 /** Rows of the refusal summary (key, kind, code): a bound even for a log with made-up codes. */
 const SUMMARY_ROWS = 1000;
 
@@ -77,16 +75,6 @@ export interface Anomaly {
   detail: string;
   /** The file or directory concerned, when there is one. */
   path?: string;
-}
-
-/** What the review knows of the full sets of one directory of one key, from the publish lines. */
-interface FullSets {
-  /** Unfinished full sets: set key -> name -> size (a resumed volume's later size wins). */
-  open: Map<string, Map<string, number>>;
-  /** The last full set completed (its manifest published). */
-  last?: { name: string; bytes: number };
-  /** When full sets completed within the last FLOOD_WINDOW_MS. */
-  recent: number[];
 }
 
 export interface KeyStats {
@@ -143,7 +131,7 @@ export class Reviewer {
   private clients = new Clients();
   private lastUpload = new Map<string, number>();
   private bursts = new Map<string, Burst>();
-  private fulls = new Map<string, FullSets>();
+  private fulls = new FullSetWatch((a) => this.anomaly(a));
   /** Session id -> refusals it logged one by one (its session-end counts them all). */
   private logged = new Map<string, number>();
   private refusals: Refusal[] = [];
@@ -189,7 +177,7 @@ export class Reviewer {
       if (inWindow && prev !== undefined && t - prev > this.maxGapMs)
         this.anomaly({ time, label, kind: "upload gap", detail: `no upload for ${hours(t - prev)} (since ${new Date(prev).toISOString()})` });
       this.lastUpload.set(label, t);
-      this.fullSet(label, str(j.path), typeof j.size === "number" ? j.size : 0, t, time, inWindow);
+      this.fulls.publish(label, str(j.path), typeof j.size === "number" ? j.size : 0, t, time, inWindow);
     }
     if (!inWindow) return;
 
@@ -246,56 +234,6 @@ export class Reviewer {
     other.count += n;
     if (!row) this.summary.set("\0other", other);
     this.burst(r.label, r.client, r.time, t, n);
-  }
-
-  /** A published file of a full set: when its manifest completes the set, judge the set's arrival and size. */
-  private fullSet(label: string, rel: string, size: number, t: number, time: string, inWindow: boolean): void {
-    const slash = rel.lastIndexOf("/");
-    const dir = slash < 0 ? "." : rel.slice(0, slash);
-    const dn = parseName(rel.slice(slash + 1));
-    if (!dn || dn.kind !== "full") return;
-    const id = `${label}\0${dir}`;
-    let d = this.fulls.get(id);
-    if (!d) this.fulls.set(id, (d = { open: new Map(), recent: [] }));
-    const sizes = d.open.get(dn.setKey) ?? new Map<string, number>();
-    sizes.set(dn.name, size);
-    d.open.set(dn.setKey, sizes);
-    // Sets whose manifest never comes (killed runs) must not pile up.
-    if (d.open.size > OPEN_SETS) d.open.delete(d.open.keys().next().value as string);
-    if (dn.role !== "manifest") return;
-    d.open.delete(dn.setKey);
-    let total = 0;
-    for (const b of sizes.values()) total += b;
-    const set = { name: `${dir}/${dn.name.replace(/\.manifest(\.gpg)?$/, "")}`, bytes: total };
-    const prev = d.last;
-    d.last = set;
-    d.recent = d.recent.filter((x) => t - x < FLOOD_WINDOW_MS);
-    d.recent.push(t);
-    if (!inWindow) return;
-    if (prev && set.bytes * SMALL_FULL_RATIO < prev.bytes)
-      this.anomaly({
-        time,
-        label,
-        kind: "small full backup",
-        path: dir,
-        detail:
-          `the full backup ${set.name} is ${bytes(set.bytes)}, under a tenth of the previous one, ${prev.name} (${bytes(prev.bytes)}). ` +
-          "A fake complete full set (a lone manifest is enough) is this small; so is a SOURCE that lost its data or its include list. " +
-          "Compare with SOURCE's backup logs and restore-test the newest backup; if SOURCE did not send it, treat its key as stolen: replace it (install-remote --key) and review what the key sent.",
-      });
-    // Once per flood: when the count first goes past the limit, not for every set after it.
-    if (d.recent.length === FLOOD_FULLS + 1)
-      this.anomaly({
-        time,
-        label,
-        kind: "chain flood",
-        path: dir,
-        detail:
-          `${d.recent.length} complete full backups arrived for ${dir} within 24 hours (the last: ${set.name}); SOURCE's duplicity makes one per run. ` +
-          "Fake complete chains are how someone holding SOURCE's key makes prune --keep-full count the real ones as old. " +
-          "Check SOURCE's backup logs for these runs; if SOURCE did not make them, treat its key as stolen: replace it (install-remote --key) and review what the key sent. " +
-          "prune keeps everything younger than housekeeping.retentionDays meanwhile.",
-      });
   }
 
   /** Refusals of one key close together, from whichever addresses: one anomaly per burst. */
@@ -360,18 +298,4 @@ function blockedDetail(file: string, start: string, takenBy: string): string {
     `so unless an earlier run of SOURCE left ${takenBy}, someone else put it there, and every incremental SOURCE tries from ${start} is refused the same way. ` +
     `Make a full backup on SOURCE now (duplicity full …); if SOURCE did not upload ${takenBy}, treat its key as stolen: replace it (install-remote --key) and review what the key sent.`
   );
-}
-
-export function hours(ms: number): string {
-  return ms >= 2 * UNIT_MS.d! ? `${(ms / UNIT_MS.d!).toFixed(1)} days` : `${(ms / UNIT_MS.h!).toFixed(1)} hours`;
-}
-
-export function bytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${i ? n.toFixed(1) : n} ${units[i]}`;
 }
