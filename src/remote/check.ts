@@ -19,6 +19,7 @@ import { TOP } from "../top.js";
 import { showSize } from "../config/size.js";
 import { scheduleOption } from "./schedule.js";
 import { rsyncPullFindings } from "./rsync-pull-check.js";
+import { say } from "../audit/sanitize.js";
 
 type Out = (line: string) => void;
 
@@ -177,8 +178,8 @@ export async function checkMain(args: string[]): Promise<number> {
     schedule = scheduleOption(v.schedule, v["schedule-dir"]);
     if (process.getuid?.() !== 0) throw new Error("check must run as root (it reads /etc/shadow and sshd's configuration)");
   } catch (e) {
-    process.stderr.write(`validate-backup check: ${(e as Error).message}\nusage: ${USAGE}\n`);
+    say(`validate-backup check: ${(e as Error).message}\nusage: ${USAGE}`, "err");
     return 2;
   }
-  return runCheck(v.user, v["sshd-config"], (l) => process.stdout.write(l + "\n"), schedule);
+  return runCheck(v.user, v["sshd-config"], (l) => say(l), schedule);
 }
