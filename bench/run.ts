@@ -3,7 +3,8 @@
 // ones (10,000 by default), each uploaded and then downloaded; the big one uploaded again by a client
 // that keeps 64 WRITEs of 255 KiB in flight (`sftp -B 261120 -R 64`); 20 sessions uploading 64 MiB
 // each at once; and session start-up (a refused command, an `ls` session). Prints MB/s, the ratio
-// ours/OpenSSH and each server's peak RSS (GNU time), per round and the median of the rounds. A
+// ours/OpenSSH (for uploads also counting the sync(1) after each, until the bytes are on disk) and
+// each server's peak RSS (GNU time), per round and the median of the rounds. A
 // measurement, not a test: it asserts nothing about speed, only that every transfer succeeded and
 // came back byte-identical.
 //
@@ -126,6 +127,15 @@ function openssh(work: string): Server {
 interface Result {
   seconds: number;
   rssKiB: number;
+  /** A sync(1) right after the transfer: how long its bytes took to reach the disk after it ended. */
+  syncSeconds: number;
+}
+
+/** sync(1), timed: what a server left unwritten (ours fsyncs each file before CLOSE; sftp-server never). */
+function timedSync(): number {
+  const t0 = process.hrtime.bigint();
+  spawnSync(SYNC, [], { stdio: "ignore" });
+  return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
 function transfer(s: Server, op: Op, work: string, dl: string, round: number): Result {
@@ -140,7 +150,7 @@ function transfer(s: Server, op: Op, work: string, dl: string, round: number): R
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`${s.name}: ${op.name} failed (exit ${r.status}):\n${(r.stderr + r.stdout).slice(-2000)}`);
   const rssKiB = Number(fs.readFileSync(rss, "utf8").trim().split("\n").pop());
-  return { seconds, rssKiB };
+  return { seconds, rssKiB, syncSeconds: timedSync() };
 }
 
 const OPS: Op[] = [
@@ -179,13 +189,14 @@ async function concurrent(s: Server, work: string, round: number): Promise<Resul
   if (failed.length) throw new Error(failed.join("\n"));
   const rss = ended as number[];
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const syncSeconds = timedSync();
   const want = hashFile(path.join(work, "src/session.bin"));
   for (let i = 0; i < SESSIONS; i++) {
     const f = path.join(s.root, `session-${i}.bin`);
     if (hashFile(f) !== want) throw new Error(`${s.name}: concurrent session ${i} stored different bytes`);
     fs.rmSync(f);
   }
-  return { seconds, rssKiB: Math.max(...rss) };
+  return { seconds, rssKiB: Math.max(...rss), syncSeconds };
 }
 
 /** Median wall time of STARTS runs of `argv` (stdin from /dev/null, or `input`). */
@@ -314,6 +325,8 @@ async function main(): Promise<number> {
         pad(rate(op, o).toFixed(1), 11, true),
         pad(rate(op, s).toFixed(1), 14, true),
         pad(`${(rate(op, o) / rate(op, s)).toFixed(2)}x`, 8, true),
+        // Until the bytes are on disk: the transfer and the sync(1) after it, for both servers.
+        pad(op.name.includes(" up") || op.name.startsWith("upload") ? `${((s.seconds + s.syncSeconds) / (o.seconds + o.syncSeconds)).toFixed(2)}x` : "", 10, true),
         pad(op.files > 1 ? (op.files / o.seconds).toFixed(0) : "", 14, true),
         pad(op.files > 1 ? (op.files / s.seconds).toFixed(0) : "", 9, true),
         pad(`${(o.rssKiB / 1024).toFixed(1)}M`, 10, true),
@@ -322,13 +335,13 @@ async function main(): Promise<number> {
     // The median of the rounds' times (and the highest RSS of any round).
     const med = (pick: (r: (typeof rows)[number]) => Result, op: Op): Result => {
       const of = rows.filter((r) => r.op === op).map(pick);
-      return { seconds: median(of.map((r) => r.seconds)), rssKiB: Math.max(...of.map((r) => r.rssKiB)) };
+      return { seconds: median(of.map((r) => r.seconds)), rssKiB: Math.max(...of.map((r) => r.rssKiB)), syncSeconds: median(of.map((r) => r.syncSeconds)) };
     };
     const ms = (pick: (s: Starts) => number) => median(starts.map(pick));
     const lines = [
       "",
       `validate-backup bench: node ${process.version}, ${new Date().toISOString()}, MB = 10^6 bytes, RSS = peak resident set (GNU time; concurrent: the largest session)`,
-      `${pad("round", 7)}${pad("transfer", 36)}${pad("ours MB/s", 11, true)}${pad("OpenSSH MB/s", 14, true)}${pad("ratio", 8, true)}${pad("files/s ours", 14, true)}${pad("OpenSSH", 9, true)}${pad("RSS ours", 10, true)}${pad("OpenSSH", 9, true)}`,
+      `${pad("round", 7)}${pad("transfer", 36)}${pad("ours MB/s", 11, true)}${pad("OpenSSH MB/s", 14, true)}${pad("ratio", 8, true)}${pad("+sync", 10, true)}${pad("files/s ours", 14, true)}${pad("OpenSSH", 9, true)}${pad("RSS ours", 10, true)}${pad("OpenSSH", 9, true)}`,
       ...rows.map(({ round, op, ours: o, openssh: s }) => row(String(round), op, o, s)),
       ...(ROUNDS > 1 ? ["", `median of ${ROUNDS} rounds (RSS: the highest)`, ...ALL.map((op) => row("median", op, med((r) => r.ours, op), med((r) => r.openssh, op)))] : []),
       "",
@@ -336,6 +349,8 @@ async function main(): Promise<number> {
       `  refused command ${ms((s) => s.refused).toFixed(1)}, OpenSSH's sftp-server started and hung up on ${ms((s) => s.opensshBare).toFixed(1)} (${(ms((s) => s.refused) / ms((s) => s.opensshBare)).toFixed(2)}x), node -e 0 ${ms((s) => s.node).toFixed(1)} (${(ms((s) => s.refused) / ms((s) => s.node)).toFixed(2)}x)`,
       `  sftp -b 'ls' session: ours ${ms((s) => s.lsOurs).toFixed(1)}, OpenSSH's ${ms((s) => s.lsOpenssh).toFixed(1)} (${(ms((s) => s.lsOurs) / ms((s) => s.lsOpenssh)).toFixed(2)}x)`,
       "",
+      "+sync: the ratio counting each upload until its bytes were on disk (the transfer, then a sync(1)):",
+      "  ours fsyncs every file before answering its CLOSE, OpenSSH's sftp-server leaves them to the kernel.",
       `peak RSS of our server over the run: ${(Math.max(...rows.map((r) => r.ours.rssKiB)) / 1024).toFixed(1)} MiB (goal: under 80 MiB)`,
     ];
     process.stdout.write(lines.join("\n") + "\n");
