@@ -50,6 +50,18 @@ const SUBCOMMANDS: Record<string, Sub> = {
     summary: "--config FILE --keep-full N   seal, prune and audit --record-head, each even if one before failed; the worst status (root, systemd's hourly unit)",
     run: async () => (await import("./housekeeping/hourly.js")).hourlyMain,
   },
+  status: {
+    summary: "[--config F]… [--config-dir DIR (/etc/validate-backup)] [--json]   one line per key: last arrival, stored, housekeeping, anomalies; exit 1 when one is stale or failing (root)",
+    run: async () => (await import("./monitor/status.js")).statusMain,
+  },
+  metrics: {
+    summary: "[--config F]… [--config-dir DIR] [--output FILE (/var/lib/prometheus/node-exporter/validate-backup.prom)]   every key's figures for Prometheus' textfile collector (root)",
+    run: async () => (await import("./monitor/metrics.js")).metricsMain,
+  },
+  notify: {
+    summary: "--config FILE   run housekeeping.notify once for each new condition: stale, a failed step, an anomaly (root, the hourly run's last step)",
+    run: async () => (await import("./monitor/notify.js")).notifyMain,
+  },
   prune: {
     summary: "--config FILE --keep-full N | --older-than DURATION [--dry-run]   remove whole old duplicity chains (root)",
     run: async () => (await import("./housekeeping/prune.js")).pruneMain,

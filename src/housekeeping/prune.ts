@@ -339,7 +339,7 @@ function rulesFrom(o: Map<string, string>): PruneRules {
  * protocols and never reaches a subcommand's argv. Root could remove files without us anyway; the
  * prune audit line names the clock it was given.
  */
-function nowFrom(o: Map<string, string>): number | undefined {
+export function nowFrom(o: Map<string, string>): number | undefined {
   const s = o.get("--now");
   if (s === undefined) return undefined;
   const t = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?Z$/.test(s) ? Date.parse(s) : NaN;
@@ -371,6 +371,7 @@ export async function pruneMain(args: string[]): Promise<number> {
         removedFiles: r.removedFiles,
         removedVersions: r.removedVersions,
         leftAlone: r.leftAlone.length,
+        failed: r.failed,
       });
       process.stdout.write(describe(r, dryRun) + "\n");
       if (r.warning) {

@@ -183,7 +183,7 @@ export async function sealMain(args: string[]): Promise<number> {
     try {
       const dryRun = o.has("--dry-run");
       const r = seal(h, { dryRun });
-      h.audit.event("seal", { dryRun, dirs: r.dirs, files: r.files, alreadySealed: r.alreadySealed, young: r.young, unfinished: r.unfinished, odd: r.odd.length, swept: r.swept });
+      h.audit.event("seal", { dryRun, dirs: r.dirs, files: r.files, alreadySealed: r.alreadySealed, young: r.young, unfinished: r.unfinished, odd: r.odd.length, swept: r.swept, failed: r.failed });
       process.stdout.write(describe(r, dryRun) + "\n");
       if (!r.failed) return EXIT.ok;
       process.stderr.write(`validate-backup seal: ${r.failed} entries could not be sealed (listed above)\n`);
