@@ -185,7 +185,11 @@ export async function gather(configs: string[], now: number): Promise<KeyFacts[]
     f.publishes = p.access === "append-only";
     f.warnNoArrivalHours = p.housekeeping.warnNoArrivalHours;
     f.quotaBytes = p.limits.maxStoredBytes;
-    f.hourly = readStateRecord<HourlyRecord>(p.state, HOURLY_RECORD);
+    try {
+      f.hourly = readStateRecord<HourlyRecord>(p.state, HOURLY_RECORD);
+    } catch (e) {
+      f.failing.push(toVbError(e).message); // a monitor directory that is not root's
+    }
     out.push(f);
     const keys = byLog.get(p.audit.file) ?? new Map<string, KeyFacts>();
     keys.set(p.label, f);
