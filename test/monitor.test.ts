@@ -1,7 +1,7 @@
 import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { sandbox, auditLines, run, BIN, type Sandbox } from "./helpers/env.js";
+import { sandbox, auditLines, run, runGate, BIN, type Sandbox } from "./helpers/env.js";
 import { fullSet, plant, runRoot } from "./helpers/duplicity.js";
 import { parseProm } from "./helpers/prom-text.js";
 import { render } from "../src/monitor/prom.js";
@@ -200,4 +200,28 @@ t.test("housekeeping.notify must be an argv with an absolute program", async (t)
     t.equal(r.code, 2, JSON.stringify(notify));
     t.match(r.stderr, /housekeeping\.notify/);
   }
+});
+
+t.test("refusals and anomalies of the last 24 hours: counted as audit counts them, and an anomaly is told once", async (t) => {
+  const sb = sandbox(t);
+  const rec = recorder(sb);
+  sb.configure({ housekeeping: { notify: rec.argv } });
+  plant(sb, "h", ["a"], NOW);
+  for (let i = 0; i < 6; i++) t.equal((await runGate(sb, `rm -rf /h${i}`)).code, 1, "refused", { diagnostic: false });
+  const out = path.join(sb.dir, "vb.prom");
+  t.equal((await root(["metrics", "--config", sb.config, "--output", out])).code, 0);
+  const { samples } = parseProm(fs.readFileSync(out, "utf8"));
+  const get = (name: string) => samples.find((s) => s.name === name)?.value;
+  t.equal(get("validate_backup_refusals_last_24h"), 6);
+  t.equal(get("validate_backup_anomalies_last_24h"), 1, "one burst");
+  const later = await root(["metrics", "--config", sb.config, "--output", out, "--now", iso(NOW + 25 * HOUR)]);
+  t.equal(later.code, 0);
+  t.equal(parseProm(fs.readFileSync(out, "utf8")).samples.find((s) => s.name === "validate_backup_refusals_last_24h")?.value, 0, "a day later: none in the window");
+  t.equal((await root(["notify", "--config", sb.config])).code, 0);
+  t.equal(rec.messages().length, 1);
+  t.match(rec.messages()[0], /1 anomaly 'refusal burst' in the last 24 hours, the last at \S+: 6 refusals from /);
+  t.equal((await root(["notify", "--config", sb.config])).code, 0);
+  t.equal(rec.messages().length, 1, "the same condition: not told again");
+  const s = await root(["status", "--json", "--config", sb.config]);
+  t.match(JSON.parse(s.stdout), { keys: [{ refusals24h: 6, anomalies24h: { "refusal burst": { count: 1 } } }] });
 });
