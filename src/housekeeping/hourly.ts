@@ -32,9 +32,9 @@ export async function hourlyMain(args: string[]): Promise<number> {
     const config = o.get("--config");
     const keepFull = o.get("--keep-full");
     if (!config || !keepFull) throw new VbError("BAD_REQUEST", "usage: validate-backup hourly --config FILE --keep-full N");
+    requireRoot("hourly");
     const now = o.get("--now");
     const at = nowFrom(o) ?? Date.now();
-    requireRoot("hourly");
     let worst: number = EXIT.ok;
     const failed: string[] = [];
     const results: { step: string; code: number }[] = [];
