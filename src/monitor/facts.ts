@@ -231,8 +231,18 @@ async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): 
     return;
   }
   const r = rv.finish([]);
+  // The review's own count per key where it keeps one (its listed refusals may be capped), else its list.
+  const counted = new Set<string>();
+  for (const k of r.keys) {
+    const refused = (k as { refused?: unknown }).refused;
+    const f = keys.get(k.label);
+    if (f && typeof refused === "number") {
+      f.refusals = refused;
+      counted.add(k.label);
+    }
+  }
   for (const x of r.refusals) {
-    const f = keys.get(x.label);
+    const f = counted.has(x.label) ? undefined : keys.get(x.label);
     if (f) f.refusals++;
   }
   for (const a of r.anomalies) {
