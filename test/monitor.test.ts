@@ -224,4 +224,9 @@ t.test("refusals and anomalies of the last 24 hours: counted as audit counts the
   t.equal(rec.messages().length, 1, "the same condition: not told again");
   const s = await root(["status", "--json", "--config", sb.config]);
   t.match(JSON.parse(s.stdout), { keys: [{ refusals24h: 6, anomalies24h: { "refusal burst": { count: 1 } } }] });
+  // The log rotated (LOG -> LOG.1): the day's refusals are still counted.
+  fs.renameSync(sb.audit, `${sb.audit}.1`);
+  fs.writeFileSync(sb.audit, "");
+  const rotated = await root(["status", "--json", "--config", sb.config]);
+  t.match(JSON.parse(rotated.stdout), { keys: [{ refusals24h: 6 }] }, "across a rotation");
 });

@@ -209,23 +209,26 @@ export async function gather(configs: string[], now: number): Promise<KeyFacts[]
 /** One pass over an audit log for the keys that write to it. */
 async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): Promise<void> {
   const rv = new Reviewer(now - WINDOW_MS, Number.MAX_SAFE_INTEGER, now);
+  // The last rotated log first (audit --rotate, logrotate's LOG.1): the day may straddle a rotation.
+  const files = [...(fs.existsSync(`${file}.1`) ? [`${file}.1`] : []), file];
   try {
-    for await (const line of readLines(file)) {
-      const { json } = prevOf(line.bytes);
-      if (!json) continue;
-      rv.line(json);
-      const f = typeof json.label === "string" ? keys.get(json.label) : undefined;
-      if (!f) continue;
-      const time = typeof json.time === "string" ? json.time : "";
-      if (json.event === "publish") {
-        const t = Date.parse(time);
-        if (Number.isFinite(t) && t <= now) f.lastArrival = Math.max(f.lastArrival ?? 0, t);
+    for (const one of files)
+      for await (const line of readLines(one)) {
+        const { json } = prevOf(line.bytes);
+        if (!json) continue;
+        rv.line(json);
+        const f = typeof json.label === "string" ? keys.get(json.label) : undefined;
+        if (!f) continue;
+        const time = typeof json.time === "string" ? json.time : "";
+        if (json.event === "publish") {
+          const t = Date.parse(time);
+          if (Number.isFinite(t) && t <= now) f.lastArrival = Math.max(f.lastArrival ?? 0, t);
+        }
+        if (json.client === ROOT_CLIENT && (STEPS as readonly unknown[]).includes(json.event)) {
+          const r = stepResult(json, time);
+          if (r) f.steps[json.event as Step] = r;
+        }
       }
-      if (json.client === ROOT_CLIENT && (STEPS as readonly unknown[]).includes(json.event)) {
-        const r = stepResult(json, time);
-        if (r) f.steps[json.event as Step] = r;
-      }
-    }
   } catch (e) {
     for (const f of keys.values()) f.failing.push(`audit log ${file} cannot be read: ${toVbError(e).message}`);
     return;
