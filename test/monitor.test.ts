@@ -230,3 +230,24 @@ t.test("refusals and anomalies of the last 24 hours: counted as audit counts the
   const rotated = await root(["status", "--json", "--config", sb.config]);
   t.match(JSON.parse(rotated.stdout), { keys: [{ refusals24h: 6 }] }, "across a rotation");
 });
+
+t.test("a verify --stored that finds a problem: its metric says 0, status says failing, notify tells once", async (t) => {
+  const sb = sandbox(t);
+  const rec = recorder(sb);
+  sb.configure({ housekeeping: { notify: rec.argv } });
+  plant(sb, "h", ["planted"], NOW); // behind the gate's back: no hash in the log
+  const v = await runRoot(sb, ["verify", "--stored"]);
+  t.equal(v.code, 1, "verify --stored finds the unrecorded file");
+  const out = path.join(sb.dir, "vb.prom");
+  t.equal((await root(["metrics", "--config", sb.config, "--output", out])).code, 0);
+  const { samples } = parseProm(fs.readFileSync(out, "utf8"));
+  t.equal(samples.find((s) => s.name === "validate_backup_last_run_success" && s.labels.step === "verify-stored")?.value, 0);
+  t.equal(samples.find((s) => s.name === "validate_backup_failing")?.value, 1);
+  const s = await root(["status", "--config", sb.config]);
+  t.equal(s.code, 1);
+  t.match(s.stdout, /FAILING\s+test\s.*verify-stored failed at \S+: 1 problem\(s\)/);
+  for (let i = 0; i < 2; i++) t.equal((await root(["notify", "--config", sb.config])).code, 0);
+  t.equal(rec.messages().length, 1, "told once");
+  t.match(rec.messages()[0], /- verify-stored failed at \S+: 1 problem\(s\)/);
+  t.notMatch(rec.messages()[0], /anomal/, "its anomaly line is the failed step's own condition, not a second one");
+});
