@@ -49,7 +49,8 @@ function anomalies(f: KeyFacts): string {
 
 export function statusRows(keys: KeyFacts[], now: number): string[] {
   const sorted = [...keys].sort((a, b) => ORDER[stateOf(a)] - ORDER[stateOf(b)] || a.label.localeCompare(b.label));
-  const rows = sorted.map((f) => [stateOf(f), f.label, arrival(f, now), stored(f), anomalies(f), cleanString(housekeeping(f, now), 2000)]);
+  // What comes from the log or the disk is printed with its control characters made visible.
+  const rows = sorted.map((f) => [stateOf(f), f.label, arrival(f, now), stored(f), cleanString(anomalies(f), 2000), cleanString(housekeeping(f, now), 2000)]);
   return columns([["STATE", "KEY", "LAST ARRIVAL", "STORED", "ANOMALIES (24 H)", "HOUSEKEEPING"], ...rows]);
 }
 
