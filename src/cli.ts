@@ -53,7 +53,7 @@ const SUBCOMMANDS: Record<string, Sub> = {
     run: async () => (await import("./housekeeping/seal.js")).sealMain,
   },
   hourly: {
-    summary: "--config FILE [--keep-full N]   seal, prune and audit --record-head, each even if one before failed; the worst status (root, systemd's hourly unit)",
+    summary: "--config FILE [--keep-full N]   seal, prune and audit --record-head, each even if one before failed, then notify and metrics; the worst status (root, systemd's hourly unit)",
     run: async () => (await import("./housekeeping/hourly.js")).hourlyMain,
   },
   status: {

@@ -5,6 +5,8 @@
 //
 // Each step is a child process of this same program (node, its flags, the bundle), so a step that
 // crashes or leaks cannot take the next one with it.
+// After them, their exit statuses are recorded (state/monitor/hourly.json) and notify and metrics
+// report on them (src/monitor/).
 import { spawnSync } from "node:child_process";
 import { VbError } from "../errors.js";
 import { parseArgs, requireRoot, main, EXIT } from "./context.js";
