@@ -251,3 +251,27 @@ t.test("a verify --stored that finds a problem: its metric says 0, status says f
   t.match(rec.messages()[0], /- verify-stored failed at \S+: 1 problem\(s\)/);
   t.notMatch(rec.messages()[0], /anomal/, "its anomaly line is the failed step's own condition, not a second one");
 });
+
+t.test("metrics reuses the facts a key's own run saved (each run reads its own log and tree), only when recent and its own", async (t) => {
+  const sb = sandbox(t);
+  plant(sb, "h", ["a"], NOW);
+  t.equal((await root(["notify", "--config", sb.config, "--now", iso(NOW)])).code, 0, "no housekeeping.notify: the facts are saved all the same");
+  const saved = path.join(sb.state, "monitor", "facts.json");
+  const rec = JSON.parse(fs.readFileSync(saved, "utf8")) as { at: number; config: string; facts: { refusals: number } };
+  t.same([rec.at, rec.config, fs.statSync(saved).uid], [NOW, sb.config, 0]);
+  // A figure only the record has shows which one metrics used.
+  const mark = (r: typeof rec) => fs.writeFileSync(saved, JSON.stringify(r));
+  const out = path.join(sb.dir, "vb.prom");
+  const refusals = async (at: number) => {
+    t.equal((await root(["metrics", "--config", sb.config, "--output", out, "--now", iso(at)])).code, 0);
+    return parseProm(fs.readFileSync(out, "utf8")).samples.find((s) => s.name === "validate_backup_refusals_last_24h")?.value;
+  };
+  mark({ ...rec, facts: { ...rec.facts, refusals: 42 } });
+  t.equal(await refusals(NOW + HOUR), 42, "an hour later: the saved facts");
+  t.equal(await refusals(NOW + 2 * HOUR), 0, "two hours later: gathered again");
+  mark({ ...rec, config: "/elsewhere.json", facts: { ...rec.facts, refusals: 42 } });
+  t.equal(await refusals(NOW + HOUR), 0, "saved for another config: gathered again");
+  mark({ ...rec, facts: { ...rec.facts, refusals: 42 } });
+  const s = await root(["status", "--json", "--now", iso(NOW + HOUR), "--config", sb.config]);
+  t.match(JSON.parse(s.stdout), { keys: [{ refusals24h: 0 }] }, "status always gathers");
+});

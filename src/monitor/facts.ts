@@ -17,7 +17,7 @@ import { at, closeQuietly, DIR_FLAGS } from "../fsat.js";
 import { readArrivals, lastArrival } from "../vault/arrivals.js";
 import { IN_FLIGHT } from "../vault/quota.js";
 import { walkDirs, lstatIn, openSubdir } from "../housekeeping/walk.js";
-import { readStateRecord } from "./store.js";
+import { readStateRecord, writeRecord } from "./store.js";
 
 export const HOUR = 3_600_000;
 export const WINDOW_MS = 24 * HOUR;
@@ -166,8 +166,42 @@ function diskFacts(p: Policy, f: KeyFacts): void {
   }
 }
 
-/** Every key's facts at `now`, in the order of `configs`. */
-export async function gather(configs: string[], now: number): Promise<KeyFacts[]> {
+/**
+ * A key's facts as its own hourly run found them (notify saves them, metrics reuses them): each
+ * key's run then reads its own log and walks its own tree, not every key's of the host.
+ */
+export const FACTS_RECORD = "facts.json";
+/** How old a saved record may be to stand for the key: its hourly run plus the timer's spread. */
+export const REUSE_MS = 90 * 60_000;
+
+interface FactsRecord {
+  at: number;
+  config: string;
+  facts: Pick<KeyFacts, "lastArrival" | "stored" | "steps" | "hourly" | "refusals" | "failing"> & { anomalies: [string, AnomalyKind][] };
+}
+
+export function saveFacts(dirFd: number, f: KeyFacts, at: number): void {
+  const { lastArrival, stored, steps, hourly, refusals, failing } = f;
+  writeRecord(dirFd, FACTS_RECORD, { at, config: f.config, facts: { lastArrival, stored, steps, hourly, refusals, failing, anomalies: [...f.anomalies] } } satisfies FactsRecord);
+}
+
+/** The saved facts of a key, when recent enough at `now` and saved for this very config. */
+function savedFacts(p: Policy, now: number): FactsRecord["facts"] | undefined {
+  let rec: FactsRecord | undefined;
+  try {
+    rec = readStateRecord<FactsRecord>(p.state, FACTS_RECORD);
+  } catch {
+    return undefined; // a monitor directory that is not root's: the live gathering says so
+  }
+  if (!rec || rec.config !== p.configPath || !(now - rec.at >= 0 && now - rec.at <= REUSE_MS) || !Array.isArray(rec.facts?.anomalies)) return undefined;
+  return rec.facts;
+}
+
+/**
+ * Every key's facts at `now`, in the order of `configs`. `reuse`: a key's saved facts (FACTS_RECORD)
+ * stand for it when recent; the others are gathered.
+ */
+export async function gather(configs: string[], now: number, reuse = false): Promise<KeyFacts[]> {
   const out: KeyFacts[] = [];
   const byLog = new Map<string, Map<string, KeyFacts>>();
   for (const config of configs) {
@@ -185,6 +219,13 @@ export async function gather(configs: string[], now: number): Promise<KeyFacts[]
     f.publishes = p.access === "append-only";
     f.warnNoArrivalHours = p.housekeeping.warnNoArrivalHours;
     f.quotaBytes = p.limits.maxStoredBytes;
+    const saved = reuse ? savedFacts(p, now) : undefined;
+    if (saved) {
+      Object.assign(f, saved, { anomalies: new Map(saved.anomalies) });
+      f.stale = staleAt(f, now);
+      out.push(f);
+      continue;
+    }
     try {
       f.hourly = readStateRecord<HourlyRecord>(p.state, HOURLY_RECORD);
     } catch (e) {
@@ -202,7 +243,7 @@ export async function gather(configs: string[], now: number): Promise<KeyFacts[]
     }
   }
   for (const [file, keys] of byLog) await readLog(file, keys, now);
-  for (const f of out) judge(f, now);
+  for (const [file, keys] of byLog) for (const f of keys.values()) judge(f, now);
   return out;
 }
 
@@ -260,9 +301,12 @@ async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): 
   }
 }
 
+function staleAt(f: KeyFacts, now: number): boolean {
+  return f.publishes && (f.lastArrival === undefined || now - f.lastArrival > f.warnNoArrivalHours * HOUR);
+}
+
 function judge(f: KeyFacts, now: number): void {
-  if (f.error && f.label === "?") return;
-  f.stale = f.publishes && (f.lastArrival === undefined || now - f.lastArrival > f.warnNoArrivalHours * HOUR);
+  f.stale = staleAt(f, now);
   for (const s of STEPS) {
     const r = f.steps[s];
     if (r && !r.ok) f.failing.push(`${s} failed at ${r.at}: ${r.detail}`);

@@ -60,7 +60,8 @@ export async function metricsMain(args: string[]): Promise<number> {
       process.stdout.write(`validate-backup metrics: ${path.dirname(output)} does not exist (no node exporter textfile collector here): nothing written; --output FILE writes elsewhere\n`);
       return EXIT.ok;
     }
-    const keys = await gather(k.configs, k.now);
+    // A key's facts as its own hourly run saved them (notify, just before), else gathered now.
+    const keys = await gather(k.configs, k.now, true);
     writeAtomically(path.resolve(output), render(families(keys, k.now)));
     process.stdout.write(`validate-backup metrics: ${keys.length} key(s) written to ${output}\n`);
     const bad = keys.filter((f) => f.label === "?");

@@ -1,4 +1,4 @@
-// `validate-backup notify --config F` (root, the hourly run's last step): where no monitoring runs,
+// `validate-backup notify --config F` (root, a step of the hourly run): where no monitoring runs,
 // housekeeping.notify (an argv: absolute program, no shell) is run with a message on stdin when a
 // condition begins: nothing arrived for warnNoArrivalHours, a scheduled step failed, an anomaly of
 // a kind was logged. Once per condition until it clears, not every hour: the conditions already
@@ -10,7 +10,7 @@ import { VbError } from "../errors.js";
 import { parseArgs, requireRoot, main, open, EXIT } from "../housekeeping/context.js";
 import { nowFrom } from "../housekeeping/prune.js";
 import { cleanString } from "../audit/sanitize.js";
-import { gather, NOT_FAILED, STEPS, type KeyFacts } from "./facts.js";
+import { gather, saveFacts, NOT_FAILED, STEPS, type KeyFacts } from "./facts.js";
 import { openMonitorDir, readRecord, writeRecord } from "./store.js";
 import { ago } from "./status.js";
 import { closeQuietly } from "../fsat.js";
@@ -72,15 +72,17 @@ export async function notifyMain(args: string[]): Promise<number> {
     requireRoot("notify", "it keeps root's record of what was told in the state directory");
     const h = open(config, "notify");
     try {
-      const argv = h.policy.housekeeping.notify;
-      if (!argv) {
-        process.stdout.write("validate-backup notify: no housekeeping.notify in the config: nobody to tell\n");
-        return EXIT.ok;
-      }
       const [f] = await gather([config], now);
-      const current = conditions(f!, now);
       const dir = openMonitorDir(h.stateFd, true)!;
       try {
+        // Saved whoever is told: the metrics step after this one reuses them instead of gathering again.
+        saveFacts(dir, f!, now);
+        const argv = h.policy.housekeeping.notify;
+        if (!argv) {
+          process.stdout.write("validate-backup notify: no housekeeping.notify in the config: nobody to tell\n");
+          return EXIT.ok;
+        }
+        const current = conditions(f!, now);
         const told = readRecord<NotifyRecord>(dir, NOTIFY_RECORD)?.told ?? {};
         // Cleared conditions are forgotten: when one comes back, it is told again.
         const kept = Object.fromEntries(Object.entries(told).filter(([c]) => current.has(c)));
