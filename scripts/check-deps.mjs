@@ -14,7 +14,7 @@ import ts from "typescript";
 // longest prefix that names it.
 const FLOORS = [
   ["entry", ["cli.ts"]],
-  ["commands", ["serve.ts", "demo.ts", "remote/", "housekeeping/", "monitor/", "pgp/verify.ts", "audit/review.ts"]],
+  ["commands", ["serve.ts", "demo.ts", "remote/", "housekeeping/", "monitor/", "pgp/verify.ts", "audit/command.ts"]],
   ["protocols", ["sftp/", "scp/", "rsync/", "emulate/"]],
   ["contract", ["handler.ts"]],
   ["gate", ["gate/"]],

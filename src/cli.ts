@@ -27,8 +27,8 @@ const SUBCOMMANDS: Record<string, Sub> = {
     run: async () => async (args) => (args.includes("--stored") ? (await import("./housekeeping/stored.js")).storedMain(args) : (await import("./pgp/verify.js")).verifyMain(args)),
   },
   audit: {
-    summary: "[--file LOG | --config F] [--since T] [--denied] [--json] | --verify | --record-head   review the audit log (root)",
-    run: async () => (await import("./audit/review.js")).auditMain,
+    summary: "[--file LOG | --config F] [--since T] [--denied] [--json] | --verify | --record-head | --rotate --config F   review, verify or rotate the audit log (root)",
+    run: async () => (await import("./audit/command.js")).auditMain,
   },
   demo: {
     summary: "[--keep]   a local demo: a backup added through the real sftp client, a delete and an overwrite refused",

@@ -9,6 +9,7 @@ import type { Policy } from "../config/schema.js";
 import { openAudit, ROOT_CLIENT, type Audit } from "../audit/log.js";
 import { at, closeQuietly } from "../fsat.js";
 import { openTop, openSubdir, type WalkOptions, type BeforeOpen } from "./walk.js";
+import { say, visible } from "../audit/sanitize.js";
 
 export const EXIT = { ok: 0, usage: 2, failed: 4, warning: 5 } as const;
 
@@ -108,7 +109,7 @@ export async function main(command: string, fn: () => Promise<number> | number):
     return await fn();
   } catch (e) {
     const err = toVbError(e);
-    process.stderr.write(`validate-backup ${command}: ${err.message}\n`);
+    say(`validate-backup ${command}: ${visible(err.message)}`, "err");
     return err.code === "BAD_REQUEST" ? EXIT.usage : EXIT.failed;
   }
 }

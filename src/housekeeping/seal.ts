@@ -12,6 +12,7 @@ import { pidAlive } from "../lock.js";
 import { walkDirs, openPlainFile, openSubdir, lstatIn, removeTreeAt, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, requireRoot, main, sealGroup, EXIT, type Housekeeping } from "./context.js";
 import { at, closeQuietly } from "../fsat.js";
+import { say, visible } from "../audit/sanitize.js";
 import { LOCKS_DIR } from "../profile/restic.js";
 import { whyNotLockAt } from "../vault/locks.js";
 
@@ -193,7 +194,7 @@ export function describe(r: SealReport, dryRun: boolean): string {
     `left ${r.locks} restic lock files to the key`,
     `${dryRun ? "would sweep" : "swept"} ${r.swept} abandoned temporary or staging areas`,
   ];
-  if (r.odd.length) lines.push(`not touched (${r.odd.length}):`, ...r.odd.slice(0, 100).map((o) => `  ${o.path}: ${o.why}`));
+  if (r.odd.length) lines.push(`not touched (${r.odd.length}):`, ...r.odd.slice(0, 100).map((o) => `  ${visible(o.path)}: ${visible(o.why)}`));
   return lines.join("\n");
 }
 
@@ -208,7 +209,7 @@ export async function sealMain(args: string[]): Promise<number> {
       const dryRun = o.has("--dry-run");
       const r = seal(h, { dryRun });
       h.audit.event("seal", { dryRun, dirs: r.dirs, files: r.files, alreadySealed: r.alreadySealed, young: r.young, unfinished: r.unfinished, locks: r.locks, odd: r.odd.length, swept: r.swept, failed: r.failed });
-      process.stdout.write(describe(r, dryRun) + "\n");
+      say(describe(r, dryRun));
       if (!r.failed) return EXIT.ok;
       process.stderr.write(`validate-backup seal: ${r.failed} entries could not be sealed (listed above)\n`);
       return EXIT.failed;

@@ -41,7 +41,7 @@ export interface HourlyRecord {
 export const HOURLY_RECORD = "hourly.json";
 
 /** Anomalies of one kind within the window: how many, and the last one. */
-export interface AnomalyKind {
+export interface AnomalyTally {
   count: number;
   last: Anomaly;
 }
@@ -62,7 +62,7 @@ export interface KeyFacts {
   hourly?: HourlyRecord;
   refusals: number;
   /** By condition name ("refusal burst", "flagged seal-skip", …), within the window. */
-  anomalies: Map<string, AnomalyKind>;
+  anomalies: Map<string, AnomalyTally>;
   /** What failed, in words; empty when nothing did. */
   failing: string[];
 }
@@ -177,7 +177,7 @@ export const REUSE_MS = 90 * 60_000;
 interface FactsRecord {
   at: number;
   config: string;
-  facts: Pick<KeyFacts, "lastArrival" | "stored" | "steps" | "hourly" | "refusals" | "failing"> & { anomalies: [string, AnomalyKind][] };
+  facts: Pick<KeyFacts, "lastArrival" | "stored" | "steps" | "hourly" | "refusals" | "failing"> & { anomalies: [string, AnomalyTally][] };
 }
 
 export function saveFacts(dirFd: number, f: KeyFacts, at: number): void {

@@ -8,6 +8,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { requireRoot, main, EXIT } from "../housekeeping/context.js";
+import { say } from "../audit/sanitize.js";
 import { parseKeyArgs } from "./keys.js";
 import { gather, anomalyCount, STEPS, type KeyFacts } from "./facts.js";
 import { render, writeAtomically, type Family } from "./prom.js";
@@ -57,15 +58,15 @@ export async function metricsMain(args: string[]): Promise<number> {
     const given = k.options.get("--output");
     const output = given ?? DEFAULT_OUTPUT;
     if (given === undefined && !fs.existsSync(path.dirname(output))) {
-      process.stdout.write(`validate-backup metrics: ${path.dirname(output)} does not exist (no node exporter textfile collector here): nothing written; --output FILE writes elsewhere\n`);
+      say(`validate-backup metrics: ${path.dirname(output)} does not exist (no node exporter textfile collector here): nothing written; --output FILE writes elsewhere`);
       return EXIT.ok;
     }
     // A key's facts as its own hourly run saved them (notify, just before), else gathered now.
     const keys = await gather(k.configs, k.now, true);
     writeAtomically(path.resolve(output), render(families(keys, k.now)));
-    process.stdout.write(`validate-backup metrics: ${keys.length} key(s) written to ${output}\n`);
+    say(`validate-backup metrics: ${keys.length} key(s) written to ${output}`);
     const bad = keys.filter((f) => f.label === "?");
-    for (const f of bad) process.stderr.write(`validate-backup metrics: ${f.config}: ${f.error}\n`);
+    for (const f of bad) say(`validate-backup metrics: ${f.config}: ${f.error}`, "err");
     return bad.length ? EXIT.failed : EXIT.ok;
   });
 }

@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { VbError } from "../errors.js";
 import { parseArgs, requireRoot, main, open, EXIT } from "../housekeeping/context.js";
 import { nowFrom } from "../housekeeping/prune.js";
-import { cleanString } from "../audit/sanitize.js";
+import { cleanString, say } from "../audit/sanitize.js";
 import { gather, saveFacts, NOT_FAILED, STEPS, type KeyFacts } from "./facts.js";
 import { openMonitorDir, readRecord, writeRecord } from "./store.js";
 import { ago } from "./status.js";
@@ -79,7 +79,7 @@ export async function notifyMain(args: string[]): Promise<number> {
         saveFacts(dir, f!, now);
         const argv = h.policy.housekeeping.notify;
         if (!argv) {
-          process.stdout.write("validate-backup notify: no housekeeping.notify in the config: nobody to tell\n");
+          say("validate-backup notify: no housekeeping.notify in the config: nobody to tell");
           return EXIT.ok;
         }
         const current = conditions(f!, now);
@@ -95,10 +95,10 @@ export async function notifyMain(args: string[]): Promise<number> {
         }
         writeRecord(dir, NOTIFY_RECORD, { told: kept } satisfies NotifyRecord);
         if (failure) {
-          process.stderr.write(`validate-backup notify: ${argv[0]} failed (${failure}); the next run tries again\n`);
+          say(`validate-backup notify: ${argv[0]} failed (${failure}); the next run tries again`, "err");
           return EXIT.failed;
         }
-        process.stdout.write(fresh.length ? `validate-backup notify: told: ${fresh.join(", ")}\n` : `validate-backup notify: nothing new (${current.size} condition(s) already told)\n`);
+        say(fresh.length ? `validate-backup notify: told: ${fresh.join(", ")}` : `validate-backup notify: nothing new (${current.size} condition(s) already told)`);
         return EXIT.ok;
       } finally {
         closeQuietly(dir);

@@ -3,8 +3,8 @@
 // stored, the last housekeeping result, the last day's anomalies. Exit 1 when any key is stale or
 // failing, so that the command can sit in any monitoring check as it is.
 import { requireRoot, main, EXIT } from "../housekeeping/context.js";
-import { columns } from "../audit/review.js";
-import { cleanString } from "../audit/sanitize.js";
+import { columns } from "../audit/render.js";
+import { say, visibleJson } from "../audit/sanitize.js";
 import { showSize } from "../config/size.js";
 import { parseKeyArgs } from "./keys.js";
 import { gather, anomalyCount, STEPS, HOUR, type KeyFacts } from "./facts.js";
@@ -49,8 +49,7 @@ function anomalies(f: KeyFacts): string {
 
 export function statusRows(keys: KeyFacts[], now: number): string[] {
   const sorted = [...keys].sort((a, b) => ORDER[stateOf(a)] - ORDER[stateOf(b)] || a.label.localeCompare(b.label));
-  // What comes from the log or the disk is printed with its control characters made visible.
-  const rows = sorted.map((f) => [stateOf(f), f.label, arrival(f, now), stored(f), cleanString(anomalies(f), 2000), cleanString(housekeeping(f, now), 2000)]);
+  const rows = sorted.map((f) => [stateOf(f), f.label, arrival(f, now), stored(f), anomalies(f), housekeeping(f, now)]);
   return columns([["STATE", "KEY", "LAST ARRIVAL", "STORED", "ANOMALIES (24 H)", "HOUSEKEEPING"], ...rows]);
 }
 
@@ -78,8 +77,9 @@ export async function statusMain(args: string[]): Promise<number> {
     const k = parseKeyArgs(args, { "--json": "flag" });
     requireRoot("status", "it reads every key's state directory and audit log");
     const keys = await gather(k.configs, k.now);
-    if (k.options.has("--json")) process.stdout.write(JSON.stringify({ time: new Date(k.now).toISOString(), keys: keys.map((f) => asJson(f, k.now)) }, null, 2) + "\n");
-    else process.stdout.write(statusRows(keys, k.now).join("\n") + "\n");
+    // What comes from the log or the disk reaches the terminal with its control characters made visible.
+    if (k.options.has("--json")) process.stdout.write(visibleJson({ time: new Date(k.now).toISOString(), keys: keys.map((f) => asJson(f, k.now)) }, 2) + "\n");
+    else say(statusRows(keys, k.now).join("\n"));
     return keys.some((f) => stateOf(f) !== "OK") ? EXIT_ATTENTION : EXIT.ok;
   });
 }

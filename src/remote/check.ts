@@ -18,6 +18,8 @@ import * as sshd from "./sshd.js";
 import { TOP } from "../top.js";
 import { showSize } from "../config/size.js";
 import { scheduleOption } from "./schedule.js";
+import { rsyncPullFindings } from "./rsync-pull-check.js";
+import { say } from "../audit/sanitize.js";
 
 type Out = (line: string) => void;
 
@@ -136,6 +138,7 @@ export function checkFindings(user: string, sshdConfig: string, schedule: Layout
   }
   if (typeof settings === "string") out.push({ what: `sshd settings not checked: ${settings}`, fix: `make ${TOOLS_SSHD} -T -f ${sshdConfig} work (as root; on Debian: mkdir -p /run/sshd)`, warn: true });
   else out.push(...sshdFindings(settings, user, home, akPath, dropinExists));
+  out.push(...rsyncPullFindings(acct, sources, notes));
   return out;
 }
 
@@ -175,8 +178,8 @@ export async function checkMain(args: string[]): Promise<number> {
     schedule = scheduleOption(v.schedule, v["schedule-dir"]);
     if (process.getuid?.() !== 0) throw new Error("check must run as root (it reads /etc/shadow and sshd's configuration)");
   } catch (e) {
-    process.stderr.write(`validate-backup check: ${(e as Error).message}\nusage: ${USAGE}\n`);
+    say(`validate-backup check: ${(e as Error).message}\nusage: ${USAGE}`, "err");
     return 2;
   }
-  return runCheck(v.user, v["sshd-config"], (l) => process.stdout.write(l + "\n"), schedule);
+  return runCheck(v.user, v["sshd-config"], (l) => say(l), schedule);
 }
