@@ -8,7 +8,7 @@
 // following a link, like seal's walk.
 import fs from "node:fs";
 import { Reviewer, type Anomaly } from "../audit/review.js";
-import { readLines, prevOf } from "../audit/chain.js";
+import { readLines, prevOf, rotatedName } from "../audit/chain.js";
 import { ROOT_CLIENT } from "../audit/log.js";
 import { loadConfig } from "../config/load.js";
 import type { Policy } from "../config/schema.js";
@@ -251,7 +251,7 @@ export async function gather(configs: string[], now: number, reuse = false): Pro
 async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): Promise<void> {
   const rv = new Reviewer(now - WINDOW_MS, Number.MAX_SAFE_INTEGER, now);
   // The last rotated log first (audit --rotate, logrotate's LOG.1): the day may straddle a rotation.
-  const files = [...(fs.existsSync(`${file}.1`) ? [`${file}.1`] : []), file];
+  const files = [...(fs.existsSync(rotatedName(file)) ? [rotatedName(file)] : []), file];
   try {
     for (const one of files)
       for await (const line of readLines(one)) {
@@ -275,19 +275,10 @@ async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): 
     return;
   }
   const r = rv.finish([]);
-  // The review's own count per key where it keeps one (its listed refusals may be capped), else its list.
-  const counted = new Set<string>();
+  // The review's own count: every refusal of the key in the window (its listed ones are capped).
   for (const k of r.keys) {
-    const refused = (k as { refused?: unknown }).refused;
     const f = keys.get(k.label);
-    if (f && typeof refused === "number") {
-      f.refusals = refused;
-      counted.add(k.label);
-    }
-  }
-  for (const x of r.refusals) {
-    const f = counted.has(x.label) ? undefined : keys.get(x.label);
-    if (f) f.refusals++;
+    if (f) f.refusals = k.refused;
   }
   for (const a of r.anomalies) {
     const f = keys.get(a.label);
