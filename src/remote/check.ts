@@ -10,7 +10,9 @@ import { loadConfig } from "../config/load.js";
 import { buildPlan, sysctlConf, type Layout, type SourceLayout } from "./plan.js";
 import { inspect } from "./apply.js";
 import { Ctx, type Change } from "./change.js";
-import { parseKeyLine, lineFaults, gateOf } from "./keys.js";
+import { parseKeyLine, gateOf } from "./keys.js";
+import { keyLineFindings, placeFindings } from "./preflight.js";
+import { runnerFindings } from "./runner.js";
 import { lookupUser, lookupGroup, runtimeFiles, programFiles, TOOLS } from "./system.js";
 const TOOLS_SSHD = TOOLS.sshd;
 import { canonical, lstatPath, readText } from "./fsops.js";
@@ -71,12 +73,11 @@ function keyFindings(akPath: string, out: Change[], notes: string[]): { sources:
   } catch (e) {
     out.push({ what: `${akPath}: ${(e as Error).message}`, fix: "run validate-backup install-remote again" });
   }
+  out.push(...keyLineFindings(akPath, text ?? ""));
   (text ?? "").split("\n").forEach((raw, i) => {
     const k = parseKeyLine(raw);
-    if (!k) return;
+    if (!k || "bad" in k) return;
     const where = `${akPath} line ${i + 1}`;
-    if ("bad" in k) return void out.push({ what: `${where}: not a key line sshd would use ('${k.bad}')`, fix: "remove it" });
-    for (const f of lineFaults(k)) out.push({ what: `${where} (${k.type} …${k.blob.slice(-8)} ${k.comment}): ${f}`, fix: "remove the line, or re-add the key with validate-backup install-remote --key" });
     const gate = gateOf(k);
     if (!gate) return;
     launchers.add(gate.bin);
@@ -89,7 +90,8 @@ function keyFindings(akPath: string, out: Change[], notes: string[]): { sources:
           "how long someone holding the key must stay unnoticed before a real backup can go",
       );
     } catch (e) {
-      out.push({ what: `${where}: ${(e as Error).message}`, fix: "run validate-backup install-remote again" });
+      // install-remote refuses such a config with the same words: it keeps the settings an admin made.
+      out.push({ what: `${where}: ${(e as Error).message}`, fix: `correct ${gate.config}, or remove it and run validate-backup install-remote again` });
     }
   });
   if (text !== null && !sources.length) out.push({ what: `${akPath} holds no key forced through validate-backup`, fix: "validate-backup install-remote --key …" });
@@ -107,6 +109,8 @@ export function checkFindings(user: string, sshdConfig: string, schedule: Layout
   const akPath = path.join(home, ".ssh", "authorized_keys");
   const { sources, launchers } = keyFindings(akPath, out, notes);
   keys.push(...sources);
+  out.push(...placeFindings(sources));
+  out.push(...runnerFindings(schedule, sources.map((s) => s.label)));
   const dropin = sshd.dropinPath(sshdConfig, user);
   const dropinExists = lstatPath(dropin) !== null;
   const programs = [...launchers].map((b) => canonical(path.dirname(path.dirname(b))));
