@@ -12,13 +12,8 @@ import fs from "node:fs";
 import { verifyLog, recordHead, defaultHeadFile, type VerifyResult } from "./chain.js";
 import { ROOT_CLIENT } from "./log.js";
 import { parseName, START_TAKEN } from "../profile/duplicity.js";
+import { usageText } from "../usage.js";
 
-const USAGE = [
-  "usage: validate-backup audit [--file LOG | --config F]… [--since T] [--denied] [--json] [--max-gap D]",
-  "       validate-backup audit --verify [--file LOG | --config F]… [--head FILE]",
-  "       validate-backup audit --record-head [--file LOG | --config F]… [--head FILE]",
-  "T: an ISO date or time (2024-05-01, 2024-05-01T12:00Z) or an age (90m, 36h, 7d); D: an age (default 26h)",
-].join("\n");
 
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
 /** A burst: at least BURST_COUNT refusals from one client, each within BURST_GAP of the previous. */
@@ -406,7 +401,7 @@ async function verify(o: Options): Promise<number> {
 export async function auditMain(args: string[]): Promise<number> {
   const o = parseArgs(args);
   if (typeof o === "string") {
-    process.stderr.write(`validate-backup audit: ${o}\n${USAGE}\n`);
+    process.stderr.write(`validate-backup audit: ${o}\n${usageText("audit")}\n`);
     return 2;
   }
   try {

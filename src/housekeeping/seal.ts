@@ -10,6 +10,7 @@ import { pidAlive } from "../lock.js";
 import { walkDirs, openPlainFile, openSubdir, lstatIn, removeTreeAt, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, requireRoot, main, sealGroup, EXIT, type Housekeeping } from "./context.js";
 import { at, closeQuietly } from "../fsat.js";
+import { usageFault } from "../usage.js";
 
 export const SEALED_DIR_MODE = 0o1770;
 export const SEALED_FILE_MODE = 0o440;
@@ -175,9 +176,9 @@ export function describe(r: SealReport, dryRun: boolean): string {
 
 export async function sealMain(args: string[]): Promise<number> {
   return main("seal", () => {
-    const o = parseArgs(args, { "--config": "value", "--dry-run": "flag" });
+    const o = parseArgs(args, { "--config": "value", "--dry-run": "flag" }, "seal");
     const config = o.get("--config");
-    if (!config) return usage();
+    if (!config) throw usageFault("seal", "--config is required");
     requireRoot("seal");
     const h = open(config, "seal");
     try {
@@ -194,7 +195,3 @@ export async function sealMain(args: string[]): Promise<number> {
   });
 }
 
-function usage(): number {
-  process.stderr.write("validate-backup seal: usage: validate-backup seal --config FILE [--dry-run]\n");
-  return EXIT.usage;
-}

@@ -20,12 +20,10 @@ import * as sshd from "./sshd.js";
 import { TOP } from "../top.js";
 import { showSize } from "../config/size.js";
 import { scheduleOption } from "./schedule.js";
+import { usageText } from "../usage.js";
 
 type Out = (line: string) => void;
 
-const USAGE =
-  "validate-backup check --user NAME [--sshd-config FILE]\n" +
-  "         [--schedule auto|systemd|cron|none] [--schedule-dir DIR]   (where install-remote put the housekeeping schedule)";
 
 // sshd settings that matter for a forced-command account: [key, wanted, deviation (true) or warning].
 const SSHD_RULES: [string, string, boolean, string][] = [
@@ -179,7 +177,7 @@ export async function checkMain(args: string[]): Promise<number> {
     schedule = scheduleOption(v.schedule, v["schedule-dir"]);
     if (process.getuid?.() !== 0) throw new Error("check must run as root (it reads /etc/shadow and sshd's configuration)");
   } catch (e) {
-    process.stderr.write(`validate-backup check: ${(e as Error).message}\nusage: ${USAGE}\n`);
+    process.stderr.write(`validate-backup check: ${(e as Error).message}\n${usageText("check")}\n`);
     return 2;
   }
   return runCheck(v.user, v["sshd-config"], (l) => process.stdout.write(l + "\n"), schedule);

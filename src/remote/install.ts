@@ -19,19 +19,11 @@ import { runnerFindings } from "./runner.js";
 import type { Change } from "./change.js";
 import { scheduleOption } from "./schedule.js";
 import { TOP } from "../top.js";
+import { usageText } from "../usage.js";
 
 export const PROGRAM = canonical(TOP);
 export const LAUNCHER = path.join(PROGRAM, "bin/validate-backup");
 
-const USAGE =
-  "usage: validate-backup install-remote --user NAME --root DIR --key PUBKEY_FILE [--from PATTERN]\n" +
-  "         [--access append-only|read-only] [--label NAME] [--home DIR] [--sshd-dropin] [--dry-run]\n" +
-  "         [--config-dir DIR (/etc/validate-backup)] [--log-dir DIR (/var/log/validate-backup)]\n" +
-  "         [--sshd-config FILE (/etc/ssh/sshd_config)] [--keep-full N (the config's, else 4)]\n" +
-  "         [--retention-days N (the config's, else 30): prune removes nothing younger]\n" +
-  "         [--quota SIZE (bytes the key may store, root and state together: 500G, 2T; the config's, else none)]\n" +
-  "         [--schedule auto|systemd|cron|none (auto: systemd where it runs, else cron)]\n" +
-  "         [--schedule-dir DIR (/etc/systemd/system or /etc/cron.d)]";
 
 const OPTIONS = {
   user: { type: "string" },
@@ -86,10 +78,10 @@ function parse(args: string[]) {
   try {
     v = parseArgs({ args, options: OPTIONS, strict: true, allowPositionals: false }).values;
   } catch (e) {
-    bad(`${(e as Error).message}\n${USAGE}`);
+    bad(`${(e as Error).message}\n${usageText("install-remote")}`);
   }
   const { user, key } = v;
-  if (!user || !v.root || !key) bad(`--user, --root and --key are required\n${USAGE}`);
+  if (!user || !v.root || !key) bad(`--user, --root and --key are required\n${usageText("install-remote")}`);
   if (!USER_NAME.test(user)) bad(`--user '${user.slice(0, 40)}': a lower-case account name`);
   const label = v.label ?? user;
   if (!LABEL.test(label)) bad(`--label '${label.slice(0, 40)}': letters, digits, '.', '_', '@', '-' (at most 64)`);
