@@ -14,7 +14,6 @@ import { ROOT_CLIENT } from "./log.js";
 import { parseName, START_TAKEN } from "../profile/duplicity.js";
 import { usageText } from "../usage.js";
 
-
 const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000 };
 /** A burst: at least BURST_COUNT refusals from one client, each within BURST_GAP of the previous. */
 export const BURST_COUNT = 5;

@@ -24,7 +24,6 @@ import { usageText } from "../usage.js";
 
 type Out = (line: string) => void;
 
-
 // sshd settings that matter for a forced-command account: [key, wanted, deviation (true) or warning].
 const SSHD_RULES: [string, string, boolean, string][] = [
   ["strictmodes", "yes", true, "sshd would accept keys from files others can write"],

@@ -24,7 +24,6 @@ import { usageText } from "../usage.js";
 export const PROGRAM = canonical(TOP);
 export const LAUNCHER = path.join(PROGRAM, "bin/validate-backup");
 
-
 const OPTIONS = {
   user: { type: "string" },
   root: { type: "string" },
