@@ -20,7 +20,10 @@ const SUBCOMMANDS: Record<Subcommand, () => Promise<Run>> = {
   verify: async () => async (args) => (args.includes("--stored") ? (await import("./housekeeping/stored.js")).storedMain(args) : (await import("./pgp/verify.js")).verifyMain(args)),
   audit: async () => (await import("./audit/review.js")).auditMain,
   demo: async () => (await import("./demo.js")).demo,
-  "install-remote": async () => (await import("./remote/install.js")).installMain,
+  // --remove is remove-key under the name an admin may look for first.
+  "install-remote": async () => async (args) =>
+    args.includes("--remove") ? (await import("./remote/remove.js")).removeMain(args.filter((a) => a !== "--remove")) : (await import("./remote/install.js")).installMain(args),
+  "remove-key": async () => (await import("./remote/remove.js")).removeMain,
   check: async () => (await import("./remote/check.js")).checkMain,
   seal: async () => (await import("./housekeeping/seal.js")).sealMain,
   hourly: async () => (await import("./housekeeping/hourly.js")).hourlyMain,

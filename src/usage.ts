@@ -39,6 +39,7 @@ export const USAGES = {
       "install-remote --user NAME --root DIR --key PUBKEY_FILE [--from PATTERN] [--access append-only|read-only] [--label NAME] [--home DIR] " +
         "[--sshd-dropin] [--rebind] [--dry-run] [--config-dir DIR] [--log-dir DIR] [--sshd-config FILE] [--keep-full N] [--retention-days N] [--quota SIZE] " +
         "[--schedule auto|systemd|cron|none] [--schedule-dir DIR]",
+      "install-remote --remove --label NAME …   (remove-key, under the name an admin may look for first)",
     ],
     about: "lock a backup account down and give one SOURCE key to the gate, then check it (root)",
     notes: [
@@ -47,6 +48,15 @@ export const USAGES = {
       "--quota SIZE: bytes the key may store, root and state together (500G, 2T; the config's, else none)",
       "--schedule: auto is systemd where it runs, else cron; --schedule-dir: /etc/systemd/system or /etc/cron.d",
       "--rebind: move a key already installed under another label, or a label to another root",
+    ],
+  },
+  "remove-key": {
+    synopsis: ["remove-key --label NAME [--user NAME] [--dry-run] [--config-dir DIR] [--sshd-config FILE] [--schedule auto|systemd|cron|none] [--schedule-dir DIR]"],
+    about: "take a key out: its key line, config, schedule, and the sshd drop-in with the last key; backups and audit log stay (root)",
+    notes: [
+      "--user: found from the key lines unless given",
+      "--config-dir /etc/validate-backup, --sshd-config /etc/ssh/sshd_config unless given",
+      "--schedule: auto looks in both places; --schedule-dir: /etc/systemd/system and /etc/cron.d unless given",
     ],
   },
   check: {
@@ -59,12 +69,14 @@ export const USAGES = {
     about: "make settled files root-owned 0440 and directories 1770, sweep abandoned uploads (root)",
   },
   hourly: {
-    synopsis: ["hourly --config FILE --keep-full N"],
+    synopsis: ["hourly --config FILE [--keep-full N]"],
     about: "seal, prune and audit --record-head, each even if one before failed; the worst status (root, systemd's hourly unit)",
+    notes: ["--keep-full N: full chains prune keeps (the config's housekeeping.keepFull unless given)"],
   },
   prune: {
-    synopsis: ["prune --config FILE --keep-full N | --older-than DURATION [--dry-run]"],
+    synopsis: ["prune --config FILE [--keep-full N] [--older-than DURATION] [--dry-run]"],
     about: "remove whole old duplicity chains (root)",
+    notes: ["neither --keep-full nor --older-than: the config's housekeeping.keepFull"],
   },
 } satisfies Record<string, Usage>;
 

@@ -109,7 +109,7 @@ export function rebinding(o: { label: string; root: string; rebind: boolean }, c
   if (!o.rebind)
     throw new VbError(
       "BAD_REQUEST",
-      `${moves.join("; ")}. Nothing was changed. Give --rebind to move it (the old backups, their audit log and their config stay where they are), or the same --label and --root as before to update the key in place.`,
+      `${moves.join("; ")}. Nothing was changed. Give --rebind to move it (the old backups and their audit log stay where they are; validate-backup remove-key --label OLD takes away a label no key uses any more), or the same --label and --root as before to update the key in place.`,
     );
   return moves.map((m) => `rebinding (--rebind): ${m}`);
 }
