@@ -21,6 +21,7 @@ import { TOP } from "../top.js";
 import { showSize } from "../config/size.js";
 import { scheduleOption } from "./schedule.js";
 import { usageText } from "../usage.js";
+import { rsyncPullFindings } from "./rsync-pull-check.js";
 
 type Out = (line: string) => void;
 
@@ -137,6 +138,7 @@ export function checkFindings(user: string, sshdConfig: string, schedule: Layout
   }
   if (typeof settings === "string") out.push({ what: `sshd settings not checked: ${settings}`, fix: `make ${TOOLS_SSHD} -T -f ${sshdConfig} work (as root; on Debian: mkdir -p /run/sshd)`, warn: true });
   else out.push(...sshdFindings(settings, user, home, akPath, dropinExists));
+  out.push(...rsyncPullFindings(acct, sources, notes));
   return out;
 }
 
