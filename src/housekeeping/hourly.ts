@@ -8,8 +8,8 @@
 // After them, their exit statuses are recorded (state/monitor/hourly.json) and notify and metrics
 // report on them (src/monitor/).
 import { spawnSync } from "node:child_process";
-import { VbError } from "../errors.js";
 import { parseArgs, requireRoot, main, EXIT } from "./context.js";
+import { usageFault } from "../usage.js";
 import { nowFrom } from "./prune.js";
 import { monitorSteps, recordRun } from "../monitor/record.js";
 
@@ -31,10 +31,10 @@ function rank(code: number): number {
 export async function hourlyMain(args: string[]): Promise<number> {
   return main("hourly", () => {
     // --now: prune's hidden clock (see prune.ts), handed on to prune and to the monitoring steps.
-    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--now": "value" });
+    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--now": "value" }, "hourly");
     const config = o.get("--config");
     const keepFull = o.get("--keep-full");
-    if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup hourly --config FILE [--keep-full N (the config's housekeeping.keepFull)]");
+    if (!config) throw usageFault("hourly", "--config is required");
     requireRoot("hourly");
     const now = o.get("--now");
     const at = nowFrom(o) ?? Date.now();

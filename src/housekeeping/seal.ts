@@ -13,6 +13,7 @@ import { walkDirs, openPlainFile, openSubdir, lstatIn, removeTreeAt, notPlain, t
 import { open, parseArgs, requireRoot, main, sealGroup, EXIT, type Housekeeping } from "./context.js";
 import { at, closeQuietly } from "../fsat.js";
 import { say, visible } from "../audit/sanitize.js";
+import { usageFault } from "../usage.js";
 import { LOCKS_DIR } from "../profile/restic.js";
 import { whyNotLockAt } from "../vault/locks.js";
 
@@ -200,9 +201,9 @@ export function describe(r: SealReport, dryRun: boolean): string {
 
 export async function sealMain(args: string[]): Promise<number> {
   return main("seal", () => {
-    const o = parseArgs(args, { "--config": "value", "--dry-run": "flag" });
+    const o = parseArgs(args, { "--config": "value", "--dry-run": "flag" }, "seal");
     const config = o.get("--config");
-    if (!config) return usage();
+    if (!config) throw usageFault("seal", "--config is required");
     requireRoot("seal");
     const h = open(config, "seal");
     try {
@@ -219,7 +220,3 @@ export async function sealMain(args: string[]): Promise<number> {
   });
 }
 
-function usage(): number {
-  process.stderr.write("validate-backup seal: usage: validate-backup seal --config FILE [--dry-run]\n");
-  return EXIT.usage;
-}

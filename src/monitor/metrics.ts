@@ -53,7 +53,7 @@ export function families(keys: KeyFacts[], now: number): Family[] {
 
 export async function metricsMain(args: string[]): Promise<number> {
   return main("metrics", async () => {
-    const k = parseKeyArgs(args, { "--output": "value" });
+    const k = parseKeyArgs(args, { "--output": "value" }, "metrics");
     requireRoot("metrics", "it reads every key's state directory and audit log");
     const given = k.options.get("--output");
     const output = given ?? DEFAULT_OUTPUT;

@@ -6,7 +6,7 @@
 // the new conditions are not marked told, so the next run tries again.
 import os from "node:os";
 import { spawnSync } from "node:child_process";
-import { VbError } from "../errors.js";
+import { usageFault } from "../usage.js";
 import { parseArgs, requireRoot, main, open, EXIT } from "../housekeeping/context.js";
 import { nowFrom } from "../housekeeping/prune.js";
 import { cleanString, say } from "../audit/sanitize.js";
@@ -65,9 +65,9 @@ function run(argv: string[], text: string): string | undefined {
 
 export async function notifyMain(args: string[]): Promise<number> {
   return main("notify", async () => {
-    const o = parseArgs(args, { "--config": "value", "--now": "value" });
+    const o = parseArgs(args, { "--config": "value", "--now": "value" }, "notify");
     const config = o.get("--config");
-    if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup notify --config FILE");
+    if (!config) throw usageFault("notify", "--config is required");
     const now = nowFrom(o) ?? Date.now();
     requireRoot("notify", "it keeps root's record of what was told in the state directory");
     const h = open(config, "notify");

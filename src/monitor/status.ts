@@ -74,7 +74,7 @@ function asJson(f: KeyFacts, now: number): Record<string, unknown> {
 
 export async function statusMain(args: string[]): Promise<number> {
   return main("status", async () => {
-    const k = parseKeyArgs(args, { "--json": "flag" });
+    const k = parseKeyArgs(args, { "--json": "flag" }, "status");
     requireRoot("status", "it reads every key's state directory and audit log");
     const keys = await gather(k.configs, k.now);
     // What comes from the log or the disk reaches the terminal with its control characters made visible.
