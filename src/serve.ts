@@ -29,6 +29,9 @@ async function run<K extends Plan["kind"]>(plan: Extract<Plan, { kind: K }>, kin
   return (await HANDLERS[kind]())(plan, ctx);
 }
 
+/** After the session, replies still queued get this long to reach a client that may not read. */
+const LINGER_MS = 10_000;
+
 function say(message: string): void {
   process.stderr.write(`validate-backup: ${message}\n`);
 }
@@ -67,10 +70,14 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   }
   const sid = newSid();
   const audit: Audit = openAudit(policy.audit.file, path.join(policy.state, "locks", "audit.lock"), { label: policy.label, sid, client });
-  if (!audit.ok) {
-    say("refused: the audit log cannot be written");
-    return EXIT.config;
-  }
+  // Fail closed: nothing is served that the log does not record. Until the opening line is written
+  // that means refusing the session; after it, a line that fails ends the session at once (end()).
+  let end: ((why: string) => never) | undefined;
+  audit.whenBroken((why) => {
+    if (end) end(why);
+    say(`refused: the audit log cannot be written (${why})`);
+    process.exit(EXIT.config);
+  });
   const deny = (e: unknown): number => {
     const err = toVbError(e);
     audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null });
@@ -96,10 +103,26 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   const session: Session = { sid, policy, audit, rootReal, counters: newCounters() };
   let vault: Vault | undefined;
   let exit: number = EXIT.failed;
+  let finished = false;
   const finish = (code: number, why?: string) => {
-    vault?.close();
-    if (slot) unlock(slot);
-    audit.event("session-end", { ...session.counters, exit: code, ...(why ? { reason: why } : {}) });
+    if (finished) return;
+    finished = true;
+    try {
+      vault?.close();
+    } finally {
+      if (slot) unlock(slot);
+    }
+    audit.event("session-end", { ...session.counters, exit: code, ...audit.budget.counts(), ...(why ? { reason: why } : {}) });
+  };
+  end = (why) => {
+    const message = `the audit log cannot be written (${why}): session ended, nothing more is served`;
+    say(message);
+    try {
+      session.lastWords?.(message);
+      finish(EXIT.failed, message); // uploads in progress abandoned; published names synced
+    } finally {
+      process.exit(EXIT.failed);
+    }
   };
   const lifetime = setTimeout(() => {
     say(`session lifetime of ${policy.limits.sessionSeconds} s reached`);
@@ -124,5 +147,8 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   }
   clearTimeout(lifetime);
   finish(exit);
+  // What a client did not read (it stalled, or the session ended on an error) would keep the process
+  // alive as long as the client stays connected: stdout cannot be closed in Node, only left by exit.
+  if (process.stdout.writableLength > 0) setTimeout(() => process.exit(exit), LINGER_MS).unref();
   return exit;
 }
