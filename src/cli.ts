@@ -35,8 +35,14 @@ const SUBCOMMANDS: Record<string, Sub> = {
     run: async () => (await import("./demo.js")).demo,
   },
   "install-remote": {
-    summary: "--user NAME --root DIR --key PUBKEY_FILE [--from P] [--access M] [--label L] [--keep-full N] [--retention-days N] [--schedule S] [--sshd-dropin] [--dry-run]   (root)",
-    run: async () => (await import("./remote/install.js")).installMain,
+    summary: "--user NAME --root DIR --key PUBKEY_FILE [--from P] [--access M] [--label L] [--keep-full N] [--retention-days N] [--schedule S] [--sshd-dropin] [--dry-run] | --remove --label L …   (root)",
+    // --remove is remove-key under the name an admin may look for first.
+    run: async () => async (args) =>
+      args.includes("--remove") ? (await import("./remote/remove.js")).removeMain(args.filter((a) => a !== "--remove")) : (await import("./remote/install.js")).installMain(args),
+  },
+  "remove-key": {
+    summary: "--label L [--user NAME] [--config-dir DIR] [--schedule S] [--schedule-dir DIR] [--sshd-config FILE] [--dry-run]   take a key out: its key line, config, schedule, and the sshd drop-in with the last key; backups and audit log stay (root)",
+    run: async () => (await import("./remote/remove.js")).removeMain,
   },
   check: {
     summary: "--user NAME [--sshd-config FILE] [--schedule S] [--schedule-dir DIR]   verify the account's layout, housekeeping schedule and sshd settings (root)",
@@ -47,11 +53,11 @@ const SUBCOMMANDS: Record<string, Sub> = {
     run: async () => (await import("./housekeeping/seal.js")).sealMain,
   },
   hourly: {
-    summary: "--config FILE --keep-full N   seal, prune and audit --record-head, each even if one before failed; the worst status (root, systemd's hourly unit)",
+    summary: "--config FILE [--keep-full N]   seal, prune and audit --record-head, each even if one before failed; the worst status (root, systemd's hourly unit)",
     run: async () => (await import("./housekeeping/hourly.js")).hourlyMain,
   },
   prune: {
-    summary: "--config FILE --keep-full N | --older-than DURATION [--dry-run]   remove whole old duplicity chains (root)",
+    summary: "--config FILE [--keep-full N] [--older-than DURATION] [--dry-run]   remove whole old duplicity chains; neither option: the config's housekeeping.keepFull (root)",
     run: async () => (await import("./housekeeping/prune.js")).pruneMain,
   },
 };

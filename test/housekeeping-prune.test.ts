@@ -94,6 +94,27 @@ t.test("prune --keep-full 2 keeps two; --older-than keeps what arrived recently;
   }
 });
 
+// ---- issue 17, item 7: N from the config when no option says what to keep
+t.test("prune and hourly without --keep-full keep the config's housekeeping.keepFull; the option still wins", async (t) => {
+  for (const [cmd, args, keepFull, gone] of [
+    ["prune", [], 2, ["A"]],
+    ["hourly", [], 1, ["A", "B"]],
+    ["prune", ["--keep-full", "2"], 1, ["A"]],
+  ] as [string, string[], number, string[]][]) {
+    const what = `${cmd} ${args.join(" ")} with housekeeping.keepFull ${keepFull}`;
+    const sb = sandbox(t, { config: { housekeeping: { retentionDays: 1, keepFull } } });
+    const chains = threeChains(sb);
+    const r = await runRoot(sb, [cmd, ...args]);
+    t.equal(r.code, 0, `${what}: ${r.stderr}`);
+    for (const k of ["A", "B", "C"] as const) {
+      const p = present(sb, "host", chains[k]);
+      if (gone.includes(k)) t.ok(none(p), `${what}: ${k} removed`);
+      else t.ok(all(p), `${what}: ${k} kept`);
+    }
+    t.match(auditLines(sb).find((l) => l.event === "prune"), { keepFull: args.length ? 2 : keepFull, removedChains: gone.length }, `${what}: the audit line names the N it used`);
+  }
+});
+
 t.test("prune orders by arrival, never by names: fakes planted by root cannot push out the newest real chain", async (t) => {
   const sb = sandbox(t, { config: FLOOR_1D });
   const old = chain(base, 1);
@@ -193,7 +214,6 @@ t.test("prune --dry-run changes nothing; bad arguments are refused", async (t) =
   t.same(snapshot(sb.root), before);
   t.same(fs.readFileSync(path.join(sb.state, ARRIVALS_FILE)), log);
   for (const [args, re] of [
-    [[], /say what to keep/],
     [["--keep-full", "0"], /at least 1/],
     [["--keep-full", "x"], /whole number/],
     [["--older-than", "3x"], /not a duration/],
@@ -252,7 +272,8 @@ t.test("16.4: one file prune cannot remove (immutable: EPERM) does not stop it; 
 });
 
 t.test("16.4: the hourly unit runs seal, prune and record-head even when one fails, and the unit fails", async (t) => {
-  const sb = sandbox(t);
+  // The unit passes no --keep-full: prune keeps the config's housekeeping.keepFull.
+  const sb = sandbox(t, { config: { housekeeping: { keepFull: 1 } } });
   const { A } = twoChains(sb);
   const stuck = path.join(sb.root, "h", A[0]!);
   execFileSync("chattr", ["+i", stuck]);

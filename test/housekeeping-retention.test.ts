@@ -38,7 +38,7 @@ t.test("fake complete chains uploaded with SOURCE's key do not make the schedule
   await uploadSftp(t, sb, "host", fakes.map((n): [string, Buffer] => [n, Buffer.from([0x8c, 0x01, 0x00])]));
 
   const argv = scheduledPrune(sb);
-  t.match(argv.join(" "), / prune --config \S+ --keep-full 4$/, "the scheduled command line");
+  t.match(argv.join(" "), / prune --config \S+$/, "the scheduled command line: N is the config's housekeeping.keepFull (4)");
   const r = await run(argv, { env: { PATH: "/usr/bin:/bin" } }, { timeoutMs: 120_000 });
   t.equal(r.code, 0, r.stderr);
   for (const n of real) t.equal(exists(path.join(sb.root, "host", n)) && sha(path.join(sb.root, "host", n)), before.get(n), `${n} byte-identical`);

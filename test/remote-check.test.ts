@@ -112,10 +112,10 @@ const FAULTS: [string, () => () => void, RegExp][] = [
     "the housekeeping schedule edited",
     () => {
       const old = fs.readFileSync(cron, "utf8");
-      fs.writeFileSync(cron, old.replace("--keep-full 4", "--keep-full 1"));
+      fs.writeFileSync(cron, old.replace(/ prune --config (\S+)/, " prune --config $1 --keep-full 1"));
       return () => fs.writeFileSync(cron, old);
     },
-    /rewrite \S+\/validate-backup-vbt-\w+ root:root 0644: line \d+ is '.* prune .*--keep-full 1 .*', expected '.*--keep-full 4 .*' \(.*housekeeping/,
+    /rewrite \S+\/validate-backup-vbt-\w+ root:root 0644: line \d+ is '.* prune .*--keep-full 1 .*', expected '.* prune --config \S+ >\/dev\/null' \(.*housekeeping/,
   ],
   [
     "the housekeeping schedule removed",

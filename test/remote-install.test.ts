@@ -194,10 +194,10 @@ t.test("the housekeeping schedule from cron: root's file runs seal, prune, recor
   const text = fs.readFileSync(file, "utf8");
   t.match(text, /^SHELL=\/bin\/sh\nPATH=\/usr\/sbin:\/usr\/bin:\/sbin:\/bin\n/m);
   const hourly = text.match(new RegExp(`^\\d{1,2} \\* \\* \\* \\* root (${esc(bin)} seal --config ${esc(config)} >/dev/null; ${esc(bin)} audit --record-head --file ${esc(log)} >/dev/null)$`, "m"));
-  const daily = text.match(new RegExp(`^\\d{1,2} 4 \\* \\* \\* root (${esc(bin)} prune --config ${esc(config)} --keep-full 3 >/dev/null)$`, "m"));
+  const daily = text.match(new RegExp(`^\\d{1,2} 4 \\* \\* \\* root (${esc(bin)} prune --config ${esc(config)} >/dev/null)$`, "m"));
   const weekly = text.match(new RegExp(`^(\\d{1,2}) 5 \\* \\* ([0-6]) root (${esc(bin)} verify --stored --config ${esc(config)} >/dev/null)$`, "m"));
   t.ok(hourly, "hourly: seal, then record the audit head");
-  t.ok(daily, "daily: prune, keeping 3 full chains");
+  t.ok(daily, "daily: prune, keeping the config's housekeeping.keepFull (3) full chains");
   t.ok(weekly, "weekly: verify --stored");
   t.equal(weekly?.[1], text.match(/^(\d{1,2}) \* \* \* \* /m)?.[1], "at the key's minute, on a weekday from its label");
   t.equal(text.split("\n").filter((l) => /^\d/.test(l)).length, 3, "and no other line runs anything");
@@ -251,8 +251,8 @@ t.test("--schedule systemd: a oneshot service and an hourly timer, a weekly pair
   t.equal(mode(path.join(units, `validate-backup-${a.user}.timer`)), "0644 root:root");
   t.same(
     service.split("\n").filter((l) => l.startsWith("ExecStart=")),
-    [`ExecStart=${bin} hourly --config ${config} --keep-full 4`],
-    "one line: hourly runs seal, prune (4 full chains by default) and record-head, each even if one before failed",
+    [`ExecStart=${bin} hourly --config ${config}`],
+    "one line: hourly runs seal, prune (the config's housekeeping.keepFull) and record-head, each even if one before failed",
   );
   t.match(service, /^\[Service\]\nType=oneshot\n/m);
   t.notMatch(service, /^User=/m, "as root");

@@ -1,4 +1,4 @@
-// `validate-backup hourly --config F --keep-full N` (root, from the systemd unit): seal, prune and
+// `validate-backup hourly --config F [--keep-full N]` (root, from the systemd unit): seal, prune and
 // audit --record-head, in that order, each run even when one before it failed, and the run exits
 // with the worst status. A oneshot unit's ExecStart lines stop at the first failure: a prune that
 // failed used to keep the audit log's head from being recorded, hour after hour.
@@ -10,10 +10,11 @@ import { VbError } from "../errors.js";
 import { parseArgs, requireRoot, main, EXIT } from "./context.js";
 
 /** The steps, in order: settle the uploads, drop old chains, then pin the log's head (after both logged). */
-export function hourlySteps(config: string, keepFull: string): string[][] {
+export function hourlySteps(config: string, keepFull: string | undefined): string[][] {
   return [
     ["seal", "--config", config],
-    ["prune", "--config", config, "--keep-full", keepFull],
+    // Without --keep-full, prune keeps the config's housekeeping.keepFull.
+    ["prune", "--config", config, ...(keepFull === undefined ? [] : ["--keep-full", keepFull])],
     ["audit", "--record-head", "--config", config],
   ];
 }
@@ -28,7 +29,7 @@ export async function hourlyMain(args: string[]): Promise<number> {
     const o = parseArgs(args, { "--config": "value", "--keep-full": "value" });
     const config = o.get("--config");
     const keepFull = o.get("--keep-full");
-    if (!config || !keepFull) throw new VbError("BAD_REQUEST", "usage: validate-backup hourly --config FILE --keep-full N");
+    if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup hourly --config FILE [--keep-full N (the config's housekeeping.keepFull)]");
     requireRoot("hourly");
     let worst: number = EXIT.ok;
     const failed: string[] = [];

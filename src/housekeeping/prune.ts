@@ -1,4 +1,4 @@
-// `validate-backup prune --config F --keep-full N | --older-than DURATION [--dry-run]` (root): the
+// `validate-backup prune --config F [--keep-full N] [--older-than DURATION] [--dry-run]` (root): the
 // house-cleaning SOURCE may no longer do. It removes whole duplicity chains (the full set, its
 // incrementals, their signatures and manifests, and their kept versions) and nothing else.
 //
@@ -6,7 +6,8 @@
 // in their names, which whoever holds the key chose. A chain with no arrival record for its full
 // set was not uploaded through the gatekeeper: it is listed and left alone, and never counts as a
 // newer chain. The newest chain, and any chain an unfinished set builds on, always stay. Given
-// both --keep-full and --older-than, a chain goes only when both allow it.
+// both --keep-full and --older-than, a chain goes only when both allow it. Given neither, N is the
+// config's housekeeping.keepFull, so root's schedule and an edit of the config never disagree.
 //
 // The retention floor (housekeeping.retentionDays, from the config only: no option lowers it) is
 // the last word: a chain stays while any file it would remove arrived, or any version of its files
@@ -319,7 +320,8 @@ export function describe(r: PruneReport, dryRun: boolean): string {
   return out.join("\n");
 }
 
-function rulesFrom(o: Map<string, string>): PruneRules {
+/** The options' rules; with neither --keep-full nor --older-than, the config's housekeeping.keepFull. */
+function rulesFrom(o: Map<string, string>, configKeepFull: () => number): PruneRules {
   const rules: PruneRules = {};
   const k = o.get("--keep-full");
   if (k !== undefined) {
@@ -328,6 +330,7 @@ function rulesFrom(o: Map<string, string>): PruneRules {
   }
   const d = o.get("--older-than");
   if (d !== undefined) rules.olderThanMs = parseDuration(d);
+  if (k === undefined && d === undefined) rules.keepFull = configKeepFull();
   return rules;
 }
 
@@ -351,12 +354,13 @@ export async function pruneMain(args: string[]): Promise<number> {
   return main("prune", () => {
     const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--older-than": "value", "--dry-run": "flag", "--now": "value" });
     const config = o.get("--config");
-    if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup prune --config FILE --keep-full N | --older-than DURATION [--dry-run]");
-    const rules = rulesFrom(o);
+    if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup prune --config FILE [--keep-full N (the config's housekeeping.keepFull)] [--older-than DURATION] [--dry-run]");
+    rulesFrom(o, () => 1); // a bad option is a usage error before anything is opened
     const now = nowFrom(o);
     requireRoot("prune");
     const h = open(config, "prune");
     try {
+      const rules = rulesFrom(o, () => h.policy.housekeeping.keepFull);
       const dryRun = o.has("--dry-run");
       const r = prune(h, rules, { dryRun, now });
       for (const c of r.chains.filter((c) => c.remove)) h.audit.event("prune-chain", { dryRun, dir: c.dir, full: c.full, files: c.files });

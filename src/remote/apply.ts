@@ -2,7 +2,7 @@
 // would run to fix it and the code that does. install-remote runs the code; check prints the fix.
 import fs from "node:fs";
 import path from "node:path";
-import type { Step, DirStep, FileStep, LogStep, AncestorsStep, TreeStep, SysctlStep, SshdStep, TimerStep } from "./plan.js";
+import type { Step, DirStep, FileStep, LogStep, AncestorsStep, TreeStep, SysctlStep, SshdStep, TimerStep, AbsentStep } from "./plan.js";
 import { inspectAccount } from "./account.js";
 import type { Change, Ctx } from "./change.js";
 import { tool, mustTool, readSysctl, writeSysctl, TOOLS } from "./system.js";
@@ -276,8 +276,10 @@ function inspectSshd(s: SshdStep, ctx: Ctx): Change[] {
         try {
           sshd.validate(s.path);
         } catch (e) {
-          withParent(s.dropin, (dirFd, name) => fs.renameSync(at(dirFd, name), at(dirFd, `${name}.rejected`)));
-          throw new VbError("BAD_REQUEST", `${(e as Error).message}; the drop-in was moved to ${s.dropin}.rejected`);
+          // After remove-key took the drop-in out there is none to move: the rest was broken before.
+          const present = lstatPath(s.dropin) !== null;
+          if (present) withParent(s.dropin, (dirFd, name) => fs.renameSync(at(dirFd, name), at(dirFd, `${name}.rejected`)));
+          throw new VbError("BAD_REQUEST", `${(e as Error).message}${present ? `; the drop-in was moved to ${s.dropin}.rejected` : ""}`);
         }
         process.stdout.write(`  ${sshd.reload(s.path, ctx.user)}\n`);
       },
@@ -310,6 +312,33 @@ function inspectTimer(s: TimerStep, ctx: Ctx): Change[] {
   ];
 }
 
+function inspectAbsent(s: AbsentStep): Change[] {
+  const st = lstatPath(s.path);
+  if (!st) return [];
+  if (!st.isFile()) return [{ what: `${s.path} is a ${kindOf(st)}, not the file of ours that went: left alone`, fix: `look at it; remove it by hand if it is not needed`, warn: true }];
+  if (s.mark !== undefined && !(readText(s.path) ?? "").startsWith(s.mark))
+    return [{ what: `${s.path} does not start with '${s.mark}': not written by validate-backup for this key, left alone`, fix: `look at it; remove it by hand if it is not needed`, warn: true }];
+  // systemctl only where systemd runs and reads this directory; elsewhere nothing loaded the unit.
+  const systemd = s.unit !== undefined && path.dirname(s.path) === SCHEDULE_DIRS.systemd && systemdRunning();
+  const timer = systemd && s.unit!.endsWith(".timer");
+  return [
+    {
+      what: `remove ${s.path}${timer ? ` (after systemctl disable --now ${s.unit})` : ""}`,
+      fix: [...(timer ? [`${TOOLS.systemctl} disable --now ${s.unit}`] : []), `rm ${s.path}`, ...(systemd ? [`${TOOLS.systemctl} daemon-reload`] : [])].join(" && "),
+      do: () => {
+        if (timer) mustTool("systemctl", ["disable", "--now", s.unit!]);
+        withParent(s.path, (dirFd, name) => {
+          const now = lstatAtOrNull(dirFd, name);
+          if (!now) return;
+          if (now.ino !== st.ino || now.dev !== st.dev) throw new VbError("IO", `${s.path} changed meanwhile; run again`);
+          fs.unlinkSync(at(dirFd, name));
+        });
+        if (systemd) mustTool("systemctl", ["daemon-reload"]);
+      },
+    },
+  ];
+}
+
 export function inspect(step: Step, ctx: Ctx): Change[] {
   switch (step.kind) {
     case "account":
@@ -330,6 +359,8 @@ export function inspect(step: Step, ctx: Ctx): Change[] {
       return inspectSshd(step, ctx);
     case "timer-enable":
       return inspectTimer(step, ctx);
+    case "absent":
+      return inspectAbsent(step);
   }
 }
 
@@ -345,6 +376,8 @@ export function describe(step: Step, ctx: Ctx): string {
       return `sysctl ${step.path} = ${step.value}`;
     case "timer-enable":
       return `timer-enable ${step.unit}`;
+    case "absent":
+      return `absent ${step.path}`;
     default:
       return `${step.kind} ${step.path}`;
   }

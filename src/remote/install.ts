@@ -16,6 +16,7 @@ import * as sshd from "./sshd.js";
 import { runCheck } from "./check.js";
 import { scheduleOption } from "./schedule.js";
 import { TOP } from "../top.js";
+import { sourceExample } from "./source-example.js";
 
 export const PROGRAM = canonical(TOP);
 export const LAUNCHER = path.join(PROGRAM, "bin/validate-backup");
@@ -51,7 +52,7 @@ const OPTIONS = {
 } as const;
 
 const USER_NAME = /^[a-z_][a-z0-9_-]{0,30}$/;
-const LABEL = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+export const LABEL = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 
 function bad(message: string): never {
   throw new VbError("BAD_REQUEST", message);
@@ -267,7 +268,12 @@ export async function installMain(args: string[]): Promise<number> {
   const ctx = new Ctx(o.user, o.group, sshd.effective(o.sshdConfig, o.user));
   const { changes, warnings } = runPlan(buildPlan(layout), ctx, { dry: o.dry, out });
   out(`${changes} change(s)${o.dry ? " planned" : " made"}, ${warnings} warning(s)`);
-  if (o.dry) return 0;
+  let code = 0;
+  if (!o.dry) {
+    out("");
+    code = runCheck(o.user, o.sshdConfig, out, o.schedule);
+  }
   out("");
-  return runCheck(o.user, o.sshdConfig, out, o.schedule);
+  for (const line of sourceExample({ user: o.user, root: o.root, keyFile: o.keyFile, access: layout.sources[0]!.access })) out(line);
+  return code;
 }

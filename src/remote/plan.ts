@@ -2,7 +2,7 @@
 // path, who owns it, its mode and (for files) its content. install-remote applies the list; check
 // builds the same list from what is installed and reports every difference.
 import path from "node:path";
-import { scheduleName, verifyName, publishes, cronContent, serviceContent, timerContent, verifyServiceContent, verifyTimerContent, type ScheduleKind } from "./schedule.js";
+import { scheduleName, verifyName, scheduleMark, publishes, cronContent, serviceContent, timerContent, verifyServiceContent, verifyTimerContent, type ScheduleKind } from "./schedule.js";
 import { VbError } from "../errors.js";
 import { showSize } from "../config/size.js";
 
@@ -70,7 +70,17 @@ export interface TimerStep extends Base {
   unit: string;
   service: string;
 }
-export type Step = AccountStep | DirStep | FileStep | LogStep | AncestorsStep | TreeStep | SysctlStep | SshdStep | TimerStep;
+/**
+ * A file of ours that no longer belongs (the weekly units of a key turned read-only, a removed key's
+ * files): removed, a timer disabled and stopped first. What does not start with `mark` is not ours: left, and said.
+ */
+export interface AbsentStep extends Base {
+  kind: "absent";
+  mark?: string;
+  /** A systemd unit file: a timer is disabled and stopped before it goes, systemd reloaded after. */
+  unit?: string;
+}
+export type Step = AccountStep | DirStep | FileStep | LogStep | AncestorsStep | TreeStep | SysctlStep | SshdStep | TimerStep | AbsentStep;
 
 export interface SourceLayout {
   label: string;
@@ -198,6 +208,8 @@ function scheduleSteps(sch: { kind: ScheduleKind; dir: string }, sources: Source
     }
     steps.push(...units(sch.dir, name, serviceContent(s), timerContent(s), `${why}`, "hourly", s.label));
     if (publishes(s)) steps.push(...units(sch.dir, verifyName(s.label), verifyServiceContent(s), verifyTimerContent(s), `[${s.label}] verify --stored`, "weekly", s.label));
+    // A key switched to read-only keeps no weekly verify --stored from its append-only days.
+    else steps.push(...absentUnits(sch.dir, verifyName(s.label), s.label, `[${s.label}] a read-only key gets no weekly verify --stored`));
   }
   return steps;
 }
@@ -211,4 +223,9 @@ function units(dir: string, name: string, serviceText: string, timerText: string
     { kind: "file", path: timer, owner: "root", group: "root", mode: 0o644, content: timerText, why: `${why}: its timer, ${when}` },
     { kind: "timer-enable", path: timer, unit: `${name}.timer`, service, why: `[${label}] the timer enabled and started` },
   ];
+}
+
+/** The timer (disabled and stopped first) and the service of a unit pair that must not be there. */
+export function absentUnits(dir: string, name: string, label: string, why: string): Step[] {
+  return [".timer", ".service"].map((ext): Step => ({ kind: "absent", path: path.join(dir, `${name}${ext}`), unit: `${name}${ext}`, mark: scheduleMark(label), why }));
 }

@@ -88,19 +88,25 @@ export function commands(s: ScheduledSource): { seal: string; prune: string; hea
   const bin = plain(s.launcher);
   return {
     // The three in one: a oneshot unit's ExecStart lines stop at the first failure, `hourly` does not.
-    hourly: `${bin} hourly --config ${plain(s.config)} --keep-full ${s.keepFull}`,
+    // No --keep-full: prune reads housekeeping.keepFull from the config, so an edit there needs no new schedule.
+    hourly: `${bin} hourly --config ${plain(s.config)}`,
     seal: `${bin} seal --config ${plain(s.config)}`,
-    prune: `${bin} prune --config ${plain(s.config)} --keep-full ${s.keepFull}`,
+    prune: `${bin} prune --config ${plain(s.config)}`,
     head: `${bin} audit --record-head --file ${plain(s.audit)}`,
     verify: `${bin} verify --stored --config ${plain(s.config)}`,
   };
 }
 
+/** How every schedule file of a key begins: only such a file is ever removed as the key's. */
+export function scheduleMark(label: string): string {
+  return `# validate-backup: housekeeping of the key '${label}' (`;
+}
+
 const HEADER = (s: ScheduledSource, what: string) =>
   [
-    `# validate-backup: housekeeping of the key '${s.label}' (${what}).`,
+    `${scheduleMark(s.label)}${what}).`,
     "# Written by validate-backup install-remote, which overwrites edits on its next run; check reports",
-    "# them. Change the kept chains with install-remote --keep-full N (or housekeeping.keepFull in the config).",
+    "# them. prune keeps housekeeping.keepFull full chains: change it in the config (or install-remote --keep-full N).",
   ];
 
 /**
@@ -133,7 +139,7 @@ export function cronContent(s: ScheduledSource): string {
     "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
     "# hourly: seal what has settled, then record the audit log's chain head",
     `${m} * * * * root ${c.seal} >/dev/null; ${c.head} >/dev/null`,
-    `# daily: remove whole chains older than the newest ${s.keepFull} full ones`,
+    "# daily: remove whole chains older than the newest housekeeping.keepFull full ones (the config's)",
     `${(m + 30) % 60} 4 * * * root ${c.prune} >/dev/null`,
     // A weekday from the label as well: many keys do not all read their whole trees on one day.
     ...(publishes(s) ? ["# weekly: every stored file against the hash the audit log recorded (differences reach root's mail)", `${m} 5 * * ${m % 7} root ${c.verify} >/dev/null`] : []),
