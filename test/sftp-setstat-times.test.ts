@@ -164,5 +164,5 @@ t.test("a client looping on SETSTAT: lines up to the session's budget, then one 
   const limit = KINDS.times.lines;
   t.equal(all.filter((l) => l.event === "times-set" && l.path === "loop.gpg").length, limit, `${limit} changes logged one by one`);
   t.match(all.filter((l) => l.event === "budget"), [{ kind: "times" }], "one line says where they stop");
-  t.match(all.findLast((l) => l.event === "session-end"), { notWritten: { times: 1_005 - limit } }, "session-end counts the rest");
+  t.match(all.filter((l) => l.event === "session-end").at(-1), { notWritten: { times: 1_005 - limit } }, "session-end counts the rest");
 });
