@@ -7,6 +7,7 @@ import { EXIT, toVbError, exitFor, type Context, type Handler } from "./handler.
 import { loadConfig, checkPlaces } from "./config/load.js";
 import type { Policy } from "./config/schema.js";
 import { openAudit, type Audit } from "./audit/log.js";
+import { judgeDenial } from "./audit/denials.js";
 import { parseCommand } from "./gate/command.js";
 import { decide, type Plan } from "./gate/decide.js";
 import { newSid, newCounters, type Session } from "./session.js";
@@ -78,9 +79,11 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
     say(`refused: the audit log cannot be written (${why})`);
     process.exit(EXIT.config);
   });
-  const deny = (e: unknown): number => {
+  /** Refuse the session; `byClient`: a denial a client can repeat at will, held to judgeDenial's rate. */
+  const deny = (e: unknown, byClient = false): number => {
     const err = toVbError(e);
-    audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null });
+    const { write, fields } = byClient ? judgeDenial(path.join(policy.state, "locks")) : { write: true, fields: {} };
+    if (write) audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null, ...fields });
     say(err.message);
     return exitFor(err);
   };
@@ -94,10 +97,10 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   try {
     plan = decide(parseCommand(command), policy);
   } catch (e) {
-    return deny(e);
+    return deny(e, true);
   }
   const slot = plan.kind === "true" ? undefined : takeSlot(policy);
-  if (plan.kind !== "true" && !slot) return deny(new VbError("QUOTA", `too many concurrent sessions for this key (limit ${policy.limits.sessions})`));
+  if (plan.kind !== "true" && !slot) return deny(new VbError("QUOTA", `too many concurrent sessions for this key (limit ${policy.limits.sessions})`), true);
   audit.event("request", { decision: "allow", command, plan: plan.kind });
 
   const session: Session = { sid, policy, audit, rootReal, counters: newCounters() };

@@ -1,14 +1,16 @@
 // A per-session budget for every line a client can cause (issue 18, item 2): whatever a client
 // sends, one session writes at most 2,000 lines and 1 MiB of log, says once where a kind's lines
 // stop, and session-end counts what was not written, per kind. What records a stored file is never
-// dropped. Through the real binary; the figures are printed as comments.
+// dropped. Command denials, one session each, are held per key and minute across sessions.
+// Through the real binary; the figures are printed as comments.
 import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { sandbox, auditLines, type Sandbox, type AuditLine } from "./helpers/env.js";
+import { sandbox, auditLines, runGate, gateIds, type Sandbox, type AuditLine } from "./helpers/env.js";
 import { gate, kinds } from "./helpers/scp-wire.js";
 import { SftpClient, FX, PF } from "./helpers/sftp-client.js";
 import { Budget, KINDS } from "../src/audit/budget.js";
+import { DENIALS_PER_MINUTE } from "../src/audit/denials.js";
 
 t.setTimeout(10 * 60_000);
 
@@ -104,4 +106,35 @@ t.test("Budget: what records a stored file is never dropped; past its limit the 
   t.equal(b.judge("read"), "announce", "the first read past the limit: dropped, and announced");
   t.equal(b.judge("download"), "drop", "then dropped quietly (download is a read)");
   t.same(b.counts().notWritten, { read: 2 });
+});
+
+t.test("command denials: 30 per key and minute across sessions, then counted; the next one written says how many were not", async (t) => {
+  const sb = sandbox(t);
+  const { uid, gid } = gateIds();
+  const locks = path.join(sb.state, "locks");
+  fs.mkdirSync(locks, { recursive: true, mode: 0o700 });
+  fs.chownSync(locks, uid, gid);
+  const record = path.join(locks, "denials");
+  const setRecord = (r: object) => {
+    fs.writeFileSync(record, JSON.stringify(r));
+    fs.chownSync(record, uid, gid);
+  };
+  // 29 denials already in this window (the record as the gate keeps it; time is not slept here).
+  setRecord({ since: Date.now(), count: DENIALS_PER_MINUTE - 1, carried: 0 });
+  for (let i = 0; i < 3; i++) {
+    const r = await runGate(sb, "rm -rf /", { timeoutMs: 120_000 });
+    t.equal(r.code, 1, "refused");
+    t.match(r.stderr, /not allowed|refused|unknown/i, "the client is told, written or not");
+  }
+  let denied = auditLines(sb).filter((l) => l.decision === "deny");
+  t.equal(denied.length, 1, "the 30th is written, the 31st and 32nd are not");
+  t.match(denied[0], { anomaly: true, note: /30 denied commands of this key within a minute/ });
+  // The window is over (its start moved back, as a minute passing would): the next one is written
+  // and says how many were not.
+  setRecord({ ...(JSON.parse(fs.readFileSync(record, "utf8")) as object), since: Date.now() - 61_000 });
+  const r = await runGate(sb, "rm -rf /", { timeoutMs: 120_000 });
+  t.equal(r.code, 1);
+  denied = auditLines(sb).filter((l) => l.decision === "deny");
+  t.equal(denied.length, 2);
+  t.match(denied[1], { notWrittenBefore: 2 }, "2 denials were not written");
 });
