@@ -6,8 +6,8 @@
 import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { spawnSync } from "node:child_process";
-import { sandbox, snapshotAll, runGate, gateIds, isRoot, type Sandbox } from "./helpers/env.js";
+import { spawn, spawnSync } from "node:child_process";
+import { sandbox, snapshotAll, runGate, gateIds, isRoot, BIN, type Sandbox } from "./helpers/env.js";
 import { leftovers } from "./helpers/rsync-client.js";
 import { SftpClient, FX, PF, describe } from "./helpers/sftp-client.js";
 import { packet, u32, T } from "./helpers/sftp-client.js";
@@ -139,4 +139,52 @@ t.test("a lock on the log that cannot be taken refuses the session", async (t) =
   t.match(r.stderr, /refused: the audit log cannot be written \(audit log write failed: the lock .*audit\.lock could not be taken within 12 s\)/, JSON.stringify(r.stderr));
   t.equal(r.stdout.length, 0, "nothing served");
   t.equal(fs.readFileSync(sb.audit, "utf8"), "", "no line written without the lock");
+});
+
+t.test("a running scp -f whose next download line cannot be written sends nothing of that file", async (t) => {
+  const lf = logOnSmallFs(t);
+  if (!lf) return;
+  const { sb } = lf;
+  const { name } = gateIds();
+  const env = { PATH: "/usr/bin:/bin", SSH_CLIENT: "127.0.0.1 50000 22", SSH_ORIGINAL_COMMAND: "scp -f a.gpg old.gpg" };
+  const argv = name ? ["setpriv", `--reuid=${name}`, `--regid=${name}`, "--init-groups", BIN, "--config", sb.config] : [BIN, "--config", sb.config];
+  const child = spawn(argv[0]!, argv.slice(1), { env, stdio: ["pipe", "pipe", "pipe"] });
+  let out = Buffer.alloc(0);
+  let stderr = "";
+  child.stdout.on("data", (d: Buffer) => (out = Buffer.concat([out, d])));
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  child.stdin.on("error", () => {});
+  const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+  const until = async (what: string, ok: () => boolean) => {
+    for (const start = Date.now(); !ok(); await new Promise((r) => setTimeout(r, 20)))
+      if (Date.now() - start > 60_000) throw new Error(`no ${what}: ${JSON.stringify(out.toString("latin1"))} ${stderr}`);
+  };
+  child.stdin.write(Buffer.of(0)); // ready
+  await until("C line of a.gpg", () => out.includes("C0644 10 a.gpg\n"));
+  lf.fill(); // a.gpg's download line is written; old.gpg's will not be
+  child.stdin.write(Buffer.of(0)); // accept a.gpg: its data and status byte follow
+  await until("a.gpg's data", () => out.includes("a to read\n\0"));
+  child.stdin.write(Buffer.of(0)); // a.gpg received: the next file would come now
+  const code = await Promise.race([exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the session did not end")), 30_000))]);
+  t.equal(code, 4, "the session ended (failed)");
+  t.match(stderr, /the audit log cannot be written .*session ended, nothing more is served/, "stderr says why");
+  t.notMatch(out.toString("latin1"), /old\.gpg|stored before/, "no C line and no byte of old.gpg");
+});
+
+t.test("an upload whose publish line cannot be written: the file stays stored, the session ends, the client is told", async (t) => {
+  const lf = logOnSmallFs(t);
+  if (!lf) return;
+  const { sb } = lf;
+  const c = SftpClient.gate(sb);
+  t.teardown(() => void c.kill());
+  await c.init();
+  const h = await c.openHandle("late.gpg", PF.WRITE | PF.CREAT | PF.TRUNC);
+  t.equal((await c.write(h, 0, "late bytes\n")).status?.code, FX.OK);
+  lf.fill();
+  const close = await c.replyOrExit(c.close(h));
+  t.ok("type" in close && close.status?.code === FX.FAILURE, `CLOSE fails: ${"type" in close ? describe(close) : "no reply"}`);
+  t.equal((await c.exited).code, 4, "the session ended");
+  // link(2) came before the line: the bytes are kept rather than lost; verify --stored names the file as unrecorded.
+  t.equal(fs.readFileSync(path.join(sb.root, "late.gpg"), "utf8"), "late bytes\n", "the file is stored whole");
+  t.same(leftovers(sb), [], "nothing left in state");
 });
