@@ -9,8 +9,9 @@ import fs from "node:fs";
 fs.rmSync("dist/app", { recursive: true, force: true });
 
 await build({
-  // The hashing worker is its own file: a Worker starts from a file, next to the chunk that starts it.
-  entryPoints: { cli: "src/cli.ts", "hash-worker": "src/vault/hash-worker.ts" },
+  // The hashing worker is its own file: a Worker starts from a file, next to the chunk that starts it;
+  // so is the step of an rsync pull that runs in its sandbox (a process of its own, node modules only).
+  entryPoints: { cli: "src/cli.ts", "hash-worker": "src/vault/hash-worker.ts", "jail-entry": "src/rsync/jail-entry.ts" },
   outdir: "dist/app",
   bundle: true,
   splitting: true,

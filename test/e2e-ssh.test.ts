@@ -90,6 +90,10 @@ t.test("through a real sshd", async (t) => {
     const e = ["/usr/bin/ssh", ...opts].join(" ");
     succeeded(t, await run(["/usr/bin/rsync", "-a", "-e", e, `${dir}/`, `${host}:${a.root}/tree/`], { env: { PATH: "/usr/bin:/bin" } }), "rsync push");
     t.same(fs.readFileSync(path.join(a.root, "tree/sub/r.gpg")), fs.readFileSync(path.join(dir, "sub", "r.gpg")));
+    // A pull runs in its sandbox (a user namespace of the account's own) under sshd too.
+    const back = path.join(a.dir, "pulled");
+    succeeded(t, await run(["/usr/bin/rsync", "-a", "-e", e, `${host}:${a.root}/tree/`, `${back}/`], { env: { PATH: "/usr/bin:/bin" } }), "rsync pull");
+    t.same(fs.readFileSync(path.join(back, "sub/r.gpg")), fs.readFileSync(path.join(dir, "sub", "r.gpg")));
   });
 
   await t.test("an uploaded .bashrc or authorized_keys never lands where sshd or a shell reads it", async (t) => {

@@ -147,7 +147,9 @@ export class Ledger {
         this.set(to, moved);
         return [from, to];
       }
-      case "remove-own": {
+      case "remove-own":
+      case "remove-lock": {
+        // A session's own file, or a restic lock (any session of the key may remove those).
         const path = str(j.path);
         if (!path) return undefined;
         this.set(path, undefined);

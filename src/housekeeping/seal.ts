@@ -3,13 +3,17 @@
 // Directories become root:GROUP 1770 (the backup user may still add, the sticky bit keeps it from
 // removing what is not its own), files root:GROUP 0440. Files of an unfinished duplicity set and
 // files younger than housekeeping.minAgeMinutes stay the backup user's until a later run, so an
-// interrupted backup can still resume. Abandoned temporary and staging areas in `state` are swept.
+// interrupted backup can still resume. restic's lock files stay the key's, so that any session of
+// the key can still remove a killed run's lock (profile/restic.ts; in a sealed, sticky locks/ a
+// root-owned lock could never go). Abandoned temporary and staging areas in `state` are swept.
 import fs from "node:fs";
 import { DirIndex, parseName, finished } from "../profile/duplicity.js";
 import { pidAlive } from "../lock.js";
 import { walkDirs, openPlainFile, openSubdir, lstatIn, removeTreeAt, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, requireRoot, main, sealGroup, EXIT, type Housekeeping } from "./context.js";
 import { at, closeQuietly } from "../fsat.js";
+import { LOCKS_DIR } from "../profile/restic.js";
+import { whyNotLockAt } from "../vault/locks.js";
 
 export const SEALED_DIR_MODE = 0o1770;
 export const SEALED_FILE_MODE = 0o440;
@@ -23,6 +27,8 @@ export interface SealReport {
   alreadySealed: number;
   young: number;
   unfinished: number;
+  /** restic lock files, left as they are. */
+  locks: number;
   odd: { path: string; why: string }[];
   swept: number;
   /** Entries an error kept from being sealed (they are among `odd`): the run exits 4. */
@@ -38,7 +44,7 @@ function rel(comps: readonly string[], name?: string): string {
 }
 
 class Sealer {
-  readonly report: SealReport = { dirs: 0, files: 0, alreadySealed: 0, young: 0, unfinished: 0, odd: [], swept: 0, failed: 0 };
+  readonly report: SealReport = { dirs: 0, files: 0, alreadySealed: 0, young: 0, unfinished: 0, locks: 0, odd: [], swept: 0, failed: 0 };
   private readonly gid: number;
   private readonly minAgeMs: number;
 
@@ -86,6 +92,18 @@ class Sealer {
     }
   }
 
+  /** A restic lock (left the key's), one restic removed meanwhile ("gone": it does at the end of every run), or neither. */
+  private lock(d: Dir, name: string, st: fs.Stats): "lock" | "gone" | undefined {
+    if (d.parent === undefined || d.comps.at(-1) !== LOCKS_DIR) return undefined;
+    this.h.walk.beforeOpen?.(d.comps, name);
+    try {
+      return whyNotLockAt(d.parent, LOCKS_DIR, d.fd, name, st) === undefined ? "lock" : undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return "gone";
+      throw e;
+    }
+  }
+
   private unfinished(ix: DirIndex | undefined, name: string): boolean {
     const dn = ix && parseName(name);
     const set = dn ? ix!.sets.get(dn.setKey) : undefined;
@@ -97,6 +115,11 @@ class Sealer {
     if (!st || st.isDirectory()) return; // vanished, or the walk's
     const why = notPlain(st, this.h.walk.dev) ?? (st.isFile() ? undefined : "not a regular file");
     if (why) return this.odd(rel(d.comps, name), why);
+    const lock = this.lock(d, name, st);
+    if (lock) {
+      if (lock === "lock") this.report.locks++;
+      return;
+    }
     if (this.unfinished(ix, name)) {
       this.report.unfinished++;
       return;
@@ -167,6 +190,7 @@ export function describe(r: SealReport, dryRun: boolean): string {
   const lines = [
     `${verb} ${r.dirs} directories and ${r.files} files (${r.alreadySealed} already sealed)`,
     `left for a later run: ${r.young} files younger than the minimum age, ${r.unfinished} files of unfinished backup sets`,
+    `left ${r.locks} restic lock files to the key`,
     `${dryRun ? "would sweep" : "swept"} ${r.swept} abandoned temporary or staging areas`,
   ];
   if (r.odd.length) lines.push(`not touched (${r.odd.length}):`, ...r.odd.slice(0, 100).map((o) => `  ${o.path}: ${o.why}`));
@@ -183,7 +207,7 @@ export async function sealMain(args: string[]): Promise<number> {
     try {
       const dryRun = o.has("--dry-run");
       const r = seal(h, { dryRun });
-      h.audit.event("seal", { dryRun, dirs: r.dirs, files: r.files, alreadySealed: r.alreadySealed, young: r.young, unfinished: r.unfinished, odd: r.odd.length, swept: r.swept });
+      h.audit.event("seal", { dryRun, dirs: r.dirs, files: r.files, alreadySealed: r.alreadySealed, young: r.young, unfinished: r.unfinished, locks: r.locks, odd: r.odd.length, swept: r.swept });
       process.stdout.write(describe(r, dryRun) + "\n");
       if (!r.failed) return EXIT.ok;
       process.stderr.write(`validate-backup seal: ${r.failed} entries could not be sealed (listed above)\n`);

@@ -37,6 +37,8 @@ export interface Dir {
    * else named like a backup file is never a member of a set.
    */
   files: string[];
+  /** The directory above, open while this one is looked at (undefined for the top). */
+  parent?: number;
 }
 
 // Why an entry is never acted on, by what lstat (or fstat) says it is.
@@ -96,10 +98,10 @@ export function openSubdir(dirFd: number, comps: readonly string[], name: string
  * while the caller looks at it. The caller must not close the fds.
  */
 export function* walkDirs(rootFd: number, opts: WalkOptions): Generator<Dir> {
-  yield* visit(rootFd, [], fs.fstatSync(rootFd), opts);
+  yield* visit(rootFd, [], fs.fstatSync(rootFd), opts, undefined);
 }
 
-function* visit(fd: number, comps: readonly string[], st: fs.Stats, opts: WalkOptions): Generator<Dir> {
+function* visit(fd: number, comps: readonly string[], st: fs.Stats, opts: WalkOptions, parent: number | undefined): Generator<Dir> {
   const names = listNames(fd, comps, opts);
   // One lstat per entry, before the caller looks: its type says both what the index may see and
   // where the walk goes next (only types are kept, not a Stats per entry).
@@ -110,7 +112,7 @@ function* visit(fd: number, comps: readonly string[], st: fs.Stats, opts: WalkOp
     if (lst?.isFile()) files.push(name);
     else if (lst?.isDirectory()) dirs.push(name);
   }
-  yield { fd, comps, st, names, files };
+  yield { fd, comps, st, names, files, parent };
   for (const name of dirs) {
     const sub = openSubdir(fd, comps, name, opts);
     if ("why" in sub) {
@@ -118,7 +120,7 @@ function* visit(fd: number, comps: readonly string[], st: fs.Stats, opts: WalkOp
       continue;
     }
     try {
-      yield* visit(sub.fd, [...comps, name], sub.st, opts);
+      yield* visit(sub.fd, [...comps, name], sub.st, opts, fd);
     } finally {
       closeQuietly(sub.fd);
     }

@@ -18,6 +18,7 @@ import * as sshd from "./sshd.js";
 import { TOP } from "../top.js";
 import { showSize } from "../config/size.js";
 import { scheduleOption } from "./schedule.js";
+import { rsyncPullFindings } from "./rsync-pull-check.js";
 
 type Out = (line: string) => void;
 
@@ -136,6 +137,7 @@ export function checkFindings(user: string, sshdConfig: string, schedule: Layout
   }
   if (typeof settings === "string") out.push({ what: `sshd settings not checked: ${settings}`, fix: `make ${TOOLS_SSHD} -T -f ${sshdConfig} work (as root; on Debian: mkdir -p /run/sshd)`, warn: true });
   else out.push(...sshdFindings(settings, user, home, akPath, dropinExists));
+  out.push(...rsyncPullFindings(acct, sources, notes));
   return out;
 }
 

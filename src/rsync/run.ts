@@ -1,6 +1,7 @@
 // Run the rsync server for one checked request. We build the argv ourselves (absolute binary, no
 // shell, minimal environment) and pass the SSH channel through as stdio.
-//   pull: rsync reads the live tree, from the root as its working directory.
+//   pull: rsync reads the live tree, from the root as its working directory, in a sandbox (jail.ts)
+//         where nothing but /usr and what the key may pull exists.
 //   push: rsync never sees the live tree; it receives into this session's staging directory and,
 //         only if it succeeds, the vault publishes what arrived.
 import fs from "node:fs";
@@ -16,6 +17,7 @@ import { removeTree } from "../vault/state.js";
 import { treeBytes } from "../vault/quota.js";
 import { toVbError } from "../handler.js";
 import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
+import { jailCommand, jailRefusal, JailReport } from "./jail.js";
 
 const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
 /** rsync's own RERR_PARTIAL, "some files were not transferred": a push that left a sent file unstored. */
@@ -116,28 +118,46 @@ function planDestination(vault: Vault, v: VPath): { mkdir: VPath } {
  * A push runs with `--msgs2stderr` (every message on stderr, none inside the protocol stream) and its
  * stderr passes through `line` here, which may rewrite each line, before it reaches the client.
  */
-function filterLines(from: NodeJS.ReadableStream, line: (text: string) => string): void {
+function filterLines(from: NodeJS.ReadableStream, line: (text: string) => string | null): void {
   let rest = "";
   from.setEncoding("utf8");
+  const pass = (l: string, end: string) => {
+    const out = line(l);
+    if (out !== null) process.stderr.write(`${out}${end}`);
+  };
   from.on("data", (chunk: string) => {
     const lines = (rest + chunk).split("\n");
     rest = lines.pop()!;
-    for (const l of lines) process.stderr.write(`${line(l)}\n`);
+    for (const l of lines) pass(l, "\n");
   });
-  from.on("end", () => rest && process.stderr.write(line(rest)));
+  from.on("end", () => rest && pass(rest, ""));
 }
 
-function spawnRsync(rsyncPath: string, args: string[], cwd: string, opts: { line?: (text: string) => string; poll?: (kill: () => void) => void } = {}): Promise<number> {
-  if (!path.isAbsolute(rsyncPath)) throw new VbError("IO", `rsync path '${rsyncPath}' is not absolute`);
+interface SpawnOptions {
+  /** Each line rsync writes on stderr passes through here; null keeps it back. */
+  line?: (text: string) => string | null;
+  poll?: (kill: () => void) => void;
+  /** fd 3 of the child, read as text (the sandbox's report). */
+  report?: (chunk: string) => void;
+}
+
+function spawnRsync(argv: string[], cwd: string, opts: SpawnOptions = {}): Promise<number> {
+  if (!path.isAbsolute(argv[0]!)) throw new VbError("IO", `rsync path '${argv[0]}' is not absolute`);
   const old = process.umask(UMASK);
   let child;
   try {
     // Its own process group: rsync forks (generator and receiver), and a kill must reach both.
-    child = spawn(rsyncPath, args, { cwd, env: ENV, stdio: ["inherit", "inherit", opts.line ? "pipe" : "inherit"], shell: false, detached: true });
+    const stdio = ["inherit", "inherit", opts.line ? "pipe" : "inherit", ...(opts.report ? ["pipe" as const] : [])] as const;
+    child = spawn(argv[0]!, argv.slice(1), { cwd, env: ENV, stdio: [...stdio], shell: false, detached: true });
   } finally {
     process.umask(old);
   }
   if (opts.line) filterLines(child.stderr!, opts.line);
+  if (opts.report) {
+    const fd3 = child.stdio[3] as NodeJS.ReadableStream;
+    fd3.setEncoding("utf8");
+    fd3.on("data", opts.report);
+  }
   // serve.ts ends the process on a signal or at the end of the session's lifetime: rsync goes too.
   const kill = () => {
     try {
@@ -165,11 +185,41 @@ function spawnRsync(rsyncPath: string, args: string[], cwd: string, opts: { line
   });
 }
 
+/**
+ * What a pull's sandbox holds besides /usr: the root when the key may read all of it, else only the
+ * sources themselves (pull: "metadata"), so that no filter rule can open a volume beside them.
+ */
+function pullBinds(vault: Vault, session: Context["session"], targets: RsyncTarget[]): string[] {
+  if (vault.canRead(vpath([]))) return [session.rootReal];
+  const paths = [...new Set(targets.map((t) => path.join(session.rootReal, ...t.v.comps)))].sort();
+  // A source inside another is there already.
+  return paths.filter((p) => !paths.some((q) => q !== p && p.startsWith(`${q}/`)));
+}
+
 async function pull(req: RsyncRequest, { session, vault }: Context): Promise<number> {
   checkSources(vault, req.targets);
   const args = ["--server", "--sender", ...req.options, timeout(session.policy.limits.idleSeconds), "--", ".", ...req.targets.map(relPath)];
-  session.audit.event("rsync", { direction: "pull", paths: req.targets.map((t) => t.v.display) });
-  const code = await spawnRsync(session.policy.rsync.path, args, session.rootReal);
+  session.audit.event("rsync", { direction: "pull", paths: req.targets.map((t) => t.v.display), sandbox: true });
+  // The sandbox's new root is mounted (in its namespace only) on a directory of this session's own.
+  fs.mkdirSync(vault.stagingDir, { mode: 0o700 });
+  const cleanup = () => removeTree(vault.stagingDir);
+  process.once("exit", cleanup);
+  const report = new JailReport();
+  let code: number;
+  try {
+    const argv = jailCommand({ newRoot: vault.stagingDir, binds: pullBinds(vault, session, req.targets), cwd: session.rootReal, argv: [session.policy.rsync.path, ...args] });
+    code = await spawnRsync(argv, "/", { line: (l) => report.hold(l), report: (c) => report.onReport(c) });
+  } finally {
+    process.removeListener("exit", cleanup);
+    try {
+      cleanup();
+    } catch {
+      /* swept by the next session */
+    }
+  }
+  if (!report.ready) throw jailRefusal(report.cause(code));
+  // Lines that came before the report did (two pipes, either may be read first).
+  if (report.held()) process.stderr.write(report.held());
   if (code !== 0) session.audit.event("rsync-exit", { exit: code });
   return code;
 }
@@ -217,7 +267,7 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
         kill();
       }
     };
-    const code = await spawnRsync(session.policy.rsync.path, args, top, { line, poll });
+    const code = await spawnRsync([session.policy.rsync.path, ...args], top, { line, poll });
     if (!refused && code === 0)
       try {
         vault.quota.setInflight(treeBytes(top)); // what arrived since the last look

@@ -103,7 +103,7 @@ export const NAME_OPS = {
     access: "write",
     subject: bySubject,
     run(s, id, a) {
-      s.vault.removeOwn(inside(s.vault, a.path));
+      s.vault.remove(inside(s.vault, a.path));
       return ok(id);
     },
   }),

@@ -4,10 +4,13 @@
 //
 // The record is evidence, not authority: prune only believes a line whose inode is the file's own,
 // so a name reused after a prune, or a file planted behind the vault's back, has no arrival.
+// A session that removes a file (its own, or a restic lock) appends a removal line (r), which takes
+// the file's record out: restic's locks, one or more a run, would otherwise stay in it for good.
 import fs from "node:fs";
 import path from "node:path";
 import { withLock } from "../lock.js";
 import { at, closeQuietly } from "../fsat.js";
+import { lockShaped } from "../profile/restic.js";
 
 export const ARRIVALS_FILE = "arrivals.log";
 const LOCK_FILE = "arrivals.lock";
@@ -27,10 +30,12 @@ export interface Arrival {
   k?: string;
   /** A rename of an own file: the path it left, whose record this one replaces. */
   f?: string;
+  /** A removal: the file (p, i) is gone, and so is its record. */
+  r?: true;
 }
 
 function line(a: Arrival): string {
-  return JSON.stringify({ t: a.t, p: a.p, i: a.i, ...(a.b ? { b: a.b } : {}), ...(a.k !== undefined ? { k: a.k } : {}), ...(a.f !== undefined ? { f: a.f } : {}) }) + "\n";
+  return JSON.stringify({ t: a.t, p: a.p, i: a.i, ...(a.b ? { b: a.b } : {}), ...(a.k !== undefined ? { k: a.k } : {}), ...(a.f !== undefined ? { f: a.f } : {}), ...(a.r ? { r: 1 } : {}) }) + "\n";
 }
 
 /**
@@ -38,7 +43,16 @@ function line(a: Arrival): string {
  * record it replaces). A failure is reported to the caller, who audits it.
  */
 export function recordArrival(state: string, rel: string, st: { dev: number; ino: number; birthtimeMs?: number }, t = Date.now(), k?: string, from?: string): void {
-  const text = Buffer.from(line({ t, p: rel, i: `${st.dev}:${st.ino}`, b: st.birthtimeMs, k, f: from }));
+  append(state, line({ t, p: rel, i: `${st.dev}:${st.ino}`, b: st.birthtimeMs, k, f: from }));
+}
+
+/** Session side: the file `rel` (`st`) was removed; its record goes with it. */
+export function recordRemoval(state: string, rel: string, st: { dev: number; ino: number }, t = Date.now()): void {
+  append(state, line({ t, p: rel, i: `${st.dev}:${st.ino}`, r: true }));
+}
+
+function append(state: string, s: string): void {
+  const text = Buffer.from(s);
   withLock(path.join(state, "locks", LOCK_FILE), () => {
     const fd = fs.openSync(path.join(state, ARRIVALS_FILE), fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
     try {
@@ -57,6 +71,7 @@ export function parseLine(s: string): Arrival | undefined {
       if (typeof o.b === "number" && Number.isFinite(o.b)) a.b = o.b;
       if (typeof o.k === "string") a.k = o.k;
       if (typeof o.f === "string") a.f = o.f;
+      if (o.r === (1 as unknown)) a.r = true;
       return a;
     }
   } catch {
@@ -100,6 +115,10 @@ export function readArrivals(stateFd: number): ArrivalMap {
     for (const s of lines(fd)) {
       const a = parseLine(s);
       if (!a) continue;
+      if (a.r) {
+        if (out.get(a.p)?.i === a.i) out.delete(a.p);
+        continue;
+      }
       if (a.f !== undefined && a.f !== a.p) out.delete(a.f);
       out.set(a.p, a);
     }
@@ -109,10 +128,10 @@ export function readArrivals(stateFd: number): ArrivalMap {
   return out;
 }
 
-/** The latest arrival recorded, or undefined. */
+/** The latest arrival of a backup recorded, or undefined. A restic lock is none: read-only runs write one too. */
 export function lastArrival(arrivals: ArrivalMap): number | undefined {
   let last: number | undefined;
-  for (const a of arrivals.values()) if (last === undefined || a.t > last) last = a.t;
+  for (const a of arrivals.values()) if ((last === undefined || a.t > last) && !lockShaped(a.p.split("/"))) last = a.t;
   return last;
 }
 

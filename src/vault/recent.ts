@@ -88,7 +88,9 @@ export class RecentArrivals {
         this.pos = tailStart(fd, st.size, cutoff);
       }
       this.pos = readLines(fd, this.pos, st.size, (a) => {
-        if (a.t >= cutoff) this.byPath.set(a.p, a);
+        if (a.r) {
+          if (this.byPath.get(a.p)?.i === a.i) this.byPath.delete(a.p);
+        } else if (a.t >= cutoff) this.byPath.set(a.p, a);
       });
       // A long session: what fell out of the window goes, so memory stays one hour's arrivals.
       if (this.byPath.size > 10_000) for (const [p, a] of this.byPath) if (a.t < cutoff) this.byPath.delete(p);

@@ -4,7 +4,7 @@
 // Writes only ever create: directories with mkdir(2), files by link(2) of a finished temporary
 // file from `state`, which fails with EEXIST instead of replacing. The only removals and renames
 // are of regular files this very session published (own.ts: tracked so that a reused inode never
-// passes for one).
+// passes for one), and of restic's lock files, which hold no backup data (profile/restic.ts).
 import fs from "node:fs";
 import path from "node:path";
 import { VbError, fromErrno, existsError } from "../errors.js";
@@ -21,6 +21,9 @@ import { NameRules, regularFiles, type Outcome } from "./rules.js";
 import { OwnFiles, sameFile } from "./own.js";
 import { RecentArrivals, whyNotTimes } from "./recent.js";
 import { Quota } from "./quota.js";
+import { whyNotLockAt } from "./locks.js";
+import { recordRemoval } from "./arrivals.js";
+import { LOCKS_DIR } from "../profile/restic.js";
 
 const C = fs.constants;
 /** Directories kept open for their fsync at the end of the session; past this they are synced at once. */
@@ -370,20 +373,61 @@ export class Vault {
     this.session.audit.event("rename", { from: from.display, to: to.display, ...(how === "same" || how === "itself" ? { same: true } : {}) });
   }
 
-  /** Only what this session published itself may be removed. */
-  removeOwn(v: VPath): void {
+  /**
+   * What this session published itself may be removed; and a restic lock, whichever session of
+   * the key stored it (profile/restic.ts). Nothing else.
+   */
+  remove(v: VPath): void {
     this.assertWritable(v, "removed");
     this.assertRecordable(v, "remove-own", "removed");
     const st = this.lstat(v);
-    if (!this.isOwnFile(st)) throw new VbError("IMMUTABLE", `append-only: '${v.display}' cannot be removed`);
-    this.unlinkIfSame(v, st);
-    this.ownFiles.forget(st);
+    if (this.isOwnFile(st)) {
+      this.unlinkIfSame(v, st);
+      this.ownFiles.forget(st);
+      this.removed(v, st);
+      this.session.audit.event("remove-own", { path: v.display });
+      return;
+    }
+    const sha256 = this.removeLock(v, st);
+    this.removed(v, st);
+    this.session.audit.event("remove-lock", { path: v.display, size: st.size, sha256 });
+  }
+
+  /** Unlink the restic lock v (lstat `st`) or throw IMMUTABLE saying why it is none; returns its SHA-256 (its name). */
+  private removeLock(v: VPath, st: fs.Stats): string {
+    const cannot = `append-only: '${v.display}' cannot be removed`;
+    const [dir, name] = v.comps.slice(-2);
+    // Only a name in a directory called locks/ hears why it is no lock; any other keeps the short answer.
+    if (v.comps.length < 2 || dir !== LOCKS_DIR) throw new VbError("IMMUTABLE", cannot);
+    const repoFd = this.openDir(v.comps.slice(0, -2), v.display);
+    let dirFd: number | undefined;
+    try {
+      dirFd = openDirAt(repoFd, dir);
+      const why = whyNotLockAt(repoFd, dir, dirFd, name!, st, process.geteuid!());
+      if (why) throw new VbError("IMMUTABLE", `${cannot}: ${why}`);
+      if (!sameFile(lstatAt(dirFd, name!), st)) throw new VbError("IMMUTABLE", `'${v.display}' changed meanwhile; left alone`);
+      fs.unlinkSync(at(dirFd, name!));
+      return name!;
+    } catch (e) {
+      throw this.walkError(e, v.display);
+    } finally {
+      closeQuietly(dirFd);
+      closeQuietly(repoFd);
+    }
+  }
+
+  /** A stored file is gone: its bytes leave the quota, its arrival the record. */
+  private removed(v: VPath, st: fs.Stats): void {
     try {
       this.quota.removed(st.size);
     } catch {
       /* the record is walked again within the hour */
     }
-    this.session.audit.event("remove-own", { path: v.display });
+    try {
+      recordRemoval(this.session.policy.state, v.display, st);
+    } catch {
+      /* a line for a file that is gone: believed for no other file (its inode is named) */
+    }
   }
 
   private unlinkIfSame(v: VPath, st: fs.Stats): void {
