@@ -4,7 +4,8 @@
 //   the limit they are counted instead of written: one line says so when the limit is reached,
 //   and session-end carries how many of each kind were not written.
 // - "refuse": lines that record what is stored (a published file and its SHA-256, a directory, an
-//   own file renamed or removed: what verify --stored and prune's ledger replay). These are never
+//   own file renamed or removed, a restic lock removed: what verify --stored and prune's ledger
+//   replay). These are never
 //   dropped: past the limit the act itself is refused, so nothing is ever stored without its line.
 // The drop class is also held to MAX_DROP_BYTES, so that its lines stay under ~1 MiB per session
 // however long the names and reasons a client makes us write.
@@ -51,6 +52,7 @@ export const EVENT_KIND: Readonly<Record<string, Kind>> = {
   mkdir: "store",
   rename: "rename",
   "remove-own": "rename",
+  "remove-lock": "rename",
 };
 
 /** Bytes of drop-class lines per session; what is left of 1 MiB is the fixed lines' (a line is at most a few KiB). */

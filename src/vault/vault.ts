@@ -379,7 +379,7 @@ export class Vault {
    */
   remove(v: VPath): void {
     this.assertWritable(v, "removed");
-    this.assertRecordable(v, "remove-own", "removed");
+    this.assertRecordable(v, "remove-own", "removed"); // remove-lock is the same kind (audit/budget.ts)
     const st = this.lstat(v);
     if (this.isOwnFile(st)) {
       this.unlinkIfSame(v, st);
