@@ -6,7 +6,8 @@
 import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { sandbox, auditLines, runGate, gateIds, type Sandbox, type AuditLine } from "./helpers/env.js";
+import { spawnSync } from "node:child_process";
+import { sandbox, auditLines, runGate, gateIds, TOP, type Sandbox, type AuditLine } from "./helpers/env.js";
 import { gate, kinds } from "./helpers/scp-wire.js";
 import { SftpClient, FX, PF } from "./helpers/sftp-client.js";
 import { Budget, KINDS } from "../src/audit/budget.js";
@@ -137,4 +138,6 @@ t.test("command denials: 30 per key and minute across sessions, then counted; th
   denied = auditLines(sb).filter((l) => l.decision === "deny");
   t.equal(denied.length, 2);
   t.match(denied[1], { notWrittenBefore: 2 }, "2 denials were not written");
+  const review = spawnSync(process.execPath, [path.join(TOP, "dist/app/cli.js"), "audit", "--file", sb.audit, "--json"], { encoding: "utf8" });
+  t.match(JSON.parse(review.stdout), { keys: [{ label: "test", denied: 4 }] }, "the review counts the 4 denials of this test, 2 of them unwritten");
 });

@@ -3,7 +3,8 @@
 import t from "tap";
 import fs from "node:fs";
 import { BIN, run, sandbox, runGate } from "./helpers/env.js";
-import { Reviewer, render, parseSince, parseAge, BURST_COUNT } from "../src/audit/review.js";
+import { Reviewer, parseSince, parseAge, BURST_COUNT } from "../src/audit/review.js";
+import { render } from "../src/audit/render.js";
 
 const auditCmd = (args: string[]) => run([BIN, "audit", ...args], { env: { PATH: "/usr/bin:/bin" } }, { timeoutMs: 120_000 });
 
@@ -18,7 +19,7 @@ t.test("a log from real sessions", async (t) => {
   t.match(out, /Sessions per key\n +KEY +SESSIONS +DENIED .*\n +test +5 +4 /);
   t.match(out, /Refusals \(4\)/);
   for (const c of refused) t.ok(out.includes(`[${c}]`), `refusal of ${c} listed`);
-  t.match(out, /127\.0\.0\.1 +NOT_ALLOWED +no command given: interactive logins and shells are refused/);
+  t.match(out, /127\.0\.0\.1 +command +NOT_ALLOWED +no command given: interactive logins and shells are refused/);
   t.match(out, /Anomalies \(1\)\n.*KIND.*\n.*upload gap +no upload at all in the log/);
 
   const denied = await auditCmd(["--config", sb.config, "--denied"]);

@@ -134,7 +134,8 @@ export interface Problem {
 /** Checks the chain line by line; feed it every line in order, then call finish(). */
 export class ChainChecker {
   readonly problems: Problem[] = [];
-  private last = CHAIN_START;
+  /** `start`: the hash line 1 links to (the last line of the file this one was rotated from). */
+  constructor(private last = CHAIN_START) {}
   private lines = 0;
   private chained = 0;
   /** Lines before the first chained one: written before the chain existed. */
@@ -252,10 +253,24 @@ export interface VerifyResult {
   problems: Problem[];
   /** Things an admin should know that are not evidence of tampering. */
   notes: string[];
+  /** The rotated file this one goes on from, checked first (verifyChain). */
+  earlier?: VerifyResult[];
+}
+
+export interface VerifyOptions {
+  /** The hash line 1 links to: the last line of the rotated file before it. */
+  start?: string;
+  /** false for a rotated file: the latest recorded head is the current file's, not its. */
+  current?: boolean;
 }
 
 /** Walk the whole log: the chain, then every recorded head of this very file. */
-export async function verifyLog(file: string, headFile = defaultHeadFile(file), onLine?: (l: Line, json: Record<string, unknown> | undefined) => void): Promise<VerifyResult> {
+export async function verifyLog(
+  file: string,
+  headFile = defaultHeadFile(file),
+  onLine?: (l: Line, json: Record<string, unknown> | undefined) => void,
+  opts: VerifyOptions = {},
+): Promise<VerifyResult> {
   const st = fs.statSync(file);
   const heads = readHeads(headFile);
   const notes: string[] = [];
@@ -263,13 +278,15 @@ export async function verifyLog(file: string, headFile = defaultHeadFile(file), 
   for (const p of headFileProblems(headFile)) problems.push({ line: 0, what: p });
   const ours = heads.filter((h) => h.dev === st.dev && h.ino === st.ino);
   const latest = heads.at(-1);
-  if (!latest) notes.push(`no recorded head in ${headFile}: a truncated tail cannot be detected (the root timer runs audit --record-head)`);
+  if (opts.current === false) {
+    /* the latest head is the current file's */
+  } else if (!latest) notes.push(`no recorded head in ${headFile}: a truncated tail cannot be detected (the root timer runs audit --record-head)`);
   else if (latest.dev !== st.dev || latest.ino !== st.ino)
     problems.push({ line: 0, what: `${file} is not the file whose head was recorded at ${latest.time}: it was replaced or rotated (after a rotation, run audit --record-head)` });
   const byLine = new Map<number, Head[]>();
   for (const h of ours) byLine.set(h.lines, [...(byLine.get(h.lines) ?? []), h]);
 
-  const chain = new ChainChecker();
+  const chain = new ChainChecker(opts.start);
   let endOffset = 0;
   for await (const line of readLines(file)) {
     const { prev, json } = prevOf(line.bytes);
@@ -292,9 +309,52 @@ export async function verifyLog(file: string, headFile = defaultHeadFile(file), 
   return { file, lines: chain.count, bytes: endOffset, dev: st.dev, ino: st.ino, head: chain.head, unchainedPrefix: chain.unchainedPrefix, heads: ours.length, problems, notes };
 }
 
+/** The file `audit --rotate` moves the log to; older ones are shifted to .2, .3, … */
+export function rotatedName(log: string): string {
+  return `${log}.1`;
+}
+
+async function firstLine(file: string): Promise<Record<string, unknown> | undefined> {
+  for await (const line of readLines(file)) return prevOf(line.bytes).json;
+  return undefined;
+}
+
+/**
+ * Verify the log and, when it goes on from a rotated file (its line 1 links to another line's hash,
+ * audit --rotate), that file first: line 1 must link to the rotated file's last line.
+ */
+export async function verifyChain(file: string, headFile = defaultHeadFile(file), onLine?: (l: Line, json: Record<string, unknown> | undefined) => void): Promise<VerifyResult> {
+  const first = await firstLine(file);
+  const prev = first?.[CHAIN_FIELD];
+  const rotated = rotatedName(file);
+  if (typeof prev !== "string" || prev === CHAIN_START) return verifyLog(file, headFile, onLine);
+  if (!fs.existsSync(rotated)) {
+    const r = await verifyLog(file, headFile, onLine);
+    r.problems.unshift({ line: 1, what: `line 1 goes on from a rotated log, but ${rotated} is missing: it was removed or renamed` });
+    return r;
+  }
+  // LOG.1 itself may go on from LOG.2 (an earlier rotation): only the last two files are checked.
+  const older = await firstLine(rotated);
+  const olderStart = older?.event === "rotate" && typeof older[CHAIN_FIELD] === "string" ? (older[CHAIN_FIELD] as string) : undefined;
+  const earlier = await verifyLog(rotated, headFile, undefined, { current: false, start: olderStart });
+  if (olderStart) earlier.notes.push(`it goes on from ${String(older!.from ?? "an older rotated log")}, not checked here`);
+  const r = await verifyLog(file, headFile, onLine, { start: earlier.head });
+  const ours = new Set(r.problems.map((p) => p.what));
+  const theirs = earlier.problems.filter((p) => !ours.has(p.what)).map((p) => ({ line: 0, what: `${rotated}: ${p.line ? `line ${p.line}: ` : ""}${p.what}` }));
+  if (r.problems.some((p) => p.line === 1) && r.lines > 0)
+    theirs.push({ line: 0, what: `${file} does not go on from the last line of ${rotated}: lines were removed from the end of ${rotated}, or it is not the file rotated` });
+  r.problems.unshift(...theirs);
+  r.notes.unshift(...earlier.notes.map((n) => `${rotated}: ${n}`));
+  r.earlier = [earlier];
+  return r;
+}
+
 /** Append the current head of `file` to `headFile` (root only, mode 0600). */
-export async function recordHead(file: string, headFile = defaultHeadFile(file)): Promise<{ head: Head; result: VerifyResult }> {
-  const result = await verifyLog(file, headFile);
+export async function recordHead(file: string, headFile = defaultHeadFile(file), opts?: VerifyOptions): Promise<{ head: Head; result: VerifyResult }> {
+  // The hourly record reads only this file: a rotated log's line 1 is taken at its word (--verify checks it).
+  const first = opts ? undefined : await firstLine(file);
+  const start = first?.event === "rotate" && typeof first[CHAIN_FIELD] === "string" ? (first[CHAIN_FIELD] as string) : undefined;
+  const result = await verifyLog(file, headFile, undefined, opts ?? { start });
   const { dev, ino, lines, bytes } = result;
   const head: Head = { time: new Date().toISOString(), file, dev, ino, lines, bytes, head: result.head };
   const fd = fs.openSync(headFile, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);

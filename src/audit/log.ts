@@ -34,7 +34,7 @@ class LockedAppend {
   /** The lock's directory was there once: only root could take it away again. */
   private lockDirSeen = false;
   constructor(
-    file: string,
+    private readonly file: string,
     private lockFile: string | undefined,
     create: boolean,
   ) {
@@ -55,8 +55,29 @@ class LockedAppend {
   }
   /** Bytes of the lines written through this descriptor (the budget's measure). */
   bytes = 0;
+  /**
+   * After `audit --rotate` (done under this lock) the name is a new file: a session that opened the
+   * old one writes on in the new one, never into the sealed rotated file.
+   */
+  private followRotation(): void {
+    let named: fs.Stats;
+    try {
+      named = fs.lstatSync(this.file);
+    } catch {
+      return; // gone: keep the file we have
+    }
+    const ours = fs.fstatSync(this.fd);
+    if (named.ino === ours.ino && named.dev === ours.dev) return;
+    const unreadable = this.last?.hash === "unreadable";
+    const fd = fs.openSync(this.file, (unreadable ? fs.constants.O_WRONLY : fs.constants.O_RDWR) | fs.constants.O_APPEND | fs.constants.O_NOFOLLOW);
+    fs.closeSync(this.fd);
+    this.fd = fd;
+    if (!unreadable) this.last = undefined;
+  }
+
   write(line: string): void {
     const append = () => {
+      this.followRotation();
       // Under the lock: the previous line is the file's last line, so the chain stays linear.
       const size = fs.fstatSync(this.fd).size;
       let prev = this.last?.size === size || this.last?.hash === "unreadable" ? this.last.hash : undefined;

@@ -49,3 +49,34 @@ export function cleanValue(v: unknown, depth = 0): unknown {
   }
   return cleanString(String(v));
 }
+
+/**
+ * Text for root's terminal (prune, seal, check, audit, verify): every control or invisible character
+ * made visible as in the audit log, so a file name can neither move the cursor, rewrite a line (CR),
+ * send an escape sequence nor display reversed. Nothing is cut: the admin sees the whole name.
+ */
+export function visible(s: string): string {
+  return s.replace(UNSAFE, escape);
+}
+
+// JSON.stringify escapes C0 in strings; a raw newline left is the indentation's own.
+const UNSAFE_IN_JSON = /[\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+
+/** Lines for root's terminal: each line made visible(), the line breaks kept. */
+export function visibleLines(text: string): string {
+  return text.split("\n").map(visible).join("\n");
+}
+
+/**
+ * The one way root's commands print (prune, seal, check, audit, verify): text, line by line, made
+ * visible. Names inserted into the text should go through visible() too, so that a newline in a
+ * name cannot pass for a line of our own.
+ */
+export function say(text: string, to: "out" | "err" = "out"): void {
+  (to === "out" ? process.stdout : process.stderr).write(visibleLines(text) + "\n");
+}
+
+/** JSON for a terminal: what JSON.stringify leaves raw (DEL, C1, separators, bidi) as \u escapes, still valid JSON. */
+export function visibleJson(v: unknown, indent?: number): string {
+  return JSON.stringify(v, null, indent).replace(UNSAFE_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}

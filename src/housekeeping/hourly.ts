@@ -6,8 +6,8 @@
 // Each step is a child process of this same program (node, its flags, the bundle), so a step that
 // crashes or leaks cannot take the next one with it.
 import { spawnSync } from "node:child_process";
-import { VbError } from "../errors.js";
 import { parseArgs, requireRoot, main, EXIT } from "./context.js";
+import { usageFault } from "../usage.js";
 
 /** The steps, in order: settle the uploads, drop old chains, then pin the log's head (after both logged). */
 export function hourlySteps(config: string, keepFull: string | undefined): string[][] {
@@ -26,10 +26,10 @@ function rank(code: number): number {
 
 export async function hourlyMain(args: string[]): Promise<number> {
   return main("hourly", () => {
-    const o = parseArgs(args, { "--config": "value", "--keep-full": "value" });
+    const o = parseArgs(args, { "--config": "value", "--keep-full": "value" }, "hourly");
     const config = o.get("--config");
     const keepFull = o.get("--keep-full");
-    if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup hourly --config FILE [--keep-full N (the config's housekeeping.keepFull)]");
+    if (!config) throw usageFault("hourly", "--config is required");
     requireRoot("hourly");
     let worst: number = EXIT.ok;
     const failed: string[] = [];

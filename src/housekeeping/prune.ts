@@ -24,6 +24,8 @@ import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
 import { readArrivals, lastArrival, compactArrivals, type ArrivalMap } from "../vault/arrivals.js";
 import { walkDirs, lstatIn, unlinkIfSame, removeTreeAt, openSubdir, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, parseDuration, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
+import { say, visible } from "../audit/sanitize.js";
+import { usageFault } from "../usage.js";
 
 const LOGGER = "/usr/bin/logger";
 const HOUR = 3_600_000;
@@ -312,9 +314,9 @@ function syslog(label: string, message: string): void {
 
 export function describe(r: PruneReport, dryRun: boolean): string {
   const out = [`retention floor: nothing that arrived after ${new Date(r.floor.since).toISOString()} is removed (housekeeping.retentionDays ${r.floor.days})`];
-  out.push(...r.chains.map((c) => `${c.remove ? (dryRun ? "would remove" : "removed") : "kept"} ${c.dir}/duplicity-full.${c.full}… (${c.files} files): ${c.why}`));
+  out.push(...r.chains.map((c) => `${c.remove ? (dryRun ? "would remove" : "removed") : "kept"} ${visible(c.dir)}/duplicity-full.${c.full}… (${c.files} files): ${visible(c.why)}`));
   out.push(`${dryRun ? "would remove" : "removed"} ${r.removedFiles} files and ${r.removedVersions} version areas`);
-  if (r.leftAlone.length) out.push(`left alone (${r.leftAlone.length}):`, ...r.leftAlone.slice(0, 50).map((l) => `  ${l.path}: ${l.why}`));
+  if (r.leftAlone.length) out.push(`left alone (${r.leftAlone.length}):`, ...r.leftAlone.slice(0, 50).map((l) => `  ${visible(l.path)}: ${visible(l.why)}`));
   if (r.leftAlone.length > 50) out.push(`  … and ${r.leftAlone.length - 50} more`);
   if (r.warning) out.push(`WARNING: ${r.warning}`);
   return out.join("\n");
@@ -352,9 +354,9 @@ function nowFrom(o: Map<string, string>): number | undefined {
 
 export async function pruneMain(args: string[]): Promise<number> {
   return main("prune", () => {
-    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--older-than": "value", "--dry-run": "flag", "--now": "value" });
+    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--older-than": "value", "--dry-run": "flag", "--now": "value" }, "prune");
     const config = o.get("--config");
-    if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup prune --config FILE [--keep-full N (the config's housekeeping.keepFull)] [--older-than DURATION] [--dry-run]");
+    if (!config) throw usageFault("prune", "--config is required");
     rulesFrom(o, () => 1); // a bad option is a usage error before anything is opened
     const now = nowFrom(o);
     requireRoot("prune");
@@ -376,7 +378,7 @@ export async function pruneMain(args: string[]): Promise<number> {
         removedVersions: r.removedVersions,
         leftAlone: r.leftAlone.length,
       });
-      process.stdout.write(describe(r, dryRun) + "\n");
+      say(describe(r, dryRun));
       if (r.warning) {
         h.audit.event("no-arrivals", { anomaly: true, reason: r.warning, lastArrival: r.lastArrival ?? null });
         syslog(h.policy.label, r.warning);

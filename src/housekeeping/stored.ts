@@ -10,17 +10,17 @@
 // reported now.
 import fs from "node:fs";
 import { VbError } from "../errors.js";
-import { cleanBytes, cleanString } from "../audit/sanitize.js";
+import { cleanBytes, cleanString, say, visible } from "../audit/sanitize.js";
 import { readLines, prevOf } from "../audit/chain.js";
-import { columns } from "../audit/review.js";
+import { columns } from "../audit/render.js";
 import { sha256OfFd } from "../vault/hasher.js";
 import { closeQuietly } from "../fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
 import { Ledger, splitKey } from "./ledger.js";
 import { walkDirs, lstatIn, openSubdir, openPlainFile, NOT_UTF8, type Dir, type WalkOptions } from "./walk.js";
 import { open, parseArgs, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
+import { usageFault } from "../usage.js";
 
-const USAGE = "usage: validate-backup verify --stored --config FILE";
 const HASH_BUFFER = 1024 * 1024;
 /** Problems kept for the table (and for the late lines to clear); past this they are only counted. */
 const MAX_ROWS = 10_000;
@@ -309,7 +309,7 @@ export function describe(r: StoredReport): string {
   if (shown.length) out.push(...columns([["PROBLEM", "PATH", "DETAIL"], ...shown.map((f) => [f.kind.toUpperCase(), f.path, f.detail])]));
   const more = problems(r) - shown.length;
   if (more > 0) out.push(`  … and ${more} more`);
-  for (const n of r.notes) out.push(`note: ${n}`);
+  for (const n of r.notes) out.push(`note: ${visible(n)}`);
   if (r.late) out.push(`note: ${r.late} path(s) changed by a session while this ran: judged on the next run`);
   const counts = KINDS.map((k) => `${r.counts[k]} ${k}`).join(", ");
   const n = problems(r);
@@ -319,16 +319,16 @@ export function describe(r: StoredReport): string {
 
 export async function storedMain(args: string[]): Promise<number> {
   return main("verify --stored", async () => {
-    const o = parseArgs(args, { "--stored": "flag", "--config": "value" });
+    const o = parseArgs(args, { "--stored": "flag", "--config": "value" }, "verify");
     const config = o.get("--config");
-    if (!config || !o.has("--stored")) throw new VbError("BAD_REQUEST", USAGE);
+    if (!config || !o.has("--stored")) throw usageFault("verify", "--stored and --config FILE are required");
     requireRoot("verify --stored", "it reads every stored file and the state directory");
     const h = open(config, "verify-stored");
     try {
       const r = await verifyStored(h);
       const n = problems(r);
       h.audit.event("verify-stored", { ok: n === 0, ...(n ? { anomaly: true } : {}), found: r.found, matched: r.matched, versions: r.versions, recorded: r.recorded, ...r.counts, late: r.late, logs: r.logs.length });
-      process.stdout.write(describe(r) + "\n");
+      say(describe(r));
       // stderr too: cron drops stdout and mails stderr to root.
       if (n) process.stderr.write(`validate-backup verify --stored: ${h.policy.label}: ${n} problem(s): ${KINDS.map((k) => `${r.counts[k]} ${k}`).join(", ")}\n`);
       return n ? 1 : EXIT.ok;

@@ -18,7 +18,8 @@ import { ManifestParser } from "./manifest.js";
 import { Gpg, GpgMissing, type KeyInfo } from "./gpg.js";
 import { judgeDecryption, judgeDetached, STATUSES, type Status, type Problem, type Verdict } from "./verdict.js";
 import { setsOf, checkSet, type DupSet, type Judge } from "./sets.js";
-import { cleanString } from "../audit/sanitize.js";
+import { cleanString, say } from "../audit/sanitize.js";
+import { usageText } from "../usage.js";
 
 export { STATUSES, type Status };
 
@@ -33,7 +34,6 @@ export interface Row {
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 /** Files checked at once: gpg works on one core each. */
 const PARALLEL = 2;
-const USAGE = "usage: validate-backup verify DIR --signer CERT [--recipient CERT]… [--secret-key KEY [--passphrase-file FILE]]\n       validate-backup verify --stored --config FILE";
 
 export interface Options {
   dir?: string;
@@ -355,7 +355,7 @@ function report(v: Verifier, found: number, sets: DupSet[], matchedVols: string[
 export async function verifyMain(args: string[]): Promise<number> {
   const o = parseArgs(args);
   if (typeof o === "string") {
-    process.stderr.write(`validate-backup verify: ${o}\n${USAGE}\n`);
+    say(`validate-backup verify: ${o}\n${usageText("verify")}`, "err");
     return 2;
   }
   // No silent success: until the run returns, the process exit status says it failed, and a run
@@ -366,21 +366,21 @@ export async function verifyMain(args: string[]): Promise<number> {
   process.exitCode = 3;
   process.once("beforeExit", () => {
     if (finished) return;
-    process.stderr.write(`validate-backup verify: the run stopped before every file was judged${at()}: NOT verified\n`);
+    say(`validate-backup verify: the run stopped before every file was judged${at()}: NOT verified`, "err");
     process.exitCode = 3;
   });
   for (const sig of STOP_SIGNALS)
     process.once(sig, () => {
-      process.stderr.write(`validate-backup verify: interrupted by ${sig}${at()}: NOT verified\n`);
+      say(`validate-backup verify: interrupted by ${sig}${at()}: NOT verified`, "err");
       process.exit(128 + os.constants.signals[sig]);
     });
   try {
-    const { problems } = await verifyDir(o as Options & { dir: string }, (s) => process.stdout.write(s + "\n"), progress);
+    const { problems } = await verifyDir(o as Options & { dir: string }, (s) => say(s), progress);
     finished = true;
     return problems ? 1 : 0;
   } catch (e) {
     finished = true;
-    process.stderr.write(`validate-backup verify: ${e instanceof GpgMissing ? e.message : `${message(e)}${at()}`}: NOT verified\n`);
+    say(`validate-backup verify: ${e instanceof GpgMissing ? e.message : `${message(e)}${at()}`}: NOT verified`, "err");
     return e instanceof GpgMissing ? 2 : 3;
   }
 }

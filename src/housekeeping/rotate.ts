@@ -1,0 +1,109 @@
+// `validate-backup audit --rotate --config F`: the log moves to LOG.1 (older ones to .2, .3, …) and
+// a new LOG starts with one line whose chain field is the hash of LOG.1's last line, so
+// `audit --verify` checks the chain across both files. The switch happens under the sessions' own
+// audit lock (a writer that still holds the old file follows the name, log.ts), in a few system
+// calls: the lock is only ours for as long as other processes wait for it. LOG.1 is then sealed:
+// root-owned 0440, append-only again where the log was (chattr +a). Nothing is deleted: old logs
+// are evidence, the admin removes them.
+import fs from "node:fs";
+import { withLock } from "../lock.js";
+import { at, closeQuietly } from "../fsat.js";
+import { VbError } from "../errors.js";
+import { chainLine, tailHash, rotatedName, recordHead, defaultHeadFile } from "../audit/chain.js";
+import { ROOT_CLIENT } from "../audit/log.js";
+import { visible } from "../audit/sanitize.js";
+import { appendOnly } from "../remote/apply.js";
+import { mustTool } from "../remote/system.js";
+import { open, main, requireRoot, EXIT } from "./context.js";
+
+const C = fs.constants;
+
+/** chattr +a forbids rename: lift it around `fn`, and put it back on `after` (the name the file then has). */
+function lifted(file: string, fn: () => void, after = file): boolean {
+  const a = appendOnly(file) === true;
+  if (a) mustTool("chattr", ["-a", file]);
+  fn();
+  if (a) mustTool("chattr", ["+a", after]);
+  return a;
+}
+
+export interface Rotation {
+  log: string;
+  rotated: string;
+  /** How many older rotated files moved one number up. */
+  shifted: number;
+  /** The rotated file's size and the hash of its last line, which the new log's line 1 links to. */
+  bytes: number;
+  head: string;
+  lines: number;
+}
+
+export async function rotate(log: string, lockFile: string, label: string, sid: string): Promise<Rotation> {
+  const st = fs.lstatSync(log);
+  if (!st.isFile()) throw new VbError("IO", `${log} is not a regular file`);
+  const rotated = rotatedName(log);
+  // Make room: .N -> .N+1 from the top. Nobody writes them (writers follow the name).
+  let top = 1;
+  while (fs.existsSync(`${log}.${top}`)) top++;
+  for (let n = top - 1; n >= 1; n--) lifted(`${log}.${n}`, () => fs.renameSync(`${log}.${n}`, `${log}.${n + 1}`), `${log}.${n + 1}`);
+
+  // The new log, made beside the old one with its owner and mode (the sessions append to it).
+  const fresh = `${log}.rotating`;
+  fs.rmSync(fresh, { force: true }); // a run killed midway left it: it never was the log
+  const fd = fs.openSync(fresh, C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+  let bytes = 0;
+  let head = "";
+  let wasAppendOnly = false;
+  try {
+    fs.fchownSync(fd, st.uid, st.gid);
+    fs.fchmodSync(fd, st.mode & 0o777);
+    withLock(lockFile, () => {
+      const old = fs.openSync(log, C.O_RDONLY | C.O_NOFOLLOW);
+      try {
+        bytes = fs.fstatSync(old).size;
+        head = tailHash(old, bytes).hash;
+      } finally {
+        closeQuietly(old);
+      }
+      const first = JSON.stringify({ level: "info", time: new Date().toISOString(), label, sid, client: ROOT_CLIENT, event: "rotate", from: rotated, bytes });
+      fs.writeSync(fd, chainLine(first, head));
+      fs.fsyncSync(fd);
+      wasAppendOnly = lifted(log, () => fs.renameSync(log, rotated), rotated);
+      fs.renameSync(fresh, log);
+    });
+  } catch (e) {
+    fs.rmSync(fresh, { force: true });
+    throw e;
+  } finally {
+    closeQuietly(fd);
+  }
+  if (wasAppendOnly) mustTool("chattr", ["+a", log]);
+  // Sealed: no one but root changes the rotated log again (chmod and chown of a +a file need the flag lifted).
+  lifted(rotated, () => {
+    fs.chownSync(rotated, 0, st.gid);
+    fs.chmodSync(rotated, 0o440);
+  });
+  // Both heads on record: the rotated file's last line (a truncation of it shows) and the new log's.
+  const headFile = defaultHeadFile(log);
+  const done = await recordHead(rotated, headFile, { current: false });
+  await recordHead(log, headFile);
+  return { log, rotated, shifted: top - 1, bytes, head, lines: done.result.lines };
+}
+
+export async function rotateMain(config: string): Promise<number> {
+  return main("audit --rotate", async () => {
+    requireRoot("audit --rotate", "it seals the rotated log root-owned");
+    const h = open(config, "rotate");
+    try {
+      const sid = `rotate-${process.pid}`;
+      const r = await rotate(h.policy.audit.file, at(h.locksFd, "audit.lock"), h.policy.label, sid);
+      const say = (s: string) => process.stdout.write(visible(s) + "\n");
+      if (r.shifted) say(`moved ${r.shifted} older rotated log(s) one number up`);
+      say(`rotated ${r.log} to ${r.rotated} (${r.lines} lines, sealed root-owned 0440); the new log's first line links to its last (${r.head.slice(0, 16)}…)`);
+      say(`check both with: validate-backup audit --verify --config ${config}`);
+      return EXIT.ok;
+    } finally {
+      h.close();
+    }
+  });
+}
