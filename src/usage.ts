@@ -94,7 +94,18 @@ export function helpText(sub: Subcommand): string {
   return [usageText(sub), "", u.about, ...(u.notes ?? []).map((n) => `  ${n}`)].join("\n");
 }
 
+/** A wrong command line: the message says why; the usage is kept apart, so that the printer can make
+ * the reason (which may quote an option or a name) visible without escaping the usage's own lines. */
+export class UsageFault extends VbError {
+  constructor(
+    why: string,
+    readonly usage: string,
+  ) {
+    super("BAD_REQUEST", why);
+  }
+}
+
 /** The refusal of a wrong command line: why, then the usage (exit 2 where it is caught). */
-export function usageFault(sub: Subcommand, why: string): VbError {
-  return new VbError("BAD_REQUEST", `${why}\n${usageText(sub)}`);
+export function usageFault(sub: Subcommand, why: string): UsageFault {
+  return new UsageFault(why, usageText(sub));
 }

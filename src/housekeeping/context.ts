@@ -10,7 +10,7 @@ import { openAudit, ROOT_CLIENT, type Audit } from "../audit/log.js";
 import { at, closeQuietly } from "../fsat.js";
 import { openTop, openSubdir, type WalkOptions, type BeforeOpen } from "./walk.js";
 import { say, visible } from "../audit/sanitize.js";
-import { usageFault, type Subcommand } from "../usage.js";
+import { usageFault, UsageFault, type Subcommand } from "../usage.js";
 
 export const EXIT = { ok: 0, usage: 2, failed: 4, warning: 5 } as const;
 
@@ -119,7 +119,7 @@ export async function main(command: string, fn: () => Promise<number> | number):
     return await fn();
   } catch (e) {
     const err = toVbError(e);
-    say(`validate-backup ${command}: ${visible(err.message)}`, "err");
+    say(`validate-backup ${command}: ${visible(err.message)}${err instanceof UsageFault ? `\n${err.usage}` : ""}`, "err");
     return err.code === "BAD_REQUEST" ? EXIT.usage : EXIT.failed;
   }
 }
