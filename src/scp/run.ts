@@ -2,13 +2,13 @@
 // transfer goes on (exit 1 at the end); anything that breaks the stream is a fatal \x02 line.
 import { EXIT, toVbError, exitFor, type Context } from "../handler.js";
 import type { Plan } from "../gate/decide.js";
-import { Input, Output, PeerGone, FATAL } from "./stream.js";
+import { Input, Output, PeerGone, Idle, FATAL } from "./stream.js";
 import { Sink } from "./sink.js";
 import { Source } from "./source.js";
 
 export async function runScp(plan: Extract<Plan, { kind: "scp" }>, ctx: Context): Promise<number> {
   const input = new Input(process.stdin, ctx.session.policy.limits.idleSeconds * 1000);
-  const out = new Output(process.stdout);
+  const out = new Output(process.stdout, ctx.session.policy.limits.idleSeconds * 1000);
   const side = plan.scp.direction === "sink" ? new Sink(plan.scp, ctx, input, out) : new Source(plan.scp, ctx, input, out);
   try {
     await side.run();
@@ -16,7 +16,8 @@ export async function runScp(plan: Extract<Plan, { kind: "scp" }>, ctx: Context)
   } catch (e) {
     const err = toVbError(e);
     ctx.session.audit.event("error", { protocol: "scp", code: err.code, reason: err.message });
-    if (!(err instanceof PeerGone)) await out.say(FATAL, err.message).catch(() => {});
+    if (err instanceof Idle) process.stderr.write(`validate-backup: scp: ${err.message}\n`);
+    else if (!(err instanceof PeerGone)) await out.say(FATAL, err.message).catch(() => {});
     return exitFor(err);
   } finally {
     input.close();
