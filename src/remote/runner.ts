@@ -13,7 +13,7 @@ const CRON_DAEMONS = new Set(["cron", "crond"]);
 const CRON_BINARIES = ["/usr/sbin/cron", "/usr/sbin/crond", "/sbin/crond", "/usr/bin/crond"];
 /** systemd-cron turns /etc/cron.d into timers at boot: under a running systemd, that is a cron too. */
 const SYSTEMD_CRON_GENERATOR = ["/lib/systemd/system-generators/systemd-crontab-generator", "/usr/lib/systemd/system-generators/systemd-crontab-generator"];
-const NONE_FIX = "or --schedule none and run `validate-backup hourly --config … --keep-full N` from what does run here";
+const NONE_FIX = "or --schedule none and run `validate-backup hourly --config …` from what does run here";
 
 /** A cron daemon running as root in this system's process table (a container sees its own only, as its cron.d does). */
 export function cronRunning(): boolean {
