@@ -14,12 +14,12 @@ import ts from "typescript";
 // longest prefix that names it.
 const FLOORS = [
   ["entry", ["cli.ts"]],
-  ["commands", ["serve.ts", "demo.ts", "remote/", "housekeeping/", "pgp/verify.ts", "audit/command.ts"]],
+  ["commands", ["serve.ts", "demo.ts", "remote/", "housekeeping/", "monitor/", "pgp/verify.ts", "audit/command.ts"]],
   ["protocols", ["sftp/", "scp/", "rsync/", "emulate/"]],
   ["contract", ["handler.ts"]],
   ["gate", ["gate/"]],
   ["vault", ["vault/"]],
-  ["ground", ["gate/access.ts", "fsat.ts", "profile/", "audit/", "config/", "pgp/", "session.ts", "lock.ts", "errors.ts", "top.ts", "throttle.ts"]],
+  ["ground", ["gate/access.ts", "fsat.ts", "profile/", "audit/", "config/", "pgp/", "session.ts", "lock.ts", "errors.ts", "top.ts", "usage.ts", "throttle.ts"]],
 ];
 
 function floorOf(file) {

@@ -3,6 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { TOP } from "./top.js";
+import { USAGES, usageText, helpText, type Subcommand } from "./usage.js";
 
 const MIN_NODE = 20;
 const major = Number(process.versions.node.split(".")[0]);
@@ -12,54 +13,24 @@ if (major < MIN_NODE) {
 }
 
 type Run = (args: string[]) => Promise<number>;
-interface Sub {
-  summary: string;
-  run: () => Promise<Run>;
-}
 
-const SUBCOMMANDS: Record<string, Sub> = {
-  serve: {
-    summary: "--config FILE   serve one SSH session (the default; SSH_ORIGINAL_COMMAND says what)",
-    run: async () => serveMain,
-  },
-  verify: {
-    summary: "DIR --signer CERT [--recipient CERT]… [--secret-key KEY [--passphrase-file F]]   check a backup copy: encrypted, signed, complete | --stored --config F   every stored file against the audit log's hashes (root)",
-    run: async () => async (args) => (args.includes("--stored") ? (await import("./housekeeping/stored.js")).storedMain(args) : (await import("./pgp/verify.js")).verifyMain(args)),
-  },
-  audit: {
-    summary: "[--file LOG | --config F] [--since T] [--denied] [--json] | --verify | --record-head | --rotate --config F   review, verify or rotate the audit log (root)",
-    run: async () => (await import("./audit/command.js")).auditMain,
-  },
-  demo: {
-    summary: "[--keep]   a local demo: a backup added through the real sftp client, a delete and an overwrite refused",
-    run: async () => (await import("./demo.js")).demo,
-  },
-  "install-remote": {
-    summary: "--user NAME --root DIR --key PUBKEY_FILE [--from P] [--access M] [--label L] [--keep-full N] [--retention-days N] [--schedule S] [--sshd-dropin] [--dry-run] | --remove --label L …   (root)",
-    // --remove is remove-key under the name an admin may look for first.
-    run: async () => async (args) =>
-      args.includes("--remove") ? (await import("./remote/remove.js")).removeMain(args.filter((a) => a !== "--remove")) : (await import("./remote/install.js")).installMain(args),
-  },
-  "remove-key": {
-    summary: "--label L [--user NAME] [--config-dir DIR] [--schedule S] [--schedule-dir DIR] [--sshd-config FILE] [--dry-run]   take a key out: its key line, config, schedule, and the sshd drop-in with the last key; backups and audit log stay (root)",
-    run: async () => (await import("./remote/remove.js")).removeMain,
-  },
-  check: {
-    summary: "--user NAME [--sshd-config FILE] [--schedule S] [--schedule-dir DIR]   verify the account's layout, housekeeping schedule and sshd settings (root)",
-    run: async () => (await import("./remote/check.js")).checkMain,
-  },
-  seal: {
-    summary: "--config FILE [--dry-run]   make settled files root-owned 0440 and directories 1770, sweep abandoned uploads (root)",
-    run: async () => (await import("./housekeeping/seal.js")).sealMain,
-  },
-  hourly: {
-    summary: "--config FILE [--keep-full N]   seal, prune and audit --record-head, each even if one before failed; the worst status (root, systemd's hourly unit)",
-    run: async () => (await import("./housekeeping/hourly.js")).hourlyMain,
-  },
-  prune: {
-    summary: "--config FILE [--keep-full N] [--older-than DURATION] [--dry-run]   remove whole old duplicity chains; neither option: the config's housekeeping.keepFull (root)",
-    run: async () => (await import("./housekeeping/prune.js")).pruneMain,
-  },
+// The words and what each loads; their usage lives in usage.ts (one table for --help and errors).
+const SUBCOMMANDS: Record<Subcommand, () => Promise<Run>> = {
+  serve: async () => serveMain,
+  verify: async () => async (args) => (args.includes("--stored") ? (await import("./housekeeping/stored.js")).storedMain(args) : (await import("./pgp/verify.js")).verifyMain(args)),
+  audit: async () => (await import("./audit/command.js")).auditMain,
+  demo: async () => (await import("./demo.js")).demo,
+  // --remove is remove-key under the name an admin may look for first.
+  "install-remote": async () => async (args) =>
+    args.includes("--remove") ? (await import("./remote/remove.js")).removeMain(args.filter((a) => a !== "--remove")) : (await import("./remote/install.js")).installMain(args),
+  "remove-key": async () => (await import("./remote/remove.js")).removeMain,
+  check: async () => (await import("./remote/check.js")).checkMain,
+  seal: async () => (await import("./housekeeping/seal.js")).sealMain,
+  hourly: async () => (await import("./housekeeping/hourly.js")).hourlyMain,
+  status: async () => (await import("./monitor/status.js")).statusMain,
+  metrics: async () => (await import("./monitor/metrics.js")).metricsMain,
+  notify: async () => (await import("./monitor/notify.js")).notifyMain,
+  prune: async () => (await import("./housekeeping/prune.js")).pruneMain,
 };
 
 function version(): string {
@@ -68,14 +39,13 @@ function version(): string {
 }
 
 function help(): string {
-  const lines = Object.entries(SUBCOMMANDS).map(([n, s]) => `  validate-backup ${n} ${s.summary}`);
+  const lines = Object.values(USAGES).flatMap((u) => [...u.synopsis.map((syn) => `  validate-backup ${syn}`), `      ${u.about}`]);
   return [
     "validate-backup: an SSH forced command that lets a backup key add files and nothing else.",
     "",
     "Usage:",
-    "  validate-backup --config FILE          (in authorized_keys: command=\"… --config FILE\",restrict)",
     ...lines,
-    "  validate-backup --help | --version",
+    "  validate-backup --help | --version   (SUBCOMMAND --help: its options)",
     "",
     "Serve mode reads SSH_ORIGINAL_COMMAND and answers only append-only (or read-only) SFTP, scp and",
     "rsync, confined to the config's root. See README.md.",
@@ -84,7 +54,7 @@ function help(): string {
 
 async function serveMain(args: string[]): Promise<number> {
   if (args.length !== 2 || args[0] !== "--config") {
-    process.stderr.write(`validate-backup: usage: validate-backup --config FILE (got: ${args.join(" ").slice(0, 200)})\n`);
+    process.stderr.write(`validate-backup serve: expected --config FILE (got: ${args.join(" ").slice(0, 200)})\n${usageText("serve")}\n`);
     return 2;
   }
   const { serve } = await import("./serve.js");
@@ -102,17 +72,17 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (first === "--config") return serveMain(argv);
-  const sub = first !== undefined && Object.hasOwn(SUBCOMMANDS, first) ? SUBCOMMANDS[first] : undefined;
+  const sub = first !== undefined && Object.hasOwn(SUBCOMMANDS, first) ? (first as Subcommand) : undefined;
   if (!sub) {
     process.stderr.write(`validate-backup: unknown command '${String(first).slice(0, 64)}' (see --help)\n`);
     return 2;
   }
   // Every subcommand's usage in one style, from the table, without loading the subcommand.
   if (rest.length === 1 && (rest[0] === "--help" || rest[0] === "-h")) {
-    process.stdout.write(`usage: validate-backup ${first} ${sub.summary}\n`);
+    process.stdout.write(helpText(sub) + "\n");
     return 0;
   }
-  return (await sub.run())(rest);
+  return (await SUBCOMMANDS[sub]())(rest);
 }
 
 main(process.argv.slice(2)).then(

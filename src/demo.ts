@@ -7,6 +7,7 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { TOP } from "./top.js";
+import { usageText } from "./usage.js";
 
 const SFTP = "/usr/bin/sftp";
 const BIN = path.join(TOP, "bin/validate-backup");
@@ -18,7 +19,7 @@ function sha(file: string): string {
 export async function demo(args: string[]): Promise<number> {
   const keep = args.includes("--keep");
   if (args.some((a) => a !== "--keep")) {
-    process.stderr.write("validate-backup demo: usage: validate-backup demo [--keep]\n");
+    process.stderr.write(`validate-backup demo: unknown argument '${String(args.find((a) => a !== "--keep")).slice(0, 64)}'\n${usageText("demo")}\n`);
     return 2;
   }
   if (!fs.existsSync(SFTP)) {

@@ -121,9 +121,10 @@ export function unlock(file: string, checkOwner = true): void {
 /**
  * Run fn under the lock. A holder that keeps it longer than waitMs is taken to be stuck and its
  * lock is broken (a stuck writer must not stop logging); if even that does not get the lock within
- * a few rounds (a clock set backwards), fn runs without it rather than hang the session.
+ * a few rounds (a clock set backwards), fn runs without it rather than hang the session, unless
+ * `mustHold` (the audit log's chain): then it throws.
  */
-export function withLock<T>(file: string, fn: () => T, waitMs = 3000): T {
+export function withLock<T>(file: string, fn: () => T, waitMs = 3000, mustHold = false): T {
   const giveUp = Date.now() + 4 * waitMs;
   let delay = 1;
   let held = false;
@@ -131,6 +132,7 @@ export function withLock<T>(file: string, fn: () => T, waitMs = 3000): T {
     sleepMs(delay);
     delay = Math.min(delay * 2, 20);
   }
+  if (!held && mustHold) throw new Error(`the lock ${file} could not be taken within ${(4 * waitMs) / 1000} s`);
   const since = Date.now();
   try {
     return fn();

@@ -7,6 +7,7 @@ import { EXIT, toVbError, exitFor, type Context, type Handler } from "./handler.
 import { loadConfig, checkPlaces } from "./config/load.js";
 import type { Policy } from "./config/schema.js";
 import { openAudit, type Audit } from "./audit/log.js";
+import { judgeDenial } from "./audit/denials.js";
 import { parseCommand } from "./gate/command.js";
 import { decide, type Plan } from "./gate/decide.js";
 import { newSid, newCounters, type Session } from "./session.js";
@@ -28,6 +29,9 @@ const HANDLERS: { [K in Plan["kind"]]: () => Promise<Handler<K>> } = {
 async function run<K extends Plan["kind"]>(plan: Extract<Plan, { kind: K }>, kind: K, ctx: Context): Promise<number> {
   return (await HANDLERS[kind]())(plan, ctx);
 }
+
+/** After the session, replies still queued get this long to reach a client that may not read. */
+const LINGER_MS = 10_000;
 
 function say(message: string): void {
   process.stderr.write(`validate-backup: ${message}\n`);
@@ -67,13 +71,19 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   }
   const sid = newSid();
   const audit: Audit = openAudit(policy.audit.file, path.join(policy.state, "locks", "audit.lock"), { label: policy.label, sid, client });
-  if (!audit.ok) {
-    say("refused: the audit log cannot be written");
-    return EXIT.config;
-  }
-  const deny = (e: unknown): number => {
+  // Fail closed: nothing is served that the log does not record. Until the opening line is written
+  // that means refusing the session; after it, a line that fails ends the session at once (end()).
+  let end: ((why: string) => never) | undefined;
+  audit.whenBroken((why) => {
+    if (end) end(why);
+    say(`refused: the audit log cannot be written (${why})`);
+    process.exit(EXIT.config);
+  });
+  /** Refuse the session; `byClient`: a denial a client can repeat at will, held to judgeDenial's rate. */
+  const deny = (e: unknown, byClient = false): number => {
     const err = toVbError(e);
-    audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null });
+    const { write, fields } = byClient ? judgeDenial(path.join(policy.state, "locks")) : { write: true, fields: {} };
+    if (write) audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null, ...fields });
     say(err.message);
     return exitFor(err);
   };
@@ -87,19 +97,35 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   try {
     plan = decide(parseCommand(command), policy);
   } catch (e) {
-    return deny(e);
+    return deny(e, true);
   }
   const slot = plan.kind === "true" ? undefined : takeSlot(policy);
-  if (plan.kind !== "true" && !slot) return deny(new VbError("QUOTA", `too many concurrent sessions for this key (limit ${policy.limits.sessions})`));
+  if (plan.kind !== "true" && !slot) return deny(new VbError("QUOTA", `too many concurrent sessions for this key (limit ${policy.limits.sessions})`), true);
   audit.event("request", { decision: "allow", command, plan: plan.kind });
 
   const session: Session = { sid, policy, audit, rootReal, counters: newCounters() };
   let vault: Vault | undefined;
   let exit: number = EXIT.failed;
+  let finished = false;
   const finish = (code: number, why?: string) => {
-    vault?.close();
-    if (slot) unlock(slot);
-    audit.event("session-end", { ...session.counters, exit: code, ...(why ? { reason: why } : {}) });
+    if (finished) return;
+    finished = true;
+    try {
+      vault?.close();
+    } finally {
+      if (slot) unlock(slot);
+    }
+    audit.event("session-end", { ...session.counters, exit: code, ...audit.budget.counts(), ...(why ? { reason: why } : {}) });
+  };
+  end = (why) => {
+    const message = `the audit log cannot be written (${why}): session ended, nothing more is served`;
+    say(message);
+    try {
+      session.lastWords?.(message);
+      finish(EXIT.failed, message); // uploads in progress abandoned; published names synced
+    } finally {
+      process.exit(EXIT.failed);
+    }
   };
   const lifetime = setTimeout(() => {
     say(`session lifetime of ${policy.limits.sessionSeconds} s reached`);
@@ -124,5 +150,8 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   }
   clearTimeout(lifetime);
   finish(exit);
+  // What a client did not read (it stalled, or the session ended on an error) would keep the process
+  // alive as long as the client stays connected: stdout cannot be closed in Node, only left by exit.
+  if (process.stdout.writableLength > 0) setTimeout(() => process.exit(exit), LINGER_MS).unref();
   return exit;
 }

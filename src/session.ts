@@ -18,6 +18,8 @@ export interface Session {
   readonly audit: Audit;
   readonly rootReal: string;
   readonly counters: Counters;
+  /** The protocol's last message when the session must end at once (SFTP: a status for the request being handled). */
+  lastWords?: (message: string) => void;
 }
 
 export function newSid(): string {

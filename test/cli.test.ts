@@ -24,17 +24,32 @@ t.test("--help lists the usage and every subcommand", async (t) => {
   }
 });
 
-t.test("every subcommand answers --help with its usage, exit 0", async (t) => {
+// Every subcommand, from the table the binary itself lists: --help prints its usage (exit 0), and a
+// wrong command line ends with the very same usage lines (exit 2): one source, one style.
+t.test("every subcommand answers --help with its usage, exit 0, and a bad option with the same usage, exit 2", async (t) => {
   const all = (await run([BIN, "--help"], { env })).stdout.toString();
-  const subs = [...all.matchAll(/^ {2}validate-backup ([a-z][a-z-]*) /gm)].map((m) => m[1]!);
+  const subs = [...new Set([...all.matchAll(/^ {2}validate-backup ([a-z][a-z-]*) /gm)].map((m) => m[1]!))];
   t.ok(subs.length >= 9, `${subs.length} subcommands listed`);
-  for (const sub of subs)
+  // [subcommand, a wrong command line for it]: an unknown option, and for verify each of its two forms.
+  const wrong: [string, string[]][] = subs.flatMap((sub) => [[sub, ["--no-such-option"]] as [string, string[]], ...(sub === "verify" ? [[sub, ["--stored", "--no-such-option"]] as [string, string[]]] : [])]);
+  for (const sub of subs) {
+    let usage = "";
     for (const flag of ["--help", "-h"]) {
       const r = await run([BIN, sub, flag], { env });
       t.equal(r.code, 0, `${sub} ${flag}: exit 0 ${r.stderr}`);
       t.match(r.stdout.toString(), new RegExp(`^usage: validate-backup ${sub} \\S`), `${sub} ${flag}: its usage`);
       t.equal(r.stderr, "");
+      usage = r.stdout.toString().split("\n\n")[0]!;
     }
+    for (const [, argv] of wrong.filter(([s]) => s === sub)) {
+      const r = await run([BIN, sub, ...argv], { env });
+      const what = `${sub} ${argv.join(" ")}`;
+      t.equal(r.code, 2, `${what}: exit 2`);
+      t.match(r.stderr, new RegExp(`^validate-backup ${sub}[a-z -]*: .*--no-such-option`), `${what}: names the option`);
+      t.ok(r.stderr.endsWith(`\n${usage}\n`), `${what}: ends with the usage --help prints`);
+      t.equal(r.stdout.length, 0, `${what}: nothing on stdout`);
+    }
+  }
 });
 
 t.test("--version prints the package's version", async (t) => {
@@ -48,8 +63,8 @@ t.test("usage errors exit 2 and say so", async (t) => {
   for (const [argv, why] of [
     [[], /see --help/],
     [["frobnicate"], /unknown command 'frobnicate'/],
-    [["--config"], /usage: validate-backup --config FILE/],
-    [["--config", "/x.json", "extra"], /usage: validate-backup --config FILE/],
+    [["--config"], /usage: validate-backup serve --config FILE\n +validate-backup --config FILE/],
+    [["--config", "/x.json", "extra"], /expected --config FILE \(got: --config \/x\.json extra\)\nusage: validate-backup serve --config FILE/],
     [["serve", "--conf", "/x.json"], /usage/],
     [["__proto__"], /unknown command '__proto__'/],
   ] as const) {

@@ -110,7 +110,7 @@ t.test("a second key: its own root, config and log; the same key again is replac
   const second = fs.readFileSync(path.join(a.scheduleDir, "validate-backup-second"), "utf8");
   const lines = second.split("\n").filter((l) => !l.startsWith("#")).join("\n");
   t.notMatch(lines, /verify|seal|prune/, "the pull key: no seal, no prune, no verify --stored");
-  t.match(second, /^\d+ \* \* \* \* root \S+ audit --record-head --file \S+second\.log >\/dev\/null$/m, "only the log's head, hourly");
+  t.match(second, /^\d+ \* \* \* \* root \S+ audit --record-head --file \S+second\.log >\/dev\/null; \S+ notify --config \S+second\.json >\/dev\/null; \S+ metrics --config-dir \S+ >\/dev\/null$/m, "only the log's head, then notify and metrics, hourly");
   t.equal(mode(root2), "3770 root:group");
   // The first key again, now from one address: its line changes in place.
   const again = (await vb(["install-remote", ...a.args, "--key", `${k1}.pub`, "--from", "10.0.0.1"])).stdout.toString();
@@ -193,10 +193,10 @@ t.test("the housekeeping schedule from cron: root's file runs seal, prune, recor
   t.match(JSON.parse(fs.readFileSync(config, "utf8")), { limits: { maxStoredBytes: 500 * 1024 ** 3 } }, "--quota lands in limits.maxStoredBytes");
   const text = fs.readFileSync(file, "utf8");
   t.match(text, /^SHELL=\/bin\/sh\nPATH=\/usr\/sbin:\/usr\/bin:\/sbin:\/bin\n/m);
-  const hourly = text.match(new RegExp(`^\\d{1,2} \\* \\* \\* \\* root (${esc(bin)} seal --config ${esc(config)} >/dev/null; ${esc(bin)} audit --record-head --file ${esc(log)} >/dev/null)$`, "m"));
+  const hourly = text.match(new RegExp(`^\\d{1,2} \\* \\* \\* \\* root (${esc(bin)} seal --config ${esc(config)} >/dev/null; ${esc(bin)} audit --record-head --file ${esc(log)} >/dev/null; ${esc(bin)} notify --config ${esc(config)} >/dev/null; ${esc(bin)} metrics --config-dir ${esc(a.configDir)} >/dev/null)$`, "m"));
   const daily = text.match(new RegExp(`^\\d{1,2} 4 \\* \\* \\* root (${esc(bin)} prune --config ${esc(config)} >/dev/null)$`, "m"));
   const weekly = text.match(new RegExp(`^(\\d{1,2}) 5 \\* \\* ([0-6]) root (${esc(bin)} verify --stored --config ${esc(config)} >/dev/null)$`, "m"));
-  t.ok(hourly, "hourly: seal, then record the audit head");
+  t.ok(hourly, "hourly: seal, record the audit head, then notify and metrics");
   t.ok(daily, "daily: prune, keeping the config's housekeeping.keepFull (3) full chains");
   t.ok(weekly, "weekly: verify --stored");
   t.equal(weekly?.[1], text.match(/^(\d{1,2}) \* \* \* \* /m)?.[1], "at the key's minute, on a weekday from its label");
@@ -282,7 +282,7 @@ t.test("--schedule systemd: a oneshot service and an hourly timer, a weekly pair
   const pargs = [...p.args.slice(0, p.args.length - p.schedule.length), ...sys];
   succeeded(t, await vb(["install-remote", ...pargs, "--key", `${pkey}.pub`, "--access", "read-only"]), "a read-only key");
   const pservice = fs.readFileSync(path.join(units, `validate-backup-${p.user}.service`), "utf8");
-  t.same(pservice.split("\n").filter((l) => l.startsWith("ExecStart=")), [`ExecStart=${bin} audit --record-head --file ${path.join(p.logDir, `${p.user}.log`)}`], "no seal, no prune for a pull key");
+  t.same(pservice.split("\n").filter((l) => l.startsWith("ExecStart=")), [`ExecStart=${bin} audit --record-head --file ${path.join(p.logDir, `${p.user}.log`)}`, `ExecStart=${bin} notify --config ${path.join(p.configDir, `${p.user}.json`)}`, `ExecStart=${bin} metrics --config-dir ${p.configDir}`], "no seal, no prune for a pull key: the log's head, then notify and metrics");
   t.notOk(fs.existsSync(path.join(units, `validate-backup-${p.user}-verify.service`)), "and no weekly verify --stored");
 });
 

@@ -126,8 +126,12 @@ t.test("systemd units: a key switched to read-only loses its weekly pair; remove
   t.notOk(fs.existsSync(unit("-verify.service")) || fs.existsSync(unit("-verify.timer")), "no weekly verify --stored for a read-only key");
   t.same(
     fs.readFileSync(unit(".service"), "utf8").split("\n").filter((l) => l.startsWith("ExecStart=")),
-    [`ExecStart=${TOP}/bin/validate-backup audit --record-head --file ${path.join(a.logDir, `${a.user}.log`)}`],
-    "the hourly unit only records the log's head",
+    [
+      `ExecStart=${TOP}/bin/validate-backup audit --record-head --file ${path.join(a.logDir, `${a.user}.log`)}`,
+      `ExecStart=${TOP}/bin/validate-backup notify --config ${path.join(a.configDir, `${a.user}.json`)}`,
+      `ExecStart=${TOP}/bin/validate-backup metrics --config-dir ${a.configDir}`,
+    ],
+    "the hourly unit records the log's head, then notify and metrics (no seal, no prune)",
   );
   t.match(ro.stdout.toString(), `rsync -a -e 'ssh -i /root/.ssh/id_ed25519' ${a.user}@${os.hostname()}:${a.root}/ /srv/pulled/`, "the pulling side's line");
   succeeded(t, await vb(["check", "--user", a.user, ...sys]), "check: nothing stale");

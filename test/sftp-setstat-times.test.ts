@@ -8,6 +8,7 @@ import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
 import { sandbox, snapshot, auditLines, gateIds, type Sandbox } from "./helpers/env.js";
+import { KINDS } from "../src/audit/budget.js";
 import { SftpClient, FX, PF, describe, type Attrs, type Reply } from "./helpers/sftp-client.js";
 import { recordArrival, ARRIVALS_FILE } from "../src/vault/arrivals.js";
 import { TIMES_WINDOW_MS, RecentArrivals } from "../src/vault/recent.js";
@@ -151,7 +152,7 @@ t.test("RecentArrivals reads the record from where the last hour begins, then on
   t.equal(r.find("recent.gpg", now), undefined, "and what it no longer holds is forgotten");
 });
 
-t.test("a client looping on SETSTAT: 1000 lines, then one count at the end of the session", async (t) => {
+t.test("a client looping on SETSTAT: lines up to the session's budget, then one notice, and session-end counts the rest", async (t) => {
   const sb = sandbox(t);
   await publish(t, sb, "loop.gpg");
   const b = await session(t, sb);
@@ -159,7 +160,9 @@ t.test("a client looping on SETSTAT: 1000 lines, then one count at the end of th
   t.ok(replies.every((r) => r.status?.code === FX.OK), "every change made");
   t.equal(mtimeOf(sb, "loop.gpg"), 1_600_001_004, "the last one stands");
   t.equal((await b.end()).code, 0);
-  const lines = auditLines(sb).filter((l) => l.event === "times-set");
-  t.equal(lines.filter((l) => l.path === "loop.gpg").length, 1_000, "1000 changes logged one by one");
-  t.match(lines.at(-1), { count: 1_005 }, "then the count, at the end of the session");
+  const all = auditLines(sb);
+  const limit = KINDS.times.lines;
+  t.equal(all.filter((l) => l.event === "times-set" && l.path === "loop.gpg").length, limit, `${limit} changes logged one by one`);
+  t.match(all.filter((l) => l.event === "budget"), [{ kind: "times" }], "one line says where they stop");
+  t.match(all.filter((l) => l.event === "session-end").at(-1), { notWritten: { times: 1_005 - limit } }, "session-end counts the rest");
 });

@@ -5,14 +5,8 @@ import { verifyChain, recordHead, defaultHeadFile, type VerifyResult } from "./c
 import { Reviewer, parseAge, parseSince, DEFAULT_MAX_GAP_MS, type Review } from "./review.js";
 import { render } from "./render.js";
 import { visible, visibleJson } from "./sanitize.js";
+import { usageText } from "../usage.js";
 
-const USAGE = [
-  "usage: validate-backup audit [--file LOG | --config F]… [--since T] [--denied] [--json] [--max-gap D]",
-  "       validate-backup audit --verify [--file LOG | --config F]… [--head FILE]",
-  "       validate-backup audit --record-head [--file LOG | --config F]… [--head FILE]",
-  "       validate-backup audit --rotate --config F",
-  "T: an ISO date or time (2024-05-01, 2024-05-01T12:00Z) or an age (90m, 36h, 7d); D: an age (default 26h)",
-].join("\n");
 
 interface Options {
   files: string[];
@@ -123,7 +117,7 @@ async function verify(o: Options): Promise<number> {
 export async function auditMain(args: string[]): Promise<number> {
   const o = parseArgs(args);
   if (typeof o === "string") {
-    process.stderr.write(`validate-backup audit: ${o}\n${USAGE}\n`);
+    process.stderr.write(`validate-backup audit: ${o}\n${usageText("audit")}\n`);
     return 2;
   }
   try {

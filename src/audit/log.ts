@@ -6,6 +6,7 @@ import { pino, type Logger } from "pino";
 import { cleanValue } from "./sanitize.js";
 import { withLock } from "../lock.js";
 import { chainLine, lineHash, tailHash } from "./chain.js";
+import { Budget } from "./budget.js";
 
 export type Fields = Record<string, unknown>;
 
@@ -13,9 +14,17 @@ export type Fields = Record<string, unknown>;
 export const ROOT_CLIENT = "root";
 
 export interface Audit {
-  /** Write one event. Never throws: a broken log is reported on stderr, the session decides. */
-  event(event: string, fields?: Fields): void;
+  /**
+   * Write one event; false if it was not written (the session's budget for its kind is spent, see
+   * budget.ts, or the log is broken). Never throws: a line that cannot be written is reported on
+   * stderr and to the handler given to whenBroken(), which ends the session.
+   */
+  event(event: string, fields?: Fields): boolean;
   readonly ok: boolean;
+  /** The session's line budget: room() before an act whose line may never be dropped; counts() for session-end. */
+  readonly budget: Budget;
+  /** Run `fn` once, at the first line that cannot be written (a log that could not be opened: at once). */
+  whenBroken(fn: (why: string) => void): void;
 }
 
 class LockedAppend {
@@ -44,6 +53,8 @@ class LockedAppend {
     }
     if (!fs.fstatSync(this.fd).isFile()) throw new Error(`${file} is not a regular file`);
   }
+  /** Bytes of the lines written through this descriptor (the budget's measure). */
+  bytes = 0;
   /**
    * After `audit --rotate` (done under this lock) the name is a new file: a session that opened the
    * old one writes on in the new one, never into the sealed rotated file.
@@ -80,20 +91,32 @@ class LockedAppend {
       const buf = Buffer.from(start + text);
       const n = fs.writeSync(this.fd, buf);
       if (n !== buf.length) throw new Error("short write to the audit log");
+      this.bytes += n;
       if (this.last?.hash !== "unreadable") this.last = { size: size + n, hash: lineHash(Buffer.from(text.slice(0, -1))) };
     };
     // The lock lives in the state directory; when that is missing (the config names a state that
-    // is not there, and the session is about to be refused for it) the line is still written.
-    if (this.lockFile && (this.lockDirSeen ||= fs.existsSync(path.dirname(this.lockFile)))) withLock(this.lockFile, append);
+    // is not there, and the session is about to be refused for it) the line is still written. A
+    // lock that cannot be taken (held too long, or a full disk under it) fails the line: unlocked,
+    // two writers could fork the hash chain.
+    if (this.lockFile && (this.lockDirSeen ||= fs.existsSync(path.dirname(this.lockFile)))) withLock(this.lockFile, append, undefined, true);
     else append();
   }
 }
 
 export function openAudit(file: string, lockFile: string | undefined, base: Fields, create = true): Audit {
   let logger: Logger | undefined;
-  let ok = true;
+  let dest: LockedAppend | undefined;
+  let broken: string | undefined;
+  let onBroken: ((why: string) => void) | undefined;
+  const budget = new Budget();
+  const fail = (why: string) => {
+    if (broken !== undefined) return;
+    broken = why;
+    if (onBroken) onBroken(why);
+    else process.stderr.write(`validate-backup: ${why}\n`);
+  };
   try {
-    const dest = new LockedAppend(file, lockFile, create);
+    dest = new LockedAppend(file, lockFile, create);
     logger = pino(
       {
         base: cleanValue(base) as Fields,
@@ -104,21 +127,34 @@ export function openAudit(file: string, lockFile: string | undefined, base: Fiel
       dest,
     );
   } catch (e) {
-    ok = false;
-    process.stderr.write(`validate-backup: audit log ${file} cannot be opened: ${(e as Error).message}\n`);
+    fail(`audit log ${file} cannot be opened: ${(e as Error).message}`);
   }
+  const write = (event: string, fields: Fields): void => {
+    const level = fields.decision === "deny" || fields.anomaly ? "warn" : "info";
+    logger![level](cleanValue(fields) as Fields, event);
+  };
   return {
     get ok() {
-      return ok;
+      return broken === undefined;
+    },
+    budget,
+    whenBroken(fn) {
+      onBroken = fn;
+      if (broken !== undefined) fn(broken);
     },
     event(event, fields = {}) {
-      if (!logger) return;
+      if (!logger || broken !== undefined) return false;
+      const verdict = budget.judge(event);
       try {
-        const level = fields.decision === "deny" || fields.anomaly ? "warn" : "info";
-        logger[level](cleanValue(fields) as Fields, event);
+        if (verdict === "announce") write("budget", budget.notice(event));
+        if (verdict !== "write") return false;
+        const before = dest!.bytes;
+        write(event, fields);
+        budget.wrote(event, dest!.bytes - before);
+        return true;
       } catch (e) {
-        ok = false;
-        process.stderr.write(`validate-backup: audit log write failed: ${(e as Error).message}\n`);
+        fail(`audit log write failed: ${(e as Error).message}`);
+        return false;
       }
     },
   };

@@ -32,11 +32,11 @@ export const REFUSAL_EVENTS: Readonly<Record<string, Rule>> = {
 /**
  * Events that record no refusal of their own: allowed work, root's housekeeping, notes. `quota` is
  * always followed by the protocol's own refusal line (refused, rsync-exit), which is the one counted;
- * `client-error` is the client's complaint, not ours.
+ * `client-error` is the client's complaint, not ours; `budget` says a kind's lines stop (budget.ts).
  */
 export const KNOWN_EVENTS: readonly string[] = [
-  "anomaly", "arrival-not-recorded", "client-error", "download", "idle-timeout", "list", "mkdir", "no-arrivals",
-  "key-removed", "prune", "prune-chain", "publish", "quota", "read", "remove-lock", "remove-own", "rename", "replace", "resend-same", "rotate",
+  "anomaly", "arrival-not-recorded", "budget", "client-error", "download", "idle-timeout", "list", "mkdir", "no-arrivals",
+  "key-removed", "notify", "prune", "prune-chain", "publish", "quota", "read", "remove-lock", "remove-own", "rename", "replace", "resend-same", "rotate",
   "rsync", "seal", "seal-skip", "session-end", "swept", "sweep-failed", "times-set", "trailing-bytes",
   "upload-abandoned", "verify-stored",
 ];

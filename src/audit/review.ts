@@ -197,10 +197,12 @@ export class Reviewer {
     }
     const kind = refusalOf(j);
     if (kind) {
-      if (kind === "command") k.denied++;
+      // A denial written after denials that were only counted (audit/denials.ts) brings their number.
+      const n = 1 + (kind === "command" && typeof j.notWrittenBefore === "number" && j.notWrittenBefore > 0 ? j.notWrittenBefore : 0);
+      if (kind === "command") k.denied += n;
       if (event === "refused" && typeof j.sid === "string") this.countLogged(j.sid);
       const r: Refusal = { time, label, client, event, kind, code: str(j.code), reason: str(j.reason), what: str(j.command ?? j.path) };
-      this.refused(k, r, 1, t);
+      this.refused(k, r, n, t);
       this.refusals.push(r);
       // Keep the latest: halve when twice over, so the cost per line stays constant.
       if (this.refusals.length >= 2 * LISTED_REFUSALS) this.refusals = this.refusals.slice(-LISTED_REFUSALS);

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { ConfigSchema, type Policy } from "./schema.js";
 import { VbError } from "../errors.js";
+import { jsonFault } from "./json-syntax.js";
 
 const MAX_CONFIG_BYTES = 64 * 1024;
 
@@ -13,14 +14,22 @@ function within(parent: string, child: string): boolean {
   return child === parent || child.startsWith(parent + "/");
 }
 
+/**
+ * A config's text as JSON, or the one refusal every reader gives (the gate, check, install-remote):
+ * the line and column where it stops being JSON, and what was expected there.
+ */
+export function parseConfigJson(text: string, file: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    const f = jsonFault(text);
+    throw bad(file, f ? `not valid JSON: line ${f.line}, column ${f.column}: ${f.why}` : "not valid JSON");
+  }
+}
+
 /** Parse and validate a config text. Pure: no filesystem checks (see checkPlaces). */
 export function parseConfig(text: string, file: string): Policy {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw bad(file, `not valid JSON (${(e as Error).message})`);
-  }
+  const json = parseConfigJson(text, file);
   const r = ConfigSchema.safeParse(json);
   if (!r.success) {
     const first = r.error.issues

@@ -70,6 +70,13 @@ export const HousekeepingSchema = z.strictObject({
   // ones; this is how long they must stay unnoticed before that removes anything real.
   /** prune never removes a file that arrived, or a version kept, fewer days ago */
   retentionDays: z._default(int(1, 36500), 30),
+  // An argv, never a shell line: the hourly run's notify step execs it with the message on stdin.
+  /** run once per condition (no arrival for warnNoArrivalHours, a failed step, an anomaly) until it clears */
+  notify: z.optional(
+    z
+      .array(z.string().check(z.minLength(1), z.maxLength(4096), z.refine((a) => !a.includes("\0"), "must not contain NUL")))
+      .check(z.minLength(1), z.maxLength(64), z.refine((a) => path.isAbsolute(a[0] ?? "") && path.normalize(a[0]!) === a[0], "the program (the first word) must be a normalized absolute path: no shell runs it and no PATH is searched")),
+  ),
 });
 
 export const ConfigSchema = z.strictObject({

@@ -10,6 +10,7 @@ import { openAudit, ROOT_CLIENT, type Audit } from "../audit/log.js";
 import { at, closeQuietly } from "../fsat.js";
 import { openTop, openSubdir, type WalkOptions, type BeforeOpen } from "./walk.js";
 import { say, visible } from "../audit/sanitize.js";
+import { usageFault, UsageFault, type Subcommand } from "../usage.js";
 
 export const EXIT = { ok: 0, usage: 2, failed: 4, warning: 5 } as const;
 
@@ -27,7 +28,16 @@ export interface Housekeeping {
 export type OptionKind = "flag" | "value";
 
 /** Parse argv against a table of options; anything else is refused. Repeats are refused too. */
-export function parseArgs(args: string[], table: Record<string, OptionKind>): Map<string, string> {
+/** `sub`: whose usage follows the reason when the command line is wrong. */
+export function parseArgs(args: string[], table: Record<string, OptionKind>, sub: Subcommand): Map<string, string> {
+  try {
+    return readOptions(args, table);
+  } catch (e) {
+    throw e instanceof VbError ? usageFault(sub, e.message) : e;
+  }
+}
+
+function readOptions(args: string[], table: Record<string, OptionKind>): Map<string, string> {
   const out = new Map<string, string>();
   for (let i = 0; i < args.length; i++) {
     const [name, inline] = args[i]!.startsWith("--") && args[i]!.includes("=") ? args[i]!.split(/=(.*)/s, 2) : [args[i]!, undefined];
@@ -109,7 +119,7 @@ export async function main(command: string, fn: () => Promise<number> | number):
     return await fn();
   } catch (e) {
     const err = toVbError(e);
-    say(`validate-backup ${command}: ${visible(err.message)}`, "err");
+    say(`validate-backup ${command}: ${visible(err.message)}${err instanceof UsageFault ? `\n${err.usage}` : ""}`, "err");
     return err.code === "BAD_REQUEST" ? EXIT.usage : EXIT.failed;
   }
 }

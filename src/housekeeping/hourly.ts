@@ -5,9 +5,13 @@
 //
 // Each step is a child process of this same program (node, its flags, the bundle), so a step that
 // crashes or leaks cannot take the next one with it.
+// After them, their exit statuses are recorded (state/monitor/hourly.json) and notify and metrics
+// report on them (src/monitor/).
 import { spawnSync } from "node:child_process";
-import { VbError } from "../errors.js";
 import { parseArgs, requireRoot, main, EXIT } from "./context.js";
+import { usageFault } from "../usage.js";
+import { nowFrom } from "./prune.js";
+import { monitorSteps, recordRun } from "../monitor/record.js";
 
 /** The steps, in order: settle the uploads, drop old chains, then pin the log's head (after both logged). */
 export function hourlySteps(config: string, keepFull: string | undefined): string[][] {
@@ -26,19 +30,35 @@ function rank(code: number): number {
 
 export async function hourlyMain(args: string[]): Promise<number> {
   return main("hourly", () => {
-    const o = parseArgs(args, { "--config": "value", "--keep-full": "value" });
+    // --now: prune's hidden clock (see prune.ts), handed on to prune and to the monitoring steps.
+    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--now": "value" }, "hourly");
     const config = o.get("--config");
     const keepFull = o.get("--keep-full");
-    if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup hourly --config FILE [--keep-full N (the config's housekeeping.keepFull)]");
+    if (!config) throw usageFault("hourly", "--config is required");
     requireRoot("hourly");
+    const now = o.get("--now");
+    const at = nowFrom(o) ?? Date.now();
     let worst: number = EXIT.ok;
     const failed: string[] = [];
-    for (const step of hourlySteps(config, keepFull)) {
+    const results: { step: string; code: number }[] = [];
+    const runStep = (step: string[]) => {
       const r = spawnSync(process.execPath, [...process.execArgv, "--", process.argv[1]!, ...step], { stdio: "inherit", env: process.env });
       const code = r.status ?? EXIT.failed; // killed by a signal, or not started at all
       if (rank(code) === 2) failed.push(`${step[0]} (exit ${r.status ?? r.signal ?? r.error?.message})`);
       if (rank(code) > rank(worst)) worst = code;
+      return code;
+    };
+    for (const step of hourlySteps(config, keepFull)) {
+      const withClock = step[0] === "prune" && now !== undefined ? [...step, "--now", now] : step;
+      results.push({ step: step[1] === "--record-head" ? "record-head" : step[0]!, code: runStep(withClock) });
     }
+    try {
+      recordRun(config, results, at);
+    } catch (e) {
+      failed.push(`recording the results (${(e as Error).message})`);
+      worst = EXIT.failed;
+    }
+    for (const step of monitorSteps(config, now)) runStep(step);
     // The steps said what went wrong on stderr; this line says that the later ones still ran.
     if (failed.length) process.stderr.write(`validate-backup hourly: failed: ${failed.join(", ")}; every step was run\n`);
     return worst;

@@ -25,6 +25,7 @@ import { readArrivals, lastArrival, compactArrivals, type ArrivalMap } from "../
 import { walkDirs, lstatIn, unlinkIfSame, removeTreeAt, openSubdir, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, parseDuration, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
 import { say, visible } from "../audit/sanitize.js";
+import { usageFault } from "../usage.js";
 
 const LOGGER = "/usr/bin/logger";
 const HOUR = 3_600_000;
@@ -343,7 +344,7 @@ function rulesFrom(o: Map<string, string>, configKeepFull: () => number): PruneR
  * protocols and never reaches a subcommand's argv. Root could remove files without us anyway; the
  * prune audit line names the clock it was given.
  */
-function nowFrom(o: Map<string, string>): number | undefined {
+export function nowFrom(o: Map<string, string>): number | undefined {
   const s = o.get("--now");
   if (s === undefined) return undefined;
   const t = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?Z$/.test(s) ? Date.parse(s) : NaN;
@@ -353,9 +354,9 @@ function nowFrom(o: Map<string, string>): number | undefined {
 
 export async function pruneMain(args: string[]): Promise<number> {
   return main("prune", () => {
-    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--older-than": "value", "--dry-run": "flag", "--now": "value" });
+    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--older-than": "value", "--dry-run": "flag", "--now": "value" }, "prune");
     const config = o.get("--config");
-    if (!config) throw new VbError("BAD_REQUEST", "usage: validate-backup prune --config FILE [--keep-full N (the config's housekeeping.keepFull)] [--older-than DURATION] [--dry-run]");
+    if (!config) throw usageFault("prune", "--config is required");
     rulesFrom(o, () => 1); // a bad option is a usage error before anything is opened
     const now = nowFrom(o);
     requireRoot("prune");
@@ -376,6 +377,7 @@ export async function pruneMain(args: string[]): Promise<number> {
         removedFiles: r.removedFiles,
         removedVersions: r.removedVersions,
         leftAlone: r.leftAlone.length,
+        failed: r.failed,
       });
       say(describe(r, dryRun));
       if (r.warning) {

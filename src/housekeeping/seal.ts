@@ -13,6 +13,7 @@ import { walkDirs, openPlainFile, openSubdir, lstatIn, removeTreeAt, notPlain, t
 import { open, parseArgs, requireRoot, main, sealGroup, EXIT, type Housekeeping } from "./context.js";
 import { at, closeQuietly } from "../fsat.js";
 import { say, visible } from "../audit/sanitize.js";
+import { usageFault } from "../usage.js";
 import { LOCKS_DIR } from "../profile/restic.js";
 import { whyNotLockAt } from "../vault/locks.js";
 
@@ -200,15 +201,15 @@ export function describe(r: SealReport, dryRun: boolean): string {
 
 export async function sealMain(args: string[]): Promise<number> {
   return main("seal", () => {
-    const o = parseArgs(args, { "--config": "value", "--dry-run": "flag" });
+    const o = parseArgs(args, { "--config": "value", "--dry-run": "flag" }, "seal");
     const config = o.get("--config");
-    if (!config) return usage();
+    if (!config) throw usageFault("seal", "--config is required");
     requireRoot("seal");
     const h = open(config, "seal");
     try {
       const dryRun = o.has("--dry-run");
       const r = seal(h, { dryRun });
-      h.audit.event("seal", { dryRun, dirs: r.dirs, files: r.files, alreadySealed: r.alreadySealed, young: r.young, unfinished: r.unfinished, locks: r.locks, odd: r.odd.length, swept: r.swept });
+      h.audit.event("seal", { dryRun, dirs: r.dirs, files: r.files, alreadySealed: r.alreadySealed, young: r.young, unfinished: r.unfinished, locks: r.locks, odd: r.odd.length, swept: r.swept, failed: r.failed });
       say(describe(r, dryRun));
       if (!r.failed) return EXIT.ok;
       process.stderr.write(`validate-backup seal: ${r.failed} entries could not be sealed (listed above)\n`);
@@ -219,7 +220,3 @@ export async function sealMain(args: string[]): Promise<number> {
   });
 }
 
-function usage(): number {
-  process.stderr.write("validate-backup seal: usage: validate-backup seal --config FILE [--dry-run]\n");
-  return EXIT.usage;
-}

@@ -19,8 +19,8 @@ import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
 import { Ledger, splitKey } from "./ledger.js";
 import { walkDirs, lstatIn, openSubdir, openPlainFile, NOT_UTF8, type Dir, type WalkOptions } from "./walk.js";
 import { open, parseArgs, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
+import { usageFault } from "../usage.js";
 
-const USAGE = "usage: validate-backup verify --stored --config FILE";
 const HASH_BUFFER = 1024 * 1024;
 /** Problems kept for the table (and for the late lines to clear); past this they are only counted. */
 const MAX_ROWS = 10_000;
@@ -319,9 +319,9 @@ export function describe(r: StoredReport): string {
 
 export async function storedMain(args: string[]): Promise<number> {
   return main("verify --stored", async () => {
-    const o = parseArgs(args, { "--stored": "flag", "--config": "value" });
+    const o = parseArgs(args, { "--stored": "flag", "--config": "value" }, "verify");
     const config = o.get("--config");
-    if (!config || !o.has("--stored")) throw new VbError("BAD_REQUEST", USAGE);
+    if (!config || !o.has("--stored")) throw usageFault("verify", "--stored and --config FILE are required");
     requireRoot("verify --stored", "it reads every stored file and the state directory");
     const h = open(config, "verify-stored");
     try {

@@ -19,6 +19,7 @@ import { Gpg, GpgMissing, type KeyInfo } from "./gpg.js";
 import { judgeDecryption, judgeDetached, STATUSES, type Status, type Problem, type Verdict } from "./verdict.js";
 import { setsOf, checkSet, type DupSet, type Judge } from "./sets.js";
 import { cleanString, say } from "../audit/sanitize.js";
+import { usageText } from "../usage.js";
 
 export { STATUSES, type Status };
 
@@ -33,7 +34,6 @@ export interface Row {
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 /** Files checked at once: gpg works on one core each. */
 const PARALLEL = 2;
-const USAGE = "usage: validate-backup verify DIR --signer CERT [--recipient CERT]… [--secret-key KEY [--passphrase-file FILE]]\n       validate-backup verify --stored --config FILE";
 
 export interface Options {
   dir?: string;
@@ -355,7 +355,7 @@ function report(v: Verifier, found: number, sets: DupSet[], matchedVols: string[
 export async function verifyMain(args: string[]): Promise<number> {
   const o = parseArgs(args);
   if (typeof o === "string") {
-    say(`validate-backup verify: ${o}\n${USAGE}`, "err");
+    say(`validate-backup verify: ${o}\n${usageText("verify")}`, "err");
     return 2;
   }
   // No silent success: until the run returns, the process exit status says it failed, and a run

@@ -10,7 +10,9 @@ import { loadConfig } from "../config/load.js";
 import { buildPlan, sysctlConf, type Layout, type SourceLayout } from "./plan.js";
 import { inspect } from "./apply.js";
 import { Ctx, type Change } from "./change.js";
-import { parseKeyLine, lineFaults, gateOf } from "./keys.js";
+import { parseKeyLine, gateOf } from "./keys.js";
+import { keyLineFindings, placeFindings } from "./preflight.js";
+import { runnerFindings } from "./runner.js";
 import { lookupUser, lookupGroup, runtimeFiles, programFiles, TOOLS } from "./system.js";
 const TOOLS_SSHD = TOOLS.sshd;
 import { canonical, lstatPath, readText } from "./fsops.js";
@@ -18,14 +20,11 @@ import * as sshd from "./sshd.js";
 import { TOP } from "../top.js";
 import { showSize } from "../config/size.js";
 import { scheduleOption } from "./schedule.js";
+import { usageText } from "../usage.js";
 import { rsyncPullFindings } from "./rsync-pull-check.js";
 import { say } from "../audit/sanitize.js";
 
 type Out = (line: string) => void;
-
-const USAGE =
-  "validate-backup check --user NAME [--sshd-config FILE]\n" +
-  "         [--schedule auto|systemd|cron|none] [--schedule-dir DIR]   (where install-remote put the housekeeping schedule)";
 
 // sshd settings that matter for a forced-command account: [key, wanted, deviation (true) or warning].
 const SSHD_RULES: [string, string, boolean, string][] = [
@@ -73,12 +72,11 @@ function keyFindings(akPath: string, out: Change[], notes: string[]): { sources:
   } catch (e) {
     out.push({ what: `${akPath}: ${(e as Error).message}`, fix: "run validate-backup install-remote again" });
   }
+  out.push(...keyLineFindings(akPath, text ?? ""));
   (text ?? "").split("\n").forEach((raw, i) => {
     const k = parseKeyLine(raw);
-    if (!k) return;
+    if (!k || "bad" in k) return;
     const where = `${akPath} line ${i + 1}`;
-    if ("bad" in k) return void out.push({ what: `${where}: not a key line sshd would use ('${k.bad}')`, fix: "remove it" });
-    for (const f of lineFaults(k)) out.push({ what: `${where} (${k.type} …${k.blob.slice(-8)} ${k.comment}): ${f}`, fix: "remove the line, or re-add the key with validate-backup install-remote --key" });
     const gate = gateOf(k);
     if (!gate) return;
     launchers.add(gate.bin);
@@ -91,7 +89,8 @@ function keyFindings(akPath: string, out: Change[], notes: string[]): { sources:
           "how long someone holding the key must stay unnoticed before a real backup can go",
       );
     } catch (e) {
-      out.push({ what: `${where}: ${(e as Error).message}`, fix: "run validate-backup install-remote again" });
+      // install-remote refuses such a config with the same words: it keeps the settings an admin made.
+      out.push({ what: `${where}: ${(e as Error).message}`, fix: `correct ${gate.config}, or remove it and run validate-backup install-remote again` });
     }
   });
   if (text !== null && !sources.length) out.push({ what: `${akPath} holds no key forced through validate-backup`, fix: "validate-backup install-remote --key …" });
@@ -109,6 +108,8 @@ export function checkFindings(user: string, sshdConfig: string, schedule: Layout
   const akPath = path.join(home, ".ssh", "authorized_keys");
   const { sources, launchers } = keyFindings(akPath, out, notes);
   keys.push(...sources);
+  out.push(...placeFindings(sources));
+  out.push(...runnerFindings(schedule, sources.map((s) => s.label)));
   const dropin = sshd.dropinPath(sshdConfig, user);
   const dropinExists = lstatPath(dropin) !== null;
   const programs = [...launchers].map((b) => canonical(path.dirname(path.dirname(b))));
@@ -178,7 +179,7 @@ export async function checkMain(args: string[]): Promise<number> {
     schedule = scheduleOption(v.schedule, v["schedule-dir"]);
     if (process.getuid?.() !== 0) throw new Error("check must run as root (it reads /etc/shadow and sshd's configuration)");
   } catch (e) {
-    say(`validate-backup check: ${(e as Error).message}\nusage: ${USAGE}`, "err");
+    say(`validate-backup check: ${(e as Error).message}\n${usageText("check")}`, "err");
     return 2;
   }
   return runCheck(v.user, v["sshd-config"], (l) => say(l), schedule);

@@ -4,7 +4,7 @@ import path from "node:path";
 import fs from "node:fs";
 import { parseArgs } from "node:util";
 import { VbError } from "../errors.js";
-import { parseConfig } from "../config/load.js";
+import { parseConfig, parseConfigJson } from "../config/load.js";
 import { parseSize } from "../config/size.js";
 import { buildPlan, sysctlConf, type Layout, type SourceLayout } from "./plan.js";
 import { runPlan } from "./apply.js";
@@ -14,22 +14,16 @@ import { lookupUser, lookupGroup, isRoot, runtimeFiles, programFiles } from "./s
 import { canonical, readText } from "./fsops.js";
 import * as sshd from "./sshd.js";
 import { runCheck } from "./check.js";
+import { refuseSplitPlaces, rebinding, keyLineFindings } from "./preflight.js";
+import { runnerFindings } from "./runner.js";
+import type { Change } from "./change.js";
 import { scheduleOption } from "./schedule.js";
 import { TOP } from "../top.js";
+import { usageText } from "../usage.js";
 import { sourceExample } from "./source-example.js";
 
 export const PROGRAM = canonical(TOP);
 export const LAUNCHER = path.join(PROGRAM, "bin/validate-backup");
-
-const USAGE =
-  "usage: validate-backup install-remote --user NAME --root DIR --key PUBKEY_FILE [--from PATTERN]\n" +
-  "         [--access append-only|read-only] [--label NAME] [--home DIR] [--sshd-dropin] [--dry-run]\n" +
-  "         [--config-dir DIR (/etc/validate-backup)] [--log-dir DIR (/var/log/validate-backup)]\n" +
-  "         [--sshd-config FILE (/etc/ssh/sshd_config)] [--keep-full N (the config's, else 4)]\n" +
-  "         [--retention-days N (the config's, else 30): prune removes nothing younger]\n" +
-  "         [--quota SIZE (bytes the key may store, root and state together: 500G, 2T; the config's, else none)]\n" +
-  "         [--schedule auto|systemd|cron|none (auto: systemd where it runs, else cron)]\n" +
-  "         [--schedule-dir DIR (/etc/systemd/system or /etc/cron.d)]";
 
 const OPTIONS = {
   user: { type: "string" },
@@ -41,6 +35,7 @@ const OPTIONS = {
   home: { type: "string" },
   "sshd-dropin": { type: "boolean", default: false },
   "dry-run": { type: "boolean", default: false },
+  rebind: { type: "boolean", default: false },
   "config-dir": { type: "string", default: "/etc/validate-backup" },
   "log-dir": { type: "string", default: "/var/log/validate-backup" },
   "sshd-config": { type: "string", default: sshd.DEFAULT_SSHD_CONFIG },
@@ -83,10 +78,10 @@ function parse(args: string[]) {
   try {
     v = parseArgs({ args, options: OPTIONS, strict: true, allowPositionals: false }).values;
   } catch (e) {
-    bad(`${(e as Error).message}\n${USAGE}`);
+    bad(`${(e as Error).message}\n${usageText("install-remote")}`);
   }
   const { user, key } = v;
-  if (!user || !v.root || !key) bad(`--user, --root and --key are required\n${USAGE}`);
+  if (!user || !v.root || !key) bad(`--user, --root and --key are required\n${usageText("install-remote")}`);
   if (!USER_NAME.test(user)) bad(`--user '${user.slice(0, 40)}': a lower-case account name`);
   const label = v.label ?? user;
   if (!LABEL.test(label)) bad(`--label '${label.slice(0, 40)}': letters, digits, '.', '_', '@', '-' (at most 64)`);
@@ -113,6 +108,7 @@ function parse(args: string[]) {
     from: v.from === undefined ? undefined : checkFrom(v.from),
     dropin: v["sshd-dropin"],
     dry: v["dry-run"],
+    rebind: v.rebind,
     configDir: absolute("config-dir", v["config-dir"]),
     logDir: absolute("log-dir", v["log-dir"]),
     sshdConfig: absolute("sshd-config", v["sshd-config"]),
@@ -134,13 +130,8 @@ function parse(args: string[]) {
 function configContent(o: Options, s: Omit<SourceLayout, "keepFull" | "access" | "quota">): Pick<SourceLayout, "keepFull" | "access" | "quota"> & { text: string } {
   let json: Record<string, unknown> = {};
   const old = readText(s.config);
-  if (old !== null) {
-    try {
-      json = JSON.parse(old) as Record<string, unknown>;
-    } catch {
-      bad(`${s.config} exists and is not JSON: fix or remove it first`);
-    }
-  }
+  // The gate's own reading of a config: line and column where it stops being JSON.
+  if (old !== null) json = parseConfigJson(old, s.config) as Record<string, unknown>;
   json = { ...json, label: s.label, root: s.root, state: s.state, access: o.access, audit: { ...(json.audit as object), file: s.audit } };
   if (o.keepFull !== undefined) json.housekeeping = { ...(json.housekeeping as object), keepFull: o.keepFull };
   if (o.retentionDays !== undefined) json.housekeeping = { ...(json.housekeeping as object), retentionDays: o.retentionDays };
@@ -216,7 +207,13 @@ function refuseNesting(o: Options, own: string, root: string, state: string): vo
   }
 }
 
-export function layoutFor(o: Options): Layout {
+/** What the plan cannot say: --rebind's moves, and the other key lines' faults (check will report them). */
+interface Preflight {
+  notes: string[];
+  findings: Change[];
+}
+
+export function layoutFor(o: Options): Layout & Preflight {
   const base = {
     label: o.label,
     config: path.join(o.configDir, `${o.label}.json`),
@@ -226,6 +223,7 @@ export function layoutFor(o: Options): Layout {
     launcher: LAUNCHER,
   };
   refuseNesting(o, base.config, base.root, base.state);
+  refuseSplitPlaces(o.label, base.root, base.state);
   const { text, ...fromConfig } = configContent(o, base);
   const src: SourceLayout = { ...base, configContent: text, ...fromConfig };
   const key = readPublicKey(readKeyFile(o.keyFile), o.keyFile);
@@ -236,7 +234,11 @@ export function layoutFor(o: Options): Layout {
   } catch {
     /* not a regular file: the plan moves it aside */
   }
+  const notes = rebinding(o, base.config, existing, key);
+  const findings = [...keyLineFindings(akPath, existing, key), ...runnerFindings(o.schedule, [o.label])];
   return {
+    notes,
+    findings,
     user: o.user,
     group: o.group,
     home: o.home,
@@ -255,7 +257,7 @@ export function layoutFor(o: Options): Layout {
 export async function installMain(args: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(line + "\n");
   let o: Options;
-  let layout: Layout;
+  let layout: Layout & Preflight;
   try {
     o = parse(args);
     if (!o.dry && !isRoot()) bad("install-remote must run as root (or with --dry-run, which changes nothing)");
@@ -265,6 +267,9 @@ export async function installMain(args: string[]): Promise<number> {
     return e instanceof VbError && e.code === "BAD_REQUEST" ? 2 : 4;
   }
   out(`${o.dry ? "Plan (dry run: nothing is changed)" : "Installing"} for account ${o.user}, key '${o.label}' -> ${o.root}`);
+  for (const n of layout.notes) out(n);
+  // Said before the plan, at --dry-run too: install-remote keeps these as they are, and its closing check fails on them.
+  for (const c of layout.findings) out(`${c.warn ? "warning" : "DEVIATION"}: ${c.what}\n    fix: ${c.fix}`);
   const ctx = new Ctx(o.user, o.group, sshd.effective(o.sshdConfig, o.user));
   const { changes, warnings } = runPlan(buildPlan(layout), ctx, { dry: o.dry, out });
   out(`${changes} change(s)${o.dry ? " planned" : " made"}, ${warnings} warning(s)`);

@@ -21,11 +21,7 @@ import { canonical, readText, lstatPath } from "./fsops.js";
 import * as sshd from "./sshd.js";
 import { scheduleName, verifyName, scheduleMark, SCHEDULE_CHOICES, SCHEDULE_DIRS, type ScheduleKind } from "./schedule.js";
 import { LABEL } from "./install.js";
-
-const USAGE =
-  "usage: validate-backup remove-key --label NAME [--user NAME (found from the key lines)] [--dry-run]\n" +
-  "         [--config-dir DIR (/etc/validate-backup)] [--sshd-config FILE (/etc/ssh/sshd_config)]\n" +
-  "         [--schedule auto|systemd|cron|none (auto: both places)] [--schedule-dir DIR (/etc/systemd/system and /etc/cron.d)]";
+import { usageText, helpText } from "../usage.js";
 
 const OPTIONS = {
   label: { type: "string" },
@@ -61,9 +57,9 @@ function parse(args: string[]): Options {
   try {
     v = parseArgs({ args, options: OPTIONS, strict: true, allowPositionals: false }).values;
   } catch (e) {
-    bad(`${(e as Error).message}\n${USAGE}`);
+    bad(`${(e as Error).message}\n${usageText("remove-key")}`);
   }
-  if (!v.label) bad(`--label is required\n${USAGE}`);
+  if (!v.label) bad(`--label is required\n${usageText("remove-key")}`);
   if (!LABEL.test(v.label)) bad(`--label '${v.label.slice(0, 40)}': letters, digits, '.', '_', '@', '-' (at most 64)`);
   const choice = v.schedule;
   if (!(SCHEDULE_CHOICES as readonly string[]).includes(choice)) bad(`--schedule must be one of ${SCHEDULE_CHOICES.join(", ")}`);
@@ -203,7 +199,7 @@ export async function removeMain(args: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(line + "\n");
   // install-remote --remove --help reaches here (remove-key --help is answered by cli.ts).
   if (args.length === 1 && (args[0] === "--help" || args[0] === "-h")) {
-    out(USAGE);
+    out(helpText("remove-key"));
     return 0;
   }
   let o: Options;

@@ -84,7 +84,7 @@ export function verifyName(label: string): string {
  * The hourly commands, in order: settle the uploads, drop old chains, then pin the log's head
  * (after both logged); and the weekly check of every stored file against the log.
  */
-export function commands(s: ScheduledSource): { seal: string; prune: string; head: string; hourly: string; verify: string } {
+export function commands(s: ScheduledSource): { seal: string; prune: string; head: string; hourly: string; verify: string; notify: string; metrics: string } {
   const bin = plain(s.launcher);
   return {
     // The three in one: a oneshot unit's ExecStart lines stop at the first failure, `hourly` does not.
@@ -94,7 +94,15 @@ export function commands(s: ScheduledSource): { seal: string; prune: string; hea
     prune: `${bin} prune --config ${plain(s.config)}`,
     head: `${bin} audit --record-head --file ${plain(s.audit)}`,
     verify: `${bin} verify --stored --config ${plain(s.config)}`,
+    // What `hourly` runs after its steps (monitor/record.ts), for where hourly does not run.
+    notify: `${bin} notify --config ${plain(s.config)}`,
+    metrics: `${bin} metrics --config-dir ${plain(path.dirname(s.config))}`,
   };
+}
+
+/** cron's tail of the hourly line: tell housekeeping.notify what is new, write every key's metrics. */
+function monitorTail(c: ReturnType<typeof commands>): string {
+  return `${c.notify} >/dev/null; ${c.metrics} >/dev/null`;
 }
 
 /** How every schedule file of a key begins: only such a file is ever removed as the key's. */
@@ -130,7 +138,7 @@ export function cronContent(s: ScheduledSource): string {
       "SHELL=/bin/sh",
       "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
       "# hourly: record the audit log's chain head (a read-only key: no seal, no prune)",
-      `${m} * * * * root ${c.head} >/dev/null`,
+      `${m} * * * * root ${c.head} >/dev/null; ${monitorTail(c)}`,
       "",
     ].join("\n");
   return [
@@ -138,7 +146,7 @@ export function cronContent(s: ScheduledSource): string {
     "SHELL=/bin/sh",
     "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
     "# hourly: seal what has settled, then record the audit log's chain head",
-    `${m} * * * * root ${c.seal} >/dev/null; ${c.head} >/dev/null`,
+    `${m} * * * * root ${c.seal} >/dev/null; ${c.head} >/dev/null; ${monitorTail(c)}`,
     "# daily: remove whole chains older than the newest housekeeping.keepFull full ones (the config's)",
     `${(m + 30) % 60} 4 * * * root ${c.prune} >/dev/null`,
     // A weekday from the label as well: many keys do not all read their whole trees on one day.
@@ -179,6 +187,9 @@ export function serviceContent(s: ScheduledSource): string {
       "# A read-only (pull) key: its tree is SOURCE's own outgoing data, which root neither seals",
       "# (chowns) nor prunes. Only the audit log's chain head is recorded.",
       `ExecStart=${c.head}`,
+      "# Then tell housekeeping.notify what is new, and write every key's metrics.",
+      `ExecStart=${c.notify}`,
+      `ExecStart=${c.metrics}`,
     ]);
   return service(s, scheduleName(s.label), "seal, prune, record the audit log's head", [
     "# Runs as root: seal and prune change owners in the backup account's tree. `hourly` runs seal,",

@@ -78,6 +78,8 @@ export class Source extends Side {
       return this.refuse(v.display, e);
     }
     try {
+      // Logged before any byte is sent: a log that cannot take the line ends the session here.
+      this.ctx.session.audit.event("download", { protocol: "scp", path: v.display, size: st.size });
       if (this.req.preserve) {
         await this.out.write(this.times(st));
         if (!(await this.accepted())) return;
@@ -101,7 +103,7 @@ export class Source extends Side {
       this.ctx.session.counters.bytesOut += st.size;
       if (short) return this.refuse(v.display, new VbError("IO", `'${v.display}': file shrank while it was being read`));
       await this.out.ok();
-      if (await this.accepted()) this.ctx.session.audit.event("download", { protocol: "scp", path: v.display, size: st.size });
+      await this.accepted();
     } finally {
       closeQuietly(fd);
     }

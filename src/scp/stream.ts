@@ -15,6 +15,13 @@ export const FATAL = 2;
 /** The peer ended the conversation itself (a \x02 line or a closed connection): nothing to reply. */
 export class PeerGone extends VbError {}
 
+/** The peer sent or took nothing for limits.idleSeconds: nothing to reply on the stream, but stderr says why. */
+export class Idle extends PeerGone {
+  constructor(what: string, ms: number) {
+    super("QUOTA", `${what} for ${ms / 1000} s: idle session closed`);
+  }
+}
+
 export class Input {
   private readonly it: AsyncIterator<Buffer>;
   private buf: Buffer = Buffer.alloc(0);
@@ -32,7 +39,7 @@ export class Input {
   private async next(): Promise<IteratorResult<Buffer>> {
     let timer: NodeJS.Timeout | undefined;
     const idle = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new PeerGone("QUOTA", `nothing received for ${this.idleMs / 1000} s: idle session closed`)), this.idleMs);
+      timer = setTimeout(() => reject(new Idle("nothing received", this.idleMs)), this.idleMs);
     });
     try {
       return await Promise.race([this.it.next(), idle]);
@@ -105,6 +112,9 @@ export class Output {
 
   constructor(
     private readonly stream: Writable,
+    /** A client that takes nothing for this long is gone, as one that sends nothing (Input). */
+    private readonly idleMs: number,
+    /** The key's bandwidth limit, shared with the Input. */
     private readonly throttle?: Throttle,
   ) {
     stream.on("error", (e: Error) => (this.broken = e));
@@ -112,8 +122,18 @@ export class Output {
 
   async write(data: Buffer | string): Promise<void> {
     if (this.broken) throw new PeerGone("IO", `connection lost (${this.broken.message})`);
-    if (!this.stream.write(data)) await once(this.stream, "drain");
     if (this.throttle) await this.throttle.pace(typeof data === "string" ? Buffer.byteLength(data) : data.length);
+    if (this.stream.write(data)) return;
+    const stalled = new AbortController();
+    const timer = setTimeout(() => stalled.abort(), this.idleMs);
+    try {
+      await once(this.stream, "drain", { signal: stalled.signal });
+    } catch (e) {
+      if (!stalled.signal.aborted) throw e;
+      throw new Idle("nothing read by the client", this.idleMs);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   ok(): Promise<void> {

@@ -32,8 +32,10 @@ function openWrite(s: SftpContext, path: string, pflags: number, attrs: Attrs): 
 
 function openRead(s: SftpContext, path: string): Handle {
   const v = inside(s.vault, path);
-  const { fd } = s.vault.openRead(v);
-  return { kind: "file", v, fd, bytes: 0 };
+  const { fd, st } = s.vault.openRead(v);
+  // Logged before any byte is served: a log that cannot take the line ends the session here.
+  s.session.audit.event("read", { path: v.display, size: st.size });
+  return { kind: "file", v, fd };
 }
 
 
@@ -59,10 +61,7 @@ export const FILE_OPS = {
     run(s, id, a) {
       const h = s.handles.take(a.handle);
       if (h.kind === "upload") h.up.commit(); // publishes, or throws (the name appeared meanwhile)
-      else {
-        if (h.kind === "file") s.session.audit.event("read", { path: h.v.display, bytes: h.bytes });
-        release(h);
-      }
+      else release(h);
       return ok(id);
     },
   }),
@@ -84,7 +83,6 @@ export const FILE_OPS = {
         if (n === 0) s.replies.release(buf);
       }
       if (n === 0) return statusPacket(id, FX.EOF, "end of file");
-      if (h.kind === "file") h.bytes += n;
       s.session.counters.bytesOut += n;
       return dataPacket(buf, id, n);
     },

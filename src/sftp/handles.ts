@@ -8,7 +8,7 @@ import type { Upload } from "../vault/upload.js";
 import type { Entry } from "../vault/vault.js";
 
 export type Handle =
-  | { kind: "file"; v: VPath; fd: number; bytes: number }
+  | { kind: "file"; v: VPath; fd: number }
   | { kind: "upload"; v: VPath; up: Upload; append: boolean }
   | { kind: "dir"; v: VPath; batches: Generator<Entry[]>; first: Entry[] | undefined };
 

@@ -7,9 +7,6 @@ import { pump, type End } from "./pump.js";
 import { stdinInput } from "./input.js";
 import { throttleFor } from "../throttle.js";
 
-/** After an abnormal end, replies still queued get this long to reach a client that may not read. */
-const LINGER_MS = 10_000;
-
 const OUTCOME: { [K in End["kind"]]: (end: Extract<End, { kind: K }>, ctx: Context) => number } = {
   eof: () => EXIT.ok,
   "output-closed": () => EXIT.ok,
@@ -37,10 +34,7 @@ export async function serveSftp(_plan: Extract<Plan, { kind: "sftp" }>, ctx: Con
       written: (b) => sftp.replies.release(b),
       throttle: throttleFor(ctx.session.policy.limits),
     });
-    input.close();
-    if (end.kind !== "eof") {
-      setTimeout(() => output.destroy(), LINGER_MS).unref();
-    }
+    input.close(); // replies still queued are serve.ts's to give up on
     return (OUTCOME[end.kind] as (e: End, c: Context) => number)(end, ctx);
   } finally {
     sftp.close();

@@ -1,6 +1,7 @@
 // The SFTP request table and its dispatcher. Each request type has one entry: how to decode it,
 // what kind of access it is (so read-only mode and `pull: false` are one check, in gate()), and
 // its handler. Handlers are synchronous, so replies leave strictly in request order.
+import fs from "node:fs";
 import { VbError, fromErrno, type Code, type AuditFields } from "../errors.js";
 import type { Policy } from "../config/schema.js";
 import type { Session } from "../session.js";
@@ -59,9 +60,6 @@ const STATUS_OF: Record<Code, number> = {
 const ANSWERS = new Set(["*:NOT_FOUND", "mkdir:EXISTS"]);
 const isAnswer = (op: string, code: Code) => ANSWERS.has(`*:${code}`) || ANSWERS.has(`${op}:${code}`);
 
-/** Refusals of one session logged one by one; past this they are only counted (see record()). */
-const LOGGED_REFUSALS = 1000;
-
 export function protocolError(message: string): VbError {
   return new VbError("BAD_REQUEST", `sftp protocol error: ${message}`);
 }
@@ -72,12 +70,22 @@ export class Sftp implements SftpContext {
   readonly replies = new BufferPool(DATA_HEADER + MAX_DATA, 16);
   private ready = false;
   private trailingNoted = false;
+  /** The id of the request being handled: the one a session that must end at once still answers. */
+  private current: number | undefined;
 
   constructor(
     readonly session: Session,
     readonly vault: Vault,
   ) {
     this.handles = new Handles(session.policy.limits.maxOpenHandles);
+    session.lastWords = (message) => {
+      if (this.current === undefined) return;
+      try {
+        fs.writeSync(1, statusPacket(this.current, FX.FAILURE, message));
+      } catch {
+        /* the client is not reading: stderr has it */
+      }
+    };
   }
 
   /** One packet in (from its type byte on), its reply out. Throws only for protocol errors. */
@@ -92,6 +100,7 @@ export class Sftp implements SftpContext {
     if (type === FXP.INIT) throw protocolError("INIT sent twice");
     if (pkt.length < 5) throw protocolError(`a packet of type ${type} too short to carry a request id`);
     const id = pkt.readUInt32BE(1);
+    this.current = id;
     const r = new Reader(pkt, 5);
     let entry = REQUESTS[type];
     if (type === FXP.EXTENDED) {
@@ -145,13 +154,9 @@ export class Sftp implements SftpContext {
     const { audit, counters } = this.session;
     if (code !== "IO") counters.refused++;
     // A client looping on refused requests must not fill the (append-only) audit log's disk: past
-    // the cap, refusals are only counted, and session-end carries the total.
-    if (counters.refused > LOGGED_REFUSALS) return;
-    if (code === "IO") audit.event("error", { op, path: subject, code, reason });
-    else audit.event("refused", { ...fields, op, path: subject, code, reason });
-    if (counters.refused === LOGGED_REFUSALS)
-      audit.event("refused", { op: "*", code: "QUOTA", anomaly: true, reason: `${LOGGED_REFUSALS} refusals in this session: further ones are counted in session-end, not logged one by one` });
-    process.stderr.write(`validate-backup: sftp ${op}: ${reason}\n`);
+    // the session's budget (audit/budget.ts) they are only counted, and so is what stderr says.
+    const logged = code === "IO" ? audit.event("error", { op, path: subject, code, reason }) : audit.event("refused", { ...fields, op, path: subject, code, reason });
+    if (logged) process.stderr.write(`validate-backup: sftp ${op}: ${reason}\n`);
   }
 
   /** End of session: close what the client left open; unfinished uploads are abandoned. */

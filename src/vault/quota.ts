@@ -25,7 +25,7 @@ import { showSize } from "../config/size.js";
 const STEP = 8 * 1024 * 1024;
 const RECOUNT_MS = 3600_000;
 /** Areas of `state` whose bytes are in flight (claims count them), not stored. */
-const IN_FLIGHT = new Set(["tmp", "staging", "locks", "quota"]);
+export const IN_FLIGHT = new Set(["tmp", "staging", "locks", "quota"]);
 /** Every user of the quota lock waits this long before taking a holder to be stuck (a walk is slow). */
 const LOCK_WAIT_MS = 60_000;
 

@@ -28,8 +28,6 @@ import { LOCKS_DIR } from "../profile/restic.js";
 const C = fs.constants;
 /** Directories kept open for their fsync at the end of the session; past this they are synced at once. */
 const MAX_UNSYNCED_DIRS = 64;
-/** Times set under recent.ts's rule logged one by one per session; past this only counted. */
-const LOGGED_TIMES = 1000;
 
 export interface Entry {
   name: string;
@@ -49,8 +47,6 @@ export class Vault {
   readonly rules: NameRules;
   /** The arrivals of the last hour, read once a SETSTAT asks for a file of another session. */
   private recent: RecentArrivals | undefined;
-  /** Changes of times made under recent.ts's rule (the audit lines stop at LOGGED_TIMES). */
-  private timesSet = 0;
   /** The key's quota and the filesystem's free-space reserve (src/vault/quota.ts). */
   readonly quota: Quota;
   private tmpCounter = 0;
@@ -77,6 +73,17 @@ export class Vault {
 
   private assertWritable(v: VPath, what: string): void {
     demand(this.session.policy, "write", `'${v.display}' cannot be ${what}`);
+  }
+
+  /**
+   * What changes the stored tree is never done without its audit line (audit/budget.ts): past the
+   * session's budget for `event`, or with a log that cannot be written, the act is refused instead.
+   */
+  private assertRecordable(v: VPath, event: string, what: string): void {
+    const { audit } = this.session;
+    if (!audit.ok) throw new VbError("IO", `'${v.display}' cannot be ${what}: the audit log cannot be written`);
+    if (!audit.budget.room(event))
+      throw new VbError("QUOTA", `'${v.display}' cannot be ${what}: this session has made as many changes as one session may record (${audit.budget.limitOf(event)}); start a new session`);
   }
 
   /** Open the directory at `comps` by walking from the root fd, never following a link. */
@@ -182,6 +189,7 @@ export class Vault {
 
   mkdir(v: VPath, mode = 0o750): void {
     this.assertWritable(v, "created");
+    this.assertRecordable(v, "mkdir", "created");
     this.withParent(v, (dirFd, name) => {
       // Every protocol's directories come here (SFTP, scp D, mkdir -p, rsync's publisher).
       this.rules.checkNewDir(dirFd, name, v);
@@ -278,6 +286,7 @@ export class Vault {
     let dirFd = a.dir?.fd;
     try {
       this.assertWritable(a.v, "written");
+      this.assertRecordable(a.v, "publish", "stored");
       if (a.size > limits.maxFileBytes) throw new VbError("QUOTA", `'${shown}': file larger than the limit of ${limits.maxFileBytes} bytes`);
       if (counters.bytesIn + a.uncounted > limits.maxSessionBytes) throw new VbError("QUOTA", `session upload limit of ${limits.maxSessionBytes} bytes reached`);
       fs.fchmodSync(a.fd, fileMode(a.mode));
@@ -337,6 +346,7 @@ export class Vault {
   /** A regular file this session published may get a new, unused name (link + unlink, never rename(2)). */
   renameOwn(from: VPath, to: VPath): void {
     this.assertWritable(from, "renamed");
+    this.assertRecordable(from, "rename", "renamed");
     const st = this.lstat(from);
     if (!this.isOwnFile(st))
       throw new VbError("IMMUTABLE", `append-only: '${from.display}' existed before this session (or is not a regular file) and cannot be renamed`);
@@ -369,6 +379,7 @@ export class Vault {
    */
   remove(v: VPath): void {
     this.assertWritable(v, "removed");
+    this.assertRecordable(v, "remove-own", "removed"); // remove-lock is the same kind (audit/budget.ts)
     const st = this.lstat(v);
     if (this.isOwnFile(st)) {
       this.unlinkIfSame(v, st);
@@ -474,9 +485,9 @@ export class Vault {
         fs.closeSync(fd);
       }
     });
-    // One line per change up to a cap, then a count at the end of the session: a client looping on
-    // SETSTAT must not fill the append-only log.
-    if (++this.timesSet <= LOGGED_TIMES) audit.event("times-set", { path: v.display, atime, mtime, published: new Date(arrival.t).toISOString() });
+    // A client looping on SETSTAT must not fill the append-only log: the budget (audit/budget.ts)
+    // stops these lines, session-end counts the rest.
+    audit.event("times-set", { path: v.display, atime, mtime, published: new Date(arrival.t).toISOString() });
   }
 
   /**
@@ -509,7 +520,6 @@ export class Vault {
 
   /** End of session: abandon unfinished uploads, put new names on disk, remove our temporary area. */
   close(): void {
-    if (this.timesSet > LOGGED_TIMES) this.session.audit.event("times-set", { count: this.timesSet, reason: `${this.timesSet} changes of times of files published on other sessions; the first ${LOGGED_TIMES} were logged one by one` });
     for (const up of this.uploads) up.abort();
     this.quota.close();
     this.syncDirs();
