@@ -18,7 +18,7 @@ import { treeBytes } from "../vault/quota.js";
 import { toVbError } from "../handler.js";
 import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
 import { jailCommand, jailRefusal, JailReport } from "./jail.js";
-import { Throttle, rsyncBwlimit } from "../throttle.js";
+import { throttleFor, rsyncBwlimit, type Throttle } from "../throttle.js";
 
 const ENV = { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" };
 /** rsync's own RERR_PARTIAL, "some files were not transferred": a push that left a sent file unstored. */
@@ -329,8 +329,7 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
         kill();
       }
     };
-    const throttle = limits.bytesPerSecond === undefined ? undefined : new Throttle(limits.bytesPerSecond);
-    const code = await spawnRsync([session.policy.rsync.path, ...args], top, { line, poll, throttle });
+    const code = await spawnRsync([session.policy.rsync.path, ...args], top, { line, poll, throttle: throttleFor(limits) });
     if (!refused && code === 0)
       try {
         vault.quota.setInflight(treeBytes(top)); // what arrived since the last look
