@@ -293,8 +293,12 @@ t.test("the command's own guard: a run that stops before every file is judged fa
     Gpg.prototype.run = () => new Promise(() => {});
     const { verifyMain } = await import(${JSON.stringify(path.join(TOP, "dist/src/pgp/verify.js"))});
     verifyMain(${JSON.stringify([d, "--signer", g.pub, "--secret-key", g.sec])}).then((c) => (process.exitCode = c));`;
-  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env: { PATH: "/usr/bin:/bin" }, timeout: 60_000 });
+  const tmp = path.join(g.dir, "tmp");
+  fs.mkdirSync(tmp);
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env: { PATH: "/usr/bin:/bin", TMPDIR: tmp }, timeout: 60_000 });
   t.equal(r.status, 3, r.stderr);
   t.match(r.stderr, /the run stopped before every file was judged \(at x\.gpg\): NOT verified/);
   t.equal(r.stdout, "", "no table, no OK");
+  // The private GnuPG home (and its agent) goes with the run, also when the run never finished.
+  t.same(fs.readdirSync(tmp), [], "no GnuPG home left behind");
 });

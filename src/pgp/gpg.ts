@@ -95,13 +95,21 @@ export function parseStatus(text: string): Status {
   return { lines };
 }
 
+/** Homes not closed yet: a run ended by a signal (verify exits at once) must not leave an agent behind. */
+const OPEN = new Set<Gpg>();
+process.on("exit", () => {
+  for (const g of OPEN) g.close();
+});
+
 /** A private GnuPG home with only the given keys; close() stops its agent and removes it. */
 export class Gpg {
   private constructor(
     readonly bin: string,
     readonly home: string,
     private readonly passphrase: string | undefined,
-  ) {}
+  ) {
+    OPEN.add(this);
+  }
 
   static async open(passphrase?: string): Promise<Gpg> {
     const bin = findGpg();
@@ -183,6 +191,7 @@ export class Gpg {
 
   /** Stop the private home's agent and remove the home. */
   close(): void {
+    if (!OPEN.delete(this)) return;
     const conf = path.join(path.dirname(this.bin), "gpgconf");
     spawnSync(conf, ["--kill", "all"], { env: this.env(), stdio: "ignore", timeout: 30_000 });
     fs.rmSync(this.home, { recursive: true, force: true });
