@@ -12,8 +12,7 @@ import { parseCommand } from "./gate/command.js";
 import { decide, type Plan } from "./gate/decide.js";
 import { newSid, newCounters, type Session } from "./session.js";
 import { ensureState } from "./vault/state.js";
-import { Vault } from "./vault/vault.js";
-import { prepareGuard } from "./pgp/guard.js";
+import type { Vault } from "./vault/vault.js";
 import { tryLock, unlock } from "./lock.js";
 
 // Protocol code is loaded only for the session that needs it: start-up time is paid per session.
@@ -139,8 +138,9 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
       process.exit(EXIT.failed);
     });
   try {
-    if (plan.kind !== "true") vault = new Vault(session);
-    if (vault && !vault.readOnly) await prepareGuard(policy); // loads openpgp only if recipients are configured
+    // The vault and the guard are loaded only for a session that is served: a refusal pays for neither.
+    if (plan.kind !== "true") vault = new (await import("./vault/vault.js")).Vault(session);
+    if (vault && !vault.readOnly) await (await import("./pgp/guard.js")).prepareGuard(policy); // loads openpgp only if recipients are configured
     exit = await run(plan, plan.kind, { session, vault: vault as Vault });
   } catch (e) {
     const err = toVbError(e);
