@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import { VbError } from "../errors.js";
 import { at, closeQuietly, DIR_FLAGS } from "../fsat.js";
+import { writeTextAt } from "../remote/fsops.js";
 
 const C = fs.constants;
 export const MONITOR_DIR = "monitor";
@@ -53,25 +54,9 @@ export function readRecord<T>(dirFd: number, name: string): T | undefined {
   }
 }
 
-/** Write a record: aside, fsync, rename over the old one. */
+/** Write a record: aside, fsync, rename over the old one (root's, 0600, like the directory). */
 export function writeRecord(dirFd: number, name: string, value: unknown): void {
-  const tmp = `.${name}.${process.pid}.tmp`;
-  try {
-    fs.unlinkSync(at(dirFd, tmp));
-  } catch {
-    /* none left over */
-  }
-  const fd = fs.openSync(at(dirFd, tmp), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-  try {
-    fs.writeSync(fd, JSON.stringify(value) + "\n");
-    fs.fsyncSync(fd);
-  } catch (e) {
-    closeQuietly(fd);
-    fs.unlinkSync(at(dirFd, tmp));
-    throw e;
-  }
-  closeQuietly(fd);
-  fs.renameSync(at(dirFd, tmp), at(dirFd, name));
+  writeTextAt(dirFd, name, JSON.stringify(value) + "\n", 0, 0, 0o600);
 }
 
 /** Read a record of a key's state directory by path (status and metrics only read). */
