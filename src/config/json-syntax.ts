@@ -74,47 +74,44 @@ export function jsonFault(text: string): JsonFault | null {
     if (c === "'") fail("expected a value; strings take double quotes (\"), not '");
     fail(`expected a value (a string, number, object, array, true, false or null), found ${found()}`);
   };
-  const obj = () => {
+  // An object's or array's members after its opening bracket, through the closing one.
+  const members = (close: "}" | "]", member: () => void, hint = "") => {
     i++;
     ws();
-    if (text[i] === "}") return void (i++, depth--);
+    if (text[i] === close) return void (i++, depth--);
     for (;;) {
       ws();
-      if (text[i] !== '"') fail(text[i] === "}" ? "expected a key after ',' (a trailing comma?)" : text[i] === "'" ? "expected a key in double quotes (\"), not '" : `expected a key in double quotes, found ${found()}`);
-      str();
-      ws();
-      if (text[i] !== ":") fail(`expected ':' after the key, found ${found()}`);
-      i++;
-      value();
+      member();
       ws();
       if (text[i] === ",") {
         i++;
         continue;
       }
-      if (text[i] === "}") return void (i++, depth--);
-      fail(`expected ',' or '}' after a value, found ${found()} (a missing comma?)`);
+      if (text[i] === close) return void (i++, depth--);
+      fail(`expected ',' or '${close}' after a value, found ${found()}${hint}`);
     }
   };
-  const arr = () => {
-    i++;
-    ws();
-    if (text[i] === "]") return void (i++, depth--);
-    for (;;) {
-      ws();
+  const obj = () =>
+    members(
+      "}",
+      () => {
+        if (text[i] !== '"') fail(text[i] === "}" ? "expected a key after ',' (a trailing comma?)" : text[i] === "'" ? "expected a key in double quotes (\"), not '" : `expected a key in double quotes, found ${found()}`);
+        str();
+        ws();
+        if (text[i] !== ":") fail(`expected ':' after the key, found ${found()}`);
+        i++;
+        value();
+      },
+      " (a missing comma?)",
+    );
+  const arr = () =>
+    members("]", () => {
       if (text[i] === "]") fail("expected a value after ',' (a trailing comma?)");
       value();
-      ws();
-      if (text[i] === ",") {
-        i++;
-        continue;
-      }
-      if (text[i] === "]") return void (i++, depth--);
-      fail(`expected ',' or ']' after a value, found ${found()}`);
-    }
-  };
+    });
   try {
-    if (text.charCodeAt(0) === 0xfeff) i++; // JSON.parse refuses a byte-order mark: say so below
-    if (i === 1) fail("a byte-order mark (U+FEFF) before the JSON; save the file without it", 0);
+    // JSON.parse refuses a byte-order mark: say so.
+    if (text.charCodeAt(0) === 0xfeff) fail("a byte-order mark (U+FEFF) before the JSON; save the file without it", 0);
     value();
     ws();
     if (i < text.length) fail(`expected the end of the text after the value, found ${found()}`);
