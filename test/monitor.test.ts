@@ -174,6 +174,8 @@ t.test("notify: a failed step is told once; a command that fails is tried again 
   let r = await root(["notify", "--config", sb.config]);
   t.equal(r.code, 4);
   t.match(r.stderr, /state\/monitor must be root's own directory, mode 0700/);
+  t.same(fs.readdirSync(path.join(sb.state, "monitor")), [], "nothing written in a monitor directory that is not root's");
+  t.equal(auditLines(sb).filter((l) => l.event === "notify").length, 0, "and nobody told");
   fs.rmdirSync(path.join(sb.state, "monitor"));
   // seal fails: its config names a group that does not exist.
   sb.configure({ housekeeping: { notify: [failing], group: "no-such-group-x" } });
