@@ -165,7 +165,7 @@ function steps(o: Options, lines: KeyLines | null): Step[] {
   // The drop-in serves every key of the account: it goes with the last key line, of any kind.
   if (lines && lines.left === 0) {
     const dropin = sshd.dropinPath(o.sshdConfig, lines.account.name);
-    out.push({ kind: "absent", path: dropin, mark: `# validate-backup: the backup account ${lines.account.name} `, why: `the sshd drop-in of ${lines.account.name}: no key is left in the account` });
+    out.push({ kind: "absent", path: dropin, mark: sshd.dropinMark(lines.account.name), why: `the sshd drop-in of ${lines.account.name}: no key is left in the account` });
     out.push({ kind: "sshd-reload", path: o.sshdConfig, dropin, why: "sshd -t, then reload" });
   }
   return out;
