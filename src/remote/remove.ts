@@ -20,7 +20,7 @@ import { lookupUser, lookupGroup, allUsers, isRoot, type Account } from "./syste
 import { canonical, readText, lstatPath } from "./fsops.js";
 import * as sshd from "./sshd.js";
 import { scheduleName, verifyName, scheduleMark, SCHEDULE_CHOICES, SCHEDULE_DIRS, type ScheduleKind } from "./schedule.js";
-import { LABEL } from "./install.js";
+import { absolute, checkLabel } from "./options.js";
 import { usageText, helpText } from "../usage.js";
 
 const OPTIONS = {
@@ -35,11 +35,6 @@ const OPTIONS = {
 
 function bad(message: string): never {
   throw new VbError("BAD_REQUEST", message);
-}
-
-function absolute(name: string, p: string): string {
-  if (!path.isAbsolute(p) || p.includes("\0")) bad(`--${name} must be an absolute path`);
-  return canonical(p);
 }
 
 interface Options {
@@ -60,7 +55,7 @@ function parse(args: string[]): Options {
     bad(`${(e as Error).message}\n${usageText("remove-key")}`);
   }
   if (!v.label) bad(`--label is required\n${usageText("remove-key")}`);
-  if (!LABEL.test(v.label)) bad(`--label '${v.label.slice(0, 40)}': letters, digits, '.', '_', '@', '-' (at most 64)`);
+  checkLabel(v.label);
   const choice = v.schedule;
   if (!(SCHEDULE_CHOICES as readonly string[]).includes(choice)) bad(`--schedule must be one of ${SCHEDULE_CHOICES.join(", ")}`);
   const kinds = choice === "none" ? [] : choice === "auto" ? (Object.keys(SCHEDULE_DIRS) as ScheduleKind[]) : [choice as ScheduleKind];
