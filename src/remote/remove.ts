@@ -19,7 +19,7 @@ import { parseKeyLine, gateOf } from "./keys.js";
 import { lookupUser, lookupGroup, allUsers, isRoot, type Account } from "./system.js";
 import { canonical, readText, lstatPath } from "./fsops.js";
 import * as sshd from "./sshd.js";
-import { scheduleName, verifyName, scheduleMark, SCHEDULE_CHOICES, SCHEDULE_DIRS, type ScheduleKind } from "./schedule.js";
+import { scheduleName, verifyName, scheduleMark, scheduleChoice, SCHEDULE_DIRS, type ScheduleKind } from "./schedule.js";
 import { absolute, checkLabel } from "./options.js";
 import { usageText, helpText } from "../usage.js";
 
@@ -56,9 +56,9 @@ function parse(args: string[]): Options {
   }
   if (!v.label) bad(`--label is required\n${usageText("remove-key")}`);
   checkLabel(v.label);
-  const choice = v.schedule;
-  if (!(SCHEDULE_CHOICES as readonly string[]).includes(choice)) bad(`--schedule must be one of ${SCHEDULE_CHOICES.join(", ")}`);
-  const kinds = choice === "none" ? [] : choice === "auto" ? (Object.keys(SCHEDULE_DIRS) as ScheduleKind[]) : [choice as ScheduleKind];
+  // auto: every place install-remote may have written to, not only the one it would pick now.
+  const choice = scheduleChoice(v.schedule);
+  const kinds = choice === "none" ? [] : choice === "auto" ? (Object.keys(SCHEDULE_DIRS) as ScheduleKind[]) : [choice];
   const dir = v["schedule-dir"] === undefined ? undefined : absolute("schedule-dir", v["schedule-dir"]);
   return {
     label: v.label,
