@@ -20,6 +20,7 @@ import type { Change } from "./change.js";
 import { scheduleOption } from "./schedule.js";
 import { TOP } from "../top.js";
 import { usageText } from "../usage.js";
+import { absolute, checkLabel } from "./options.js";
 import { sourceExample } from "./source-example.js";
 
 export const PROGRAM = canonical(TOP);
@@ -47,7 +48,6 @@ const OPTIONS = {
 } as const;
 
 const USER_NAME = /^[a-z_][a-z0-9_-]{0,30}$/;
-export const LABEL = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 
 function bad(message: string): never {
   throw new VbError("BAD_REQUEST", message);
@@ -62,10 +62,6 @@ function readKeyFile(file: string): string {
   }
 }
 
-function absolute(name: string, p: string): string {
-  if (!path.isAbsolute(p) || p.includes("\0")) bad(`--${name} must be an absolute path`);
-  return canonical(p);
-}
 
 function within(parent: string, p: string): boolean {
   return p === parent || p.startsWith(parent + "/");
@@ -84,7 +80,7 @@ function parse(args: string[]) {
   if (!user || !v.root || !key) bad(`--user, --root and --key are required\n${usageText("install-remote")}`);
   if (!USER_NAME.test(user)) bad(`--user '${user.slice(0, 40)}': a lower-case account name`);
   const label = v.label ?? user;
-  if (!LABEL.test(label)) bad(`--label '${label.slice(0, 40)}': letters, digits, '.', '_', '@', '-' (at most 64)`);
+  checkLabel(label);
   if (v.access !== "append-only" && v.access !== "read-only") bad(`--access must be append-only or read-only`);
   const existing = lookupUser(user);
   const root = absolute("root", v.root);

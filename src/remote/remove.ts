@@ -19,8 +19,8 @@ import { parseKeyLine, gateOf } from "./keys.js";
 import { lookupUser, lookupGroup, allUsers, isRoot, type Account } from "./system.js";
 import { canonical, readText, lstatPath } from "./fsops.js";
 import * as sshd from "./sshd.js";
-import { scheduleName, verifyName, scheduleMark, SCHEDULE_CHOICES, SCHEDULE_DIRS, type ScheduleKind } from "./schedule.js";
-import { LABEL } from "./install.js";
+import { scheduleName, verifyName, scheduleMark, scheduleChoice, SCHEDULE_DIRS, type ScheduleKind } from "./schedule.js";
+import { absolute, checkLabel } from "./options.js";
 import { usageText, helpText } from "../usage.js";
 
 const OPTIONS = {
@@ -35,11 +35,6 @@ const OPTIONS = {
 
 function bad(message: string): never {
   throw new VbError("BAD_REQUEST", message);
-}
-
-function absolute(name: string, p: string): string {
-  if (!path.isAbsolute(p) || p.includes("\0")) bad(`--${name} must be an absolute path`);
-  return canonical(p);
 }
 
 interface Options {
@@ -60,10 +55,10 @@ function parse(args: string[]): Options {
     bad(`${(e as Error).message}\n${usageText("remove-key")}`);
   }
   if (!v.label) bad(`--label is required\n${usageText("remove-key")}`);
-  if (!LABEL.test(v.label)) bad(`--label '${v.label.slice(0, 40)}': letters, digits, '.', '_', '@', '-' (at most 64)`);
-  const choice = v.schedule;
-  if (!(SCHEDULE_CHOICES as readonly string[]).includes(choice)) bad(`--schedule must be one of ${SCHEDULE_CHOICES.join(", ")}`);
-  const kinds = choice === "none" ? [] : choice === "auto" ? (Object.keys(SCHEDULE_DIRS) as ScheduleKind[]) : [choice as ScheduleKind];
+  checkLabel(v.label);
+  // auto: every place install-remote may have written to, not only the one it would pick now.
+  const choice = scheduleChoice(v.schedule);
+  const kinds = choice === "none" ? [] : choice === "auto" ? (Object.keys(SCHEDULE_DIRS) as ScheduleKind[]) : [choice];
   const dir = v["schedule-dir"] === undefined ? undefined : absolute("schedule-dir", v["schedule-dir"]);
   return {
     label: v.label,
@@ -165,7 +160,7 @@ function steps(o: Options, lines: KeyLines | null): Step[] {
   // The drop-in serves every key of the account: it goes with the last key line, of any kind.
   if (lines && lines.left === 0) {
     const dropin = sshd.dropinPath(o.sshdConfig, lines.account.name);
-    out.push({ kind: "absent", path: dropin, mark: `# validate-backup: the backup account ${lines.account.name} `, why: `the sshd drop-in of ${lines.account.name}: no key is left in the account` });
+    out.push({ kind: "absent", path: dropin, mark: sshd.dropinMark(lines.account.name), why: `the sshd drop-in of ${lines.account.name}: no key is left in the account` });
     out.push({ kind: "sshd-reload", path: o.sshdConfig, dropin, why: "sshd -t, then reload" });
   }
   return out;

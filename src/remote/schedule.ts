@@ -6,7 +6,7 @@ import fs from "node:fs";
 import crypto from "node:crypto";
 import path from "node:path";
 import { VbError } from "../errors.js";
-import { canonical } from "./fsops.js";
+import { absolute } from "./options.js";
 
 export type ScheduleKind = "systemd" | "cron";
 /** What install-remote and check are told: auto picks systemd where it runs, else cron. */
@@ -30,14 +30,17 @@ export function scheduleKind(choice: ScheduleChoice): ScheduleKind | undefined {
   return choice;
 }
 
+/** --schedule's value, refused unless it is one of SCHEDULE_CHOICES. */
+export function scheduleChoice(choice: string): ScheduleChoice {
+  if (!(SCHEDULE_CHOICES as readonly string[]).includes(choice)) throw new VbError("BAD_REQUEST", `--schedule must be one of ${SCHEDULE_CHOICES.join(", ")}`);
+  return choice as ScheduleChoice;
+}
+
 /** --schedule and --schedule-dir, as install-remote and check both take them; undefined: none. */
 export function scheduleOption(choice: string, dir: string | undefined): { kind: ScheduleKind; dir: string } | undefined {
-  if (!(SCHEDULE_CHOICES as readonly string[]).includes(choice)) throw new VbError("BAD_REQUEST", `--schedule must be one of ${SCHEDULE_CHOICES.join(", ")}`);
-  const kind = scheduleKind(choice as ScheduleChoice);
+  const kind = scheduleKind(scheduleChoice(choice));
   if (!kind) return undefined;
-  if (dir === undefined) return { kind, dir: SCHEDULE_DIRS[kind] };
-  if (!path.isAbsolute(dir) || dir.includes("\0")) throw new VbError("BAD_REQUEST", "--schedule-dir must be an absolute path");
-  return { kind, dir: canonical(dir) };
+  return { kind, dir: dir === undefined ? SCHEDULE_DIRS[kind] : absolute("schedule-dir", dir) };
 }
 
 /**

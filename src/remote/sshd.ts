@@ -21,9 +21,14 @@ export const DROPIN: [string, string][] = [
   ["PermitUserRC", "no"],
 ];
 
+/** How the drop-in begins: remove-key takes out only a file that starts so. */
+export function dropinMark(user: string): string {
+  return `# validate-backup: the backup account ${user} `;
+}
+
 export function dropinContent(user: string): string {
   return [
-    `# validate-backup: the backup account ${user} gets public keys only, no forwarding, no terminal.`,
+    `${dropinMark(user)}gets public keys only, no forwarding, no terminal.`,
     "# Written by validate-backup install-remote --sshd-dropin; edits are overwritten on the next run.",
     `Match User ${user}`,
     ...DROPIN.map(([k, v]) => `\t${k} ${v}`),
