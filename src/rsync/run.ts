@@ -13,7 +13,6 @@ import type { Context } from "../handler.js";
 import type { Vault } from "../vault/vault.js";
 import { vpath, type VPath } from "../vault/paths.js";
 import { publishStaging } from "../vault/publish.js";
-import { treeBytes } from "../vault/quota.js";
 import { toVbError } from "../handler.js";
 import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
 import { jailCommand, jailRefusal, JailReport } from "./jail.js";
@@ -308,7 +307,7 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     let refused: VbError | undefined;
     const poll = (kill: () => void) => {
       try {
-        vault.quota.setInflight(treeBytes(top));
+        vault.quota.measureStaging(top);
       } catch (e) {
         refused ??= toVbError(e);
         kill();
@@ -317,7 +316,7 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     const code = await spawnRsync([session.policy.rsync.path, ...args], top, { line, poll, throttle: throttleFor(limits) });
     if (!refused && code === 0)
       try {
-        vault.quota.setInflight(treeBytes(top)); // what arrived since the last look
+        vault.quota.measureStaging(top); // what arrived since the last look
       } catch (e) {
         refused = toVbError(e);
       }
