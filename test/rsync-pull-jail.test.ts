@@ -66,15 +66,20 @@ t.test("16.7: a real client's dir-merge rule naming a file in an ancestor of the
   t.equal(r.code, 0, r.stderr);
   t.same(Object.keys(contents(dst)).sort(), ["a.gpg", "b.gpg", "sub/c.gpg"], "what is sent does not depend on the file's rules");
   t.same(snapshotAll(sb), before);
+  t.same(leftovers(sb), []);
 });
 
 t.test("16.7: with pull: metadata, a merge rule cannot read a volume of the root either", async (t) => {
   const vol = "duplicity-full.20240101T000000Z.vol1.difftar.gpg";
   const manifest = "duplicity-full.20240101T000000Z.manifest.gpg";
   const sb = sandbox(t, { files: { [`d/${vol}`]: "volume secret line\n", [`d/${manifest}`]: "manifest\n" }, config: { pull: "metadata" } });
+  const before = snapshotAll(sb);
   const r = await runGate(sb, `${PULL} . d/${manifest}`, { input: rawPull([`. ${path.join(sb.root, "d", vol)}`]) });
   t.notMatch(said(r), /Unknown filter rule/, "the volume is never parsed");
   t.match(said(r), /failed to open (include|exclude|merge) file .*: No such file or directory/);
+  t.not(r.code, 0);
+  t.same(snapshotAll(sb), before);
+  t.same(leftovers(sb), [], "the sandbox's mount point is gone");
   // The manifest itself still comes back byte-identical through a real client.
   const dst = localTree(t);
   const ok = await rsyncClient(sb, ["-a", `h:d/${manifest}`, `${dst}/`]);

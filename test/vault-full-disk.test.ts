@@ -57,10 +57,12 @@ t.test("sftp put of more than the filesystem holds: CLOSE fails, nothing publish
 
 t.test("scp of more than the filesystem holds: refused, nothing published, a small upload works afterwards", async (t) => {
   const { sb, local } = fullDisk(t);
+  const before = snapshotAll(sb);
   let r = await scpClient(sb, ["big.gpg", "host:"], local);
   t.not(r.code, 0);
   t.match(r.stderr, /big\.gpg: (.*no space left|the filesystem is full)/);
   nothingOfBig(t, sb, /no space left|QUOTA/);
+  t.same(snapshotAll(sb), before, "nothing changed inside or outside the root");
   r = await scpClient(sb, ["small.gpg", "host:"], local);
   t.equal(r.code, 0, r.stderr);
   t.equal(fs.readFileSync(path.join(sb.root, "small.gpg"), "utf8"), "small\n");
@@ -68,12 +70,14 @@ t.test("scp of more than the filesystem holds: refused, nothing published, a sma
 
 t.test("rsync of more than the filesystem holds: fails, nothing published, a small upload works afterwards", async (t) => {
   const { sb, local } = fullDisk(t);
+  const before = snapshotAll(sb);
   let r = await rsyncClient(sb, ["-t", path.join(local, "big.gpg"), "h:"]);
   t.not(r.code, 0);
   t.match(r.stderr, /No space left on device|the filesystem is full/, "rsync's or our message reaches the client");
   t.notMatch(r.stderr, /staging|\.state|\/tmp\//, "without our internal paths");
   t.notOk(fs.existsSync(path.join(sb.root, "big.gpg")), "no file under the final name");
   t.same(leftovers(sb), [], "staging removed");
+  t.same(snapshotAll(sb), before, "nothing changed inside or outside the root");
   r = await rsyncClient(sb, ["-t", path.join(local, "small.gpg"), "h:"]);
   t.equal(r.code, 0, r.stderr);
   t.equal(fs.readFileSync(path.join(sb.root, "small.gpg"), "utf8"), "small\n");

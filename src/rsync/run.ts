@@ -13,8 +13,6 @@ import type { Context } from "../handler.js";
 import type { Vault } from "../vault/vault.js";
 import { vpath, type VPath } from "../vault/paths.js";
 import { publishStaging } from "../vault/publish.js";
-import { removeTree } from "../vault/state.js";
-import { treeBytes } from "../vault/quota.js";
 import { toVbError } from "../handler.js";
 import type { RsyncRequest, RsyncTarget } from "../gate/rsync-args.js";
 import { jailCommand, jailRefusal, JailReport } from "./jail.js";
@@ -262,22 +260,11 @@ async function pull(req: RsyncRequest, { session, vault }: Context): Promise<num
   const args = ["--server", "--sender", ...req.options, timeout(limits.idleSeconds), ...bwlimit(req.options, limits.bytesPerSecond), "--", ".", ...req.targets.map(relPath)];
   session.audit.event("rsync", { direction: "pull", paths: req.targets.map((t) => t.v.display), sandbox: true });
   // The sandbox's new root is mounted (in its namespace only) on a directory of this session's own.
-  fs.mkdirSync(vault.stagingDir, { mode: 0o700 });
-  const cleanup = () => removeTree(vault.stagingDir);
-  process.once("exit", cleanup);
   const report = new JailReport();
-  let code: number;
-  try {
-    const argv = jailCommand({ newRoot: vault.stagingDir, binds: pullBinds(vault, session, req.targets), cwd: session.rootReal, argv: [session.policy.rsync.path, ...args] });
-    code = await spawnRsync(argv, "/", { line: (l) => report.hold(l), report: (c) => report.onReport(c) });
-  } finally {
-    process.removeListener("exit", cleanup);
-    try {
-      cleanup();
-    } catch {
-      /* swept by the next session */
-    }
-  }
+  const code = await vault.withStaging((newRoot) => {
+    const argv = jailCommand({ newRoot, binds: pullBinds(vault, session, req.targets), cwd: session.rootReal, argv: [session.policy.rsync.path, ...args] });
+    return spawnRsync(argv, "/", { line: (l) => report.hold(l), report: (c) => report.onReport(c) });
+  });
   if (!report.ready) throw jailRefusal(report.cause(code));
   // Lines that came before the report did (two pipes, either may be read first).
   if (report.held()) process.stderr.write(report.held());
@@ -288,12 +275,9 @@ async function pull(req: RsyncRequest, { session, vault }: Context): Promise<num
 async function push(req: RsyncRequest, { session, vault }: Context): Promise<number> {
   const target = req.targets[0]!;
   const plan = planDestination(vault, target.v);
-  const top = path.join(vault.stagingDir, "t");
-  fs.mkdirSync(vault.stagingDir, { mode: 0o700 });
   // Removed at the end whatever happens; if we are killed, by exit handler or the next session.
-  const cleanup = () => removeTree(vault.stagingDir);
-  process.once("exit", cleanup);
-  try {
+  return vault.withStaging(async (staging) => {
+    const top = path.join(staging, "t");
     fs.mkdirSync(path.join(top, ...plan.mkdir.comps), { recursive: true, mode: 0o700 });
     // staging/t mirrors the root, and rsync runs in it with the destination as the client wrote it
     // (relative): its messages ("created directory new/enc") name no internal path.
@@ -323,7 +307,7 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     let refused: VbError | undefined;
     const poll = (kill: () => void) => {
       try {
-        vault.quota.setInflight(treeBytes(top));
+        vault.quota.measureStaging(top);
       } catch (e) {
         refused ??= toVbError(e);
         kill();
@@ -332,7 +316,7 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     const code = await spawnRsync([session.policy.rsync.path, ...args], top, { line, poll, throttle: throttleFor(limits) });
     if (!refused && code === 0)
       try {
-        vault.quota.setInflight(treeBytes(top)); // what arrived since the last look
+        vault.quota.measureStaging(top); // what arrived since the last look
       } catch (e) {
         refused = toVbError(e);
       }
@@ -356,14 +340,7 @@ async function push(req: RsyncRequest, { session, vault }: Context): Promise<num
     if (count > named.length) say(`${count - named.length} more files were not stored (the audit log names them)`);
     session.audit.event("rsync-exit", { exit: PARTIAL, published: result.published, unstored: count, reason: "files sent were not stored" });
     return PARTIAL;
-  } finally {
-    process.removeListener("exit", cleanup);
-    try {
-      cleanup();
-    } catch {
-      /* swept by the next session */
-    }
-  }
+  });
 }
 
 /** The client's own --max-size in bytes (rsync's units: K = 1024, KB = 1000, a trailing +1/-1); Infinity if none. */

@@ -63,8 +63,9 @@ export class Quota {
     if (this.quotaBytes !== undefined && this.claimed > this.inflight) this.update(0);
   }
 
-  /** rsync's staging holds `total` bytes now (polled): claimed like writes, or refused. */
-  setInflight(total: number): void {
+  /** rsync's staging tree below `dir` is measured (polled): what it holds is claimed like writes, or refused. */
+  measureStaging(dir: string): void {
+    const total = treeBytes(dir);
     if (total > this.inflight) this.grow(total - this.inflight);
     else this.shrink(this.inflight - total);
   }

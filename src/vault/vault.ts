@@ -16,7 +16,7 @@ import { Upload } from "./upload.js";
 import { fileMode, dirMode, type Arrival, type Published } from "./admission.js";
 import { guardUpload } from "../pgp/guard.js";
 import { sha256OfFd } from "./hasher.js";
-import { sweepStale } from "./state.js";
+import { sweepStale, removeTree } from "./state.js";
 import { NameRules, regularFiles, type Outcome } from "./rules.js";
 import { OwnFiles, sameFile } from "./own.js";
 import { RecentArrivals, whyNotTimes } from "./recent.js";
@@ -516,6 +516,27 @@ export class Vault {
       closeQuietly(fd);
     }
     this.unsyncedDirs.clear();
+  }
+
+  /**
+   * Run fn with this session's staging directory made (0700, empty), and remove it afterwards
+   * whatever happens; if the process is ended first, by the exit hook or else the next session.
+   */
+  async withStaging<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+    const dir = this.stagingDir;
+    fs.mkdirSync(dir, { mode: 0o700 });
+    const cleanup = () => removeTree(dir);
+    process.once("exit", cleanup);
+    try {
+      return await fn(dir);
+    } finally {
+      process.removeListener("exit", cleanup);
+      try {
+        cleanup();
+      } catch {
+        /* swept by the next session */
+      }
+    }
   }
 
   /** End of session: abandon unfinished uploads, put new names on disk, remove our temporary area. */
