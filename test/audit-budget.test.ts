@@ -7,7 +7,7 @@ import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { sandbox, auditLines, runGate, gateIds, TOP, type Sandbox, type AuditLine } from "./helpers/env.js";
+import { sandbox, auditLines, runGate, gateIds, snapshotAll, TOP, type Sandbox, type AuditLine } from "./helpers/env.js";
 import { gate, kinds } from "./helpers/scp-wire.js";
 import { SftpClient, FX, PF } from "./helpers/sftp-client.js";
 import { Budget, KINDS } from "../src/audit/budget.js";
@@ -36,6 +36,7 @@ const end = (sb: Sandbox): AuditLine => auditLines(sb).filter((l) => l.event ===
 t.test("scp -t fed '\\x01\\n' a million times: 150 client-error lines, one notice, the rest counted", async (t) => {
   const sb = sandbox(t);
   const before = logSize(sb);
+  const files = snapshotAll(sb);
   const input = Buffer.alloc(2 * 1_000_000, "\x01\n");
   const started = Date.now();
   const r = await gate(sb, "scp -t .", input);
@@ -43,6 +44,7 @@ t.test("scp -t fed '\\x01\\n' a million times: 150 client-error lines, one notic
   t.equal(r.code, 1, "warnings: exit 1");
   t.equal(kinds(r.stdout), "ok", "the sink's ready byte and nothing else");
   growth(t, sb, before, "1,000,000 client warnings");
+  t.same(snapshotAll(sb), files, "nothing stored or changed, inside the root or outside");
   const lines = auditLines(sb);
   t.equal(lines.filter((l) => l.event === "client-error").length, KINDS["client-error"].lines, "client-error lines up to the budget");
   t.match(
@@ -58,6 +60,7 @@ t.test("an SFTP flood of reads and refused requests with long names: within 2,00
   const long = Array.from({ length: 4 }, (_, i) => `${String(i)}${"x".repeat(239)}`).join("/") + ".gpg";
   const sb = sandbox(t, { files: { "existing.gpg": "old\n", [long]: "long\n" } });
   const before = logSize(sb);
+  const files = snapshotAll(sb);
   const c = SftpClient.gate(sb);
   t.teardown(() => void c.kill());
   await c.init();
@@ -89,6 +92,9 @@ t.test("an SFTP flood of reads and refused requests with long names: within 2,00
   t.equal(e.refused, REFUSED, "counters.refused still counts them all");
   t.equal(lines.filter((l) => l.event === "budget").length, 2, "one notice per kind that ran out");
   t.ok(fs.readFileSync(path.join(sb.root, "existing.gpg"), "utf8") === "old\n", "nothing stored changed");
+  const after = snapshotAll(sb);
+  delete after["root/after-flood.gpg"];
+  t.same(after, files, "nothing else stored, changed or removed, inside the root or outside");
 });
 
 t.test("Budget: what records a stored file is never dropped; past its limit the act is to be refused", async (t) => {
@@ -122,6 +128,7 @@ t.test("command denials: 30 per key and minute across sessions, then counted; th
   };
   // 29 denials already in this window (the record as the gate keeps it; time is not slept here).
   setRecord({ since: Date.now(), count: DENIALS_PER_MINUTE - 1, carried: 0 });
+  const files = snapshotAll(sb);
   for (let i = 0; i < 3; i++) {
     const r = await runGate(sb, "rm -rf /", { timeoutMs: 120_000 });
     t.equal(r.code, 1, "refused");
@@ -138,6 +145,7 @@ t.test("command denials: 30 per key and minute across sessions, then counted; th
   denied = auditLines(sb).filter((l) => l.decision === "deny");
   t.equal(denied.length, 2);
   t.match(denied[1], { notWrittenBefore: 2 }, "2 denials were not written");
+  t.same(snapshotAll(sb), files, "no denied command changed anything, inside the root or outside");
   const review = spawnSync(process.execPath, [path.join(TOP, "dist/app/cli.js"), "audit", "--file", sb.audit, "--json"], { encoding: "utf8" });
   t.match(JSON.parse(review.stdout), { keys: [{ label: "test", denied: 4 }] }, "the review counts the 4 denials of this test, 2 of them unwritten");
 });

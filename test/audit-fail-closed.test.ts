@@ -67,6 +67,20 @@ function logOnSmallFs(t: Test): LogFs | undefined {
   };
 }
 
+/** An SFTP session of the gate, initialised, on a sandbox from logOnSmallFs; undefined: skipped. */
+async function sftpOnSmallFs(t: Test): Promise<{ lf: LogFs; sb: Sandbox; c: SftpClient } | undefined> {
+  const lf = logOnSmallFs(t);
+  if (!lf) return undefined;
+  const c = SftpClient.gate(lf.sb);
+  t.teardown(() => void c.kill());
+  await c.init();
+  return { lf, sb: lf.sb, c };
+}
+
+/** The session's end, or a failure when it has not ended within 30 s. */
+const ended = <T>(exited: Promise<T>): Promise<T> =>
+  Promise.race([exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the session did not end")), 30_000))]);
+
 t.test("a full log: new sessions are refused before serving anything; after space is back they work", async (t) => {
   const lf = logOnSmallFs(t);
   if (!lf) return;
@@ -93,12 +107,9 @@ t.test("a full log: new sessions are refused before serving anything; after spac
 });
 
 t.test("a running SFTP session whose line cannot be written ends at once; what it stored stays", async (t) => {
-  const lf = logOnSmallFs(t);
-  if (!lf) return;
-  const { sb } = lf;
-  const c = SftpClient.gate(sb);
-  t.teardown(() => void c.kill());
-  await c.init();
+  const s = await sftpOnSmallFs(t);
+  if (!s) return;
+  const { lf, sb, c } = s;
   t.equal((await c.put("stored.gpg", "stored in this session\n")).status?.code, FX.OK, "an upload before the disk fills");
   t.same(await c.get("a.gpg"), Buffer.from("a to read\n"), "a read before the disk fills");
   const partial = await c.openHandle("partial.gpg", PF.WRITE | PF.CREAT | PF.TRUNC);
@@ -108,7 +119,7 @@ t.test("a running SFTP session whose line cannot be written ends at once; what i
   const read = await c.replyOrExit(c.open("old.gpg", PF.READ));
   t.ok("type" in read && read.status?.code === FX.FAILURE, `OPEN for reading fails: ${"type" in read ? describe(read) : "no reply"}`);
   t.match("type" in read ? read.status?.message : "", /the audit log cannot be written.*session ended/, "the status says why");
-  const exit = await Promise.race([c.exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the session did not end")), 30_000))]);
+  const exit = await ended(c.exited);
   t.equal(exit.code, 4, "the session ended (failed)");
   t.match(exit.stderr, /the audit log cannot be written \(audit log write failed: .*no space left.*\): session ended, nothing more is served/i, "stderr says why");
   t.notOk(c.replies > 0 && c.unclaimed.some((r) => r.data), "no file data after the failure");
@@ -165,19 +176,16 @@ t.test("a running scp -f whose next download line cannot be written sends nothin
   child.stdin.write(Buffer.of(0)); // accept a.gpg: its data and status byte follow
   await until("a.gpg's data", () => out.includes("a to read\n\0"));
   child.stdin.write(Buffer.of(0)); // a.gpg received: the next file would come now
-  const code = await Promise.race([exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the session did not end")), 30_000))]);
+  const code = await ended(exited);
   t.equal(code, 4, "the session ended (failed)");
   t.match(stderr, /the audit log cannot be written .*session ended, nothing more is served/, "stderr says why");
   t.notMatch(out.toString("latin1"), /old\.gpg|stored before/, "no C line and no byte of old.gpg");
 });
 
 t.test("an upload whose publish line cannot be written: the file stays stored, the session ends, the client is told", async (t) => {
-  const lf = logOnSmallFs(t);
-  if (!lf) return;
-  const { sb } = lf;
-  const c = SftpClient.gate(sb);
-  t.teardown(() => void c.kill());
-  await c.init();
+  const s = await sftpOnSmallFs(t);
+  if (!s) return;
+  const { lf, sb, c } = s;
   const h = await c.openHandle("late.gpg", PF.WRITE | PF.CREAT | PF.TRUNC);
   t.equal((await c.write(h, 0, "late bytes\n")).status?.code, FX.OK);
   lf.fill();

@@ -98,6 +98,19 @@ t.test("refusals a session only counted (past its cap) are counted from its sess
   t.match(r.anomalies.filter((a) => a.kind === "refusal burst"), [{ detail: /^207 refusals from 192\.0\.2\.7/ }]);
 });
 
+t.test("an scp session's refusals past its cap are counted as scp refusals, not sftp", async (t) => {
+  const rv = new Reviewer(undefined, 86_400_000, Date.parse("2026-01-01T00:10:00Z"));
+  const base = { label: "k", client: "192.0.2.7", sid: "s1" };
+  const at = (s: number) => `2026-01-01T00:00:${String(s).padStart(2, "0")}.000Z`;
+  rv.line({ ...base, time: at(0), event: "request", decision: "allow" });
+  for (let i = 0; i < 2; i++) rv.line({ ...base, time: at(1 + i), event: "refused", protocol: "scp", code: "IMMUTABLE", reason: "no", path: "a" });
+  rv.line({ ...base, time: at(9), event: "session-end", refused: 5, exit: 1 });
+  const r = rv.finish([]);
+  t.equal(r.refusalCount, 5);
+  t.equal(r.refusalsUnlogged, 3);
+  t.same(r.refusalSummary.map((x) => `${x.kind} ${x.code} ${x.count}`).sort(), ["scp IMMUTABLE 2", "scp UNLOGGED 3"]);
+});
+
 t.test("the table: every event the sources write is a refusal or known not to be one", async (t) => {
   const names = new Set<string>();
   const walk = (d: string) => {

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { execFileSync } from "node:child_process";
 import { sandbox, gateIds } from "./helpers/env.js";
-import { SftpClient } from "./helpers/sftp-client.js";
+import { SftpClient, FX } from "./helpers/sftp-client.js";
 import { runRoot } from "./helpers/duplicity.js";
 
 // ESC [2J clears the screen, OSC 0 sets the window title, CR lets the rest overwrite the line.
@@ -20,8 +20,13 @@ t.test("seal, prune, audit and verify --stored print ESC and CR in names visibly
   await sftp.init();
   await sftp.mkdir("h");
   t.match((await sftp.put(`h/${EVIL}.gpg`, "bytes\n")).status, { code: 0 }, "the gate stores the name (it is the client's)");
-  await sftp.remove(`h/${EVIL}.gpg`); // refused: the refusal names it too
   await sftp.end();
+  // A later session may not remove it (this one could: the file is its own): the refusal names it too.
+  const again = SftpClient.gate(sb);
+  await again.init();
+  t.match((await again.remove(`h/${EVIL}.gpg`)).status, { code: FX.PERMISSION_DENIED }, "a later session's remove is refused");
+  await again.end();
+  t.equal(fs.readFileSync(path.join(sb.root, "h", `${EVIL}.gpg`), "utf8"), "bytes\n", "and the file stays");
   const { uid, gid } = gateIds();
   // Planted beside it, not through the gate: a FIFO seal will not touch and a file no upload recorded.
   execFileSync("mkfifo", [path.join(sb.root, "h", `${EVIL}.fifo`)]);
@@ -37,6 +42,7 @@ t.test("seal, prune, audit and verify --stored print ESC and CR in names visibly
   }
   t.match(outputs["seal"], /evil\\x1b\[2J\\x1b\]0;pwned\\x07\\x0dok\.fifo/, "seal names the FIFO it left alone, visibly");
   t.match(outputs["audit"], /evil\\x1b\[2J/, "audit names the refused path visibly");
+  t.match(outputs["audit --denied"], /evil\\x1b\[2J/, "audit --denied too");
   t.match(outputs["audit --json"], /evil\\\\x1b\[2J/, "audit --json too (the log's own escape, JSON-quoted)");
   t.match(outputs["verify --stored"], /evil\\x1b\[2J\\x1b\]0;pwned\\x07\\x0dok\.planted/, "verify --stored names the unrecorded file visibly");
 });

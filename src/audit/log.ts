@@ -31,6 +31,8 @@ class LockedAppend {
   private fd: number;
   /** The file's size after our last line and that line's hash: no need to read the tail again. */
   private last: { size: number; hash: string } | undefined;
+  /** Opened write-only (we may not read the log): every line is marked unchained. */
+  private readonly unreadable: boolean = false;
   /** The lock's directory was there once: only root could take it away again. */
   private lockDirSeen = false;
   constructor(
@@ -49,7 +51,7 @@ class LockedAppend {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EACCES") throw e;
       this.fd = fs.openSync(file, fs.constants.O_WRONLY | flags, 0o640);
-      this.last = { size: NaN, hash: "unreadable" };
+      this.unreadable = true;
     }
     if (!fs.fstatSync(this.fd).isFile()) throw new Error(`${file} is not a regular file`);
   }
@@ -68,11 +70,10 @@ class LockedAppend {
     }
     const ours = fs.fstatSync(this.fd);
     if (named.ino === ours.ino && named.dev === ours.dev) return;
-    const unreadable = this.last?.hash === "unreadable";
-    const fd = fs.openSync(this.file, (unreadable ? fs.constants.O_WRONLY : fs.constants.O_RDWR) | fs.constants.O_APPEND | fs.constants.O_NOFOLLOW);
+    const fd = fs.openSync(this.file, (this.unreadable ? fs.constants.O_WRONLY : fs.constants.O_RDWR) | fs.constants.O_APPEND | fs.constants.O_NOFOLLOW);
     fs.closeSync(this.fd);
     this.fd = fd;
-    if (!unreadable) this.last = undefined;
+    this.last = undefined;
   }
 
   write(line: string): void {
@@ -80,7 +81,7 @@ class LockedAppend {
       this.followRotation();
       // Under the lock: the previous line is the file's last line, so the chain stays linear.
       const size = fs.fstatSync(this.fd).size;
-      let prev = this.last?.size === size || this.last?.hash === "unreadable" ? this.last.hash : undefined;
+      let prev = this.unreadable ? "unreadable" : this.last?.size === size ? this.last.hash : undefined;
       let start = "";
       if (prev === undefined) {
         const tail = tailHash(this.fd, size);
@@ -92,7 +93,7 @@ class LockedAppend {
       const n = fs.writeSync(this.fd, buf);
       if (n !== buf.length) throw new Error("short write to the audit log");
       this.bytes += n;
-      if (this.last?.hash !== "unreadable") this.last = { size: size + n, hash: lineHash(Buffer.from(text.slice(0, -1))) };
+      if (!this.unreadable) this.last = { size: size + n, hash: lineHash(Buffer.from(text.slice(0, -1))) };
     };
     // The lock lives in the state directory; when that is missing (the config names a state that
     // is not there, and the session is about to be refused for it) the line is still written. A

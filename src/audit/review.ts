@@ -12,7 +12,7 @@
 // are capped.
 import { START_TAKEN } from "../profile/duplicity.js";
 import { ROOT_CLIENT } from "./log.js";
-import { refusalOf } from "./refusals.js";
+import { refusalOf, type RefusalKind } from "./refusals.js";
 import { Clients } from "./clients.js";
 import { FullSetWatch } from "./fullsets.js";
 import { hours } from "./units.js";
@@ -132,8 +132,8 @@ export class Reviewer {
   private lastUpload = new Map<string, number>();
   private bursts = new Map<string, Burst>();
   private fulls = new FullSetWatch((a) => this.anomaly(a));
-  /** Session id -> refusals it logged one by one (its session-end counts them all). */
-  private logged = new Map<string, number>();
+  /** Session id -> refusals it logged one by one (its session-end counts them all), and their kind (sftp or scp). */
+  private logged = new Map<string, { n: number; kind: RefusalKind }>();
   private refusals: Refusal[] = [];
   private refusalCount = 0;
   private unlogged = 0;
@@ -200,7 +200,7 @@ export class Reviewer {
       // A denial written after denials that were only counted (audit/denials.ts) brings their number.
       const n = 1 + (kind === "command" && typeof j.notWrittenBefore === "number" && j.notWrittenBefore > 0 ? j.notWrittenBefore : 0);
       if (kind === "command") k.denied += n;
-      if (event === "refused" && typeof j.sid === "string") this.countLogged(j.sid);
+      if (event === "refused" && typeof j.sid === "string") this.countLogged(j.sid, kind);
       const r: Refusal = { time, label, client, event, kind, code: str(j.code), reason: str(j.reason), what: str(j.command ?? j.path) };
       this.refused(k, r, n, t);
       this.refusals.push(r);
@@ -209,19 +209,20 @@ export class Reviewer {
     }
     if (event === "session-end" && typeof j.sid === "string") {
       // The session counted more refusals than it logged one by one (past its cap): they count too.
-      const extra = (typeof j.refused === "number" ? j.refused : 0) - (this.logged.get(j.sid) ?? 0);
+      const seen = this.logged.get(j.sid);
+      const extra = (typeof j.refused === "number" ? j.refused : 0) - (seen?.n ?? 0);
       this.logged.delete(j.sid);
       if (extra > 0) {
         this.unlogged += extra;
-        this.refused(k, { time, label, client, event, kind: "sftp", code: "UNLOGGED", reason: "", what: "" }, extra, t);
+        this.refused(k, { time, label, client, event, kind: seen?.kind ?? "sftp", code: "UNLOGGED", reason: "", what: "" }, extra, t);
       }
     }
     if (j.blocked === START_TAKEN) this.anomaly({ time, label, kind: "blocked incremental", path: str(j.path), detail: blockedDetail(str(j.path), str(j.start), str(j.takenBy)) });
     else if (j.anomaly === true) this.anomaly({ time, label, kind: "flagged", detail: [event, str(j.reason), str(j.path)].filter(Boolean).join(": ") });
   }
 
-  private countLogged(sid: string): void {
-    this.logged.set(sid, (this.logged.get(sid) ?? 0) + 1);
+  private countLogged(sid: string, kind: RefusalKind): void {
+    this.logged.set(sid, { n: (this.logged.get(sid)?.n ?? 0) + 1, kind });
     // A session killed before its session-end line never comes back for its count.
     if (this.logged.size > OPEN_SESSIONS) this.logged.delete(this.logged.keys().next().value as string);
   }

@@ -18,12 +18,20 @@ import { open, main, requireRoot, EXIT } from "./context.js";
 
 const C = fs.constants;
 
-/** chattr +a forbids rename: lift it around `fn`, and put it back on `after` (the name the file then has). */
+/**
+ * chattr +a forbids rename: lift it around `fn`, and put it back on `after` (the name the file then
+ * has), or on `file` when `fn` failed: a failed rotation must not leave a log without its flag.
+ */
 function lifted(file: string, fn: () => void, after = file): boolean {
   const a = appendOnly(file) === true;
   if (a) mustTool("chattr", ["-a", file]);
-  fn();
-  if (a) mustTool("chattr", ["+a", after]);
+  let done = false;
+  try {
+    fn();
+    done = true;
+  } finally {
+    if (a) mustTool("chattr", ["+a", done ? after : file]);
+  }
   return a;
 }
 
