@@ -96,3 +96,19 @@ t.test("--rotate needs one --config", async (t) => {
   t.equal(r.code, 2);
   t.match(r.stderr, /--rotate goes with one --config F/);
 });
+
+t.test("one rotation at a time: a second --rotate while one runs moves nothing", async (t) => {
+  const sb = sandbox(t, {});
+  await runGate(sb, "true");
+  const lock = `${sb.state}/locks/rotate.lock`;
+  fs.symlinkSync(`${process.pid} ?`, lock); // held by a live process: this test's
+  const before = fs.readFileSync(sb.audit);
+  const busy = await runRoot(sb, ["audit", "--rotate"]);
+  t.equal(busy.code, 4, busy.stderr);
+  t.match(busy.stderr, /another audit --rotate of .* is running .*nothing was moved/);
+  t.same(fs.readFileSync(sb.audit), before, "the log is as it was");
+  t.notOk(fs.existsSync(`${sb.audit}.1`), "no rotated file");
+  fs.unlinkSync(lock);
+  t.equal((await runRoot(sb, ["audit", "--rotate"])).code, 0, "once it is free, the rotation runs");
+  t.ok(fs.existsSync(`${sb.audit}.1`));
+});

@@ -6,7 +6,7 @@
 // root-owned 0440, append-only again where the log was (chattr +a). Nothing is deleted: old logs
 // are evidence, the admin removes them.
 import fs from "node:fs";
-import { withLock } from "../lock.js";
+import { withLock, tryLock, unlock } from "../lock.js";
 import { at, closeQuietly } from "../fsat.js";
 import { VbError } from "../errors.js";
 import { chainLine, tailHash, rotatedName, recordHead, defaultHeadFile } from "../audit/chain.js";
@@ -35,6 +35,12 @@ function lifted(file: string, fn: () => void, after = file): boolean {
   return a;
 }
 
+/** A rename that fails (EEXIST) rather than replace a file at the new name: a rotated log is never lost. */
+function moveNoReplace(from: string, to: string): void {
+  fs.linkSync(from, to);
+  fs.unlinkSync(from);
+}
+
 export interface Rotation {
   log: string;
   rotated: string;
@@ -53,7 +59,7 @@ export async function rotate(log: string, lockFile: string, label: string, sid: 
   // Make room: .N -> .N+1 from the top. Nobody writes them (writers follow the name).
   let top = 1;
   while (fs.existsSync(`${log}.${top}`)) top++;
-  for (let n = top - 1; n >= 1; n--) lifted(`${log}.${n}`, () => fs.renameSync(`${log}.${n}`, `${log}.${n + 1}`), `${log}.${n + 1}`);
+  for (let n = top - 1; n >= 1; n--) lifted(`${log}.${n}`, () => moveNoReplace(`${log}.${n}`, `${log}.${n + 1}`), `${log}.${n + 1}`);
 
   // The new log, made beside the old one with its owner and mode (the sessions append to it).
   const fresh = `${log}.rotating`;
@@ -76,7 +82,7 @@ export async function rotate(log: string, lockFile: string, label: string, sid: 
       const first = JSON.stringify({ level: "info", time: new Date().toISOString(), label, sid, client: ROOT_CLIENT, event: "rotate", from: rotated, bytes });
       fs.writeSync(fd, chainLine(first, head));
       fs.fsyncSync(fd);
-      wasAppendOnly = lifted(log, () => fs.renameSync(log, rotated), rotated);
+      wasAppendOnly = lifted(log, () => moveNoReplace(log, rotated), rotated);
       fs.renameSync(fresh, log);
     });
   } catch (e) {
@@ -104,7 +110,16 @@ export async function rotateMain(config: string): Promise<number> {
     const h = open(config, "rotate");
     try {
       const sid = `rotate-${process.pid}`;
-      const r = await rotate(h.policy.audit.file, at(h.locksFd, "audit.lock"), h.policy.label, sid);
+      // One rotation at a time: two at once would each move the files up a number, and a move onto
+      // a rotated log that is already there would replace it.
+      const runLock = at(h.locksFd, "rotate.lock");
+      if (!tryLock(runLock)) throw new VbError("IO", `another audit --rotate of ${h.policy.label} is running (${runLock}); nothing was moved`);
+      let r: Rotation;
+      try {
+        r = await rotate(h.policy.audit.file, at(h.locksFd, "audit.lock"), h.policy.label, sid);
+      } finally {
+        unlock(runLock);
+      }
       const say = (s: string) => process.stdout.write(visible(s) + "\n");
       if (r.shifted) say(`moved ${r.shifted} older rotated log(s) one number up`);
       say(`rotated ${r.log} to ${r.rotated} (${r.lines} lines, sealed root-owned 0440); the new log's first line links to its last (${r.head.slice(0, 16)}…)`);
