@@ -178,10 +178,9 @@ class Judge {
         const owner = d.comps.length === 1 ? this.versionsOf(d) : undefined;
         for (const name of d.names) {
           const odd = `state:${top}${cleanString([...d.comps, name].join("/"))}`;
-          if (d.comps.length === 0) {
-            if (!lstatIn(d.fd, name)?.isDirectory()) this.entry(d, name, odd, odd, () => undefined);
-          } else if (d.comps.length === 1 && name === "path") continue;
-          else if (owner && d.comps.length === 1 && VERSION_FILE.test(name)) {
+          // entry() leaves directories to the walk: at the top, only stray files are judged here.
+          if (d.comps.length === 1 && name === "path") continue;
+          else if (owner && VERSION_FILE.test(name)) {
             const n = Number(name);
             this.report.versions++;
             this.entry(d, name, `${owner} [version ${n}]`, owner, () => this.ledger.takeVersion(owner, n));
