@@ -9,7 +9,7 @@
 // appended meanwhile are read at the end, and a path they touched is judged next time, not
 // reported now.
 import fs from "node:fs";
-import { VbError } from "../errors.js";
+import { VbError, errnoText } from "../errors.js";
 import { cleanBytes, cleanString, say, visible } from "../audit/sanitize.js";
 import { readLines, prevOf } from "../audit/chain.js";
 import { columns } from "../audit/render.js";
@@ -151,7 +151,7 @@ class Judge {
     try {
       got = sha256OfFd(f.fd, f.st.size, this.buf);
     } catch (e) {
-      return this.add("unreadable", shown, key, `read failed (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      return this.add("unreadable", shown, key, `read failed (${errnoText(e)})`);
     } finally {
       closeQuietly(f.fd);
     }
