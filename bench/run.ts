@@ -4,9 +4,9 @@
 // that keeps 64 WRITEs of 255 KiB in flight (`sftp -B 261120 -R 64`); 20 sessions uploading 64 MiB
 // each at once; and session start-up (a refused command, an `ls` session). Prints MB/s, the ratio
 // ours/OpenSSH (for uploads also counting the sync(1) after each, until the bytes are on disk) and
-// each server's peak RSS (GNU time), per round and the median of the rounds. A
-// measurement, not a test: it asserts nothing about speed, only that every transfer succeeded and
-// came back byte-identical.
+// each server's peak RSS (GNU time), per round and the median of the rounds (for a ratio, the
+// median of the rounds' own ratios, each taken within one round). A measurement, not a test: it
+// asserts nothing about speed, only that every transfer succeeded and came back byte-identical.
 //
 // Settings (environment): VB_BENCH_BIG_MIB (1024), VB_BENCH_SMALL (10000), VB_BENCH_SMALL_BYTES
 // (4096), VB_BENCH_ROUNDS (3), VB_BENCH_SESSIONS (20), VB_BENCH_SESSION_MIB (64), VB_BENCH_STARTS
@@ -318,15 +318,18 @@ async function main(): Promise<number> {
       starts.push(startup(made.ours!, made.openssh!, work));
     }
     const rate = (op: Op, r: Result) => op.bytes / MB / r.seconds;
-    const row = (label: string, op: Op, o: Result, s: Result) =>
+    const isUpload = (op: Op) => op.name.includes(" up") || op.name.startsWith("upload");
+    // Ours / OpenSSH within one round; until the bytes are on disk: the transfer and the sync(1) after it.
+    const ratio = (o: Result, s: Result) => s.seconds / o.seconds;
+    const syncRatio = (o: Result, s: Result) => (s.seconds + s.syncSeconds) / (o.seconds + o.syncSeconds);
+    const row = (label: string, op: Op, o: Result, s: Result, r = ratio(o, s), rs = syncRatio(o, s)) =>
       [
         pad(label, 7),
         pad(op.name, 36),
         pad(rate(op, o).toFixed(1), 11, true),
         pad(rate(op, s).toFixed(1), 14, true),
-        pad(`${(rate(op, o) / rate(op, s)).toFixed(2)}x`, 8, true),
-        // Until the bytes are on disk: the transfer and the sync(1) after it, for both servers.
-        pad(op.name.includes(" up") || op.name.startsWith("upload") ? `${((s.seconds + s.syncSeconds) / (o.seconds + o.syncSeconds)).toFixed(2)}x` : "", 10, true),
+        pad(`${r.toFixed(2)}x`, 8, true),
+        pad(isUpload(op) ? `${rs.toFixed(2)}x` : "", 10, true),
         pad(op.files > 1 ? (op.files / o.seconds).toFixed(0) : "", 14, true),
         pad(op.files > 1 ? (op.files / s.seconds).toFixed(0) : "", 9, true),
         pad(`${(o.rssKiB / 1024).toFixed(1)}M`, 10, true),
@@ -337,17 +340,27 @@ async function main(): Promise<number> {
       const of = rows.filter((r) => r.op === op).map(pick);
       return { seconds: median(of.map((r) => r.seconds)), rssKiB: Math.max(...of.map((r) => r.rssKiB)), syncSeconds: median(of.map((r) => r.syncSeconds)) };
     };
+    // The median row's ratios are the median of the rounds' own ratios, never one server's median
+    // time over the other's (which may come from different rounds).
+    const medRow = (op: Op) => {
+      const of = rows.filter((r) => r.op === op);
+      const r = median(of.map((x) => ratio(x.ours, x.openssh)));
+      const rs = median(of.map((x) => syncRatio(x.ours, x.openssh)));
+      return row("median", op, med((x) => x.ours, op), med((x) => x.openssh, op), r, rs);
+    };
     const ms = (pick: (s: Starts) => number) => median(starts.map(pick));
+    // Likewise the median of the rounds' own ratios.
+    const times = (a: (s: Starts) => number, b: (s: Starts) => number) => `${median(starts.map((s) => a(s) / b(s))).toFixed(2)}x`;
     const lines = [
       "",
       `validate-backup bench: node ${process.version}, ${new Date().toISOString()}, MB = 10^6 bytes, RSS = peak resident set (GNU time; concurrent: the largest session)`,
       `${pad("round", 7)}${pad("transfer", 36)}${pad("ours MB/s", 11, true)}${pad("OpenSSH MB/s", 14, true)}${pad("ratio", 8, true)}${pad("+sync", 10, true)}${pad("files/s ours", 14, true)}${pad("OpenSSH", 9, true)}${pad("RSS ours", 10, true)}${pad("OpenSSH", 9, true)}`,
       ...rows.map(({ round, op, ours: o, openssh: s }) => row(String(round), op, o, s)),
-      ...(ROUNDS > 1 ? ["", `median of ${ROUNDS} rounds (RSS: the highest)`, ...ALL.map((op) => row("median", op, med((r) => r.ours, op), med((r) => r.openssh, op)))] : []),
+      ...(ROUNDS > 1 ? ["", `median of ${ROUNDS} rounds (RSS: the highest)`, ...ALL.map(medRow)] : []),
       "",
       `session start-up, median of ${STARTS} x ${ROUNDS} rounds (ms):`,
-      `  refused command ${ms((s) => s.refused).toFixed(1)}, OpenSSH's sftp-server started and hung up on ${ms((s) => s.opensshBare).toFixed(1)} (${(ms((s) => s.refused) / ms((s) => s.opensshBare)).toFixed(2)}x), node -e 0 ${ms((s) => s.node).toFixed(1)} (${(ms((s) => s.refused) / ms((s) => s.node)).toFixed(2)}x)`,
-      `  sftp -b 'ls' session: ours ${ms((s) => s.lsOurs).toFixed(1)}, OpenSSH's ${ms((s) => s.lsOpenssh).toFixed(1)} (${(ms((s) => s.lsOurs) / ms((s) => s.lsOpenssh)).toFixed(2)}x)`,
+      `  refused command ${ms((s) => s.refused).toFixed(1)}, OpenSSH's sftp-server started and hung up on ${ms((s) => s.opensshBare).toFixed(1)} (${times((s) => s.refused, (s) => s.opensshBare)}), node -e 0 ${ms((s) => s.node).toFixed(1)} (${times((s) => s.refused, (s) => s.node)})`,
+      `  sftp -b 'ls' session: ours ${ms((s) => s.lsOurs).toFixed(1)}, OpenSSH's ${ms((s) => s.lsOpenssh).toFixed(1)} (${times((s) => s.lsOurs, (s) => s.lsOpenssh)})`,
       "",
       "+sync: the ratio counting each upload until its bytes were on disk (the transfer, then a sync(1)):",
       "  ours fsyncs every file before answering its CLOSE, OpenSSH's sftp-server leaves them to the kernel.",

@@ -60,3 +60,8 @@ export function fromErrno(err: unknown, display: string): VbError {
   if (known) return new VbError(known[0], `'${display}': ${known[1]}`);
   return new VbError("IO", `'${display}': ${(err as Error)?.message ?? String(err)}`);
 }
+
+/** An error as a report names it: its errno code (EIO, EPERM) when it has one, else its message. */
+export function errnoText(e: unknown): string {
+  return (e as NodeJS.ErrnoException)?.code ?? (e as Error)?.message ?? String(e);
+}

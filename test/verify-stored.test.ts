@@ -185,6 +185,13 @@ t.test("replaced volumes: kept versions are judged too, a changed one is named; 
   t.equal(r.code, 1);
   t.match(rows(r), [["CHANGED", new RegExp(`^state:versions/${versionKey(`host/${vol3}`)}/path$`)]]);
   fs.writeFileSync(path.join(vdir, "path"), `host/${vol3}\n`);
+  // A file straight in versions/ (no version directory): found, and named as unrecorded.
+  const stray = path.join(vdir, "..", "stray");
+  fs.writeFileSync(stray, "not a version\n");
+  r = await verify(sb);
+  t.equal(r.code, 1, "a stray file in versions/: exit 1");
+  t.same(rows(r), [["UNRECORDED", "state:versions/stray"]], "a stray file in versions/: unrecorded");
+  fs.rmSync(stray);
   clean(t, await verify(sb), "versions restored");
 
   // A second full chain, finished; prune --keep-full 1 removes the first whole chain.

@@ -17,7 +17,7 @@
 // no arrival record counts as arrived now: unknown is young, so a lost record never lets a file go.
 import fs from "node:fs";
 import { spawnSync } from "node:child_process";
-import { VbError } from "../errors.js";
+import { VbError, errnoText } from "../errors.js";
 import { DirIndex, chainsOf, finished, namesOf, formatTime, looksLikeDuplicity, type Chain } from "../profile/duplicity.js";
 import { inodeKey, closeQuietly } from "../fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
@@ -167,7 +167,7 @@ class Pruner {
   /** An error on one entry (EIO, EPERM) does not stop the others: left alone, and the run exits 4. */
   fail(path: string, e: unknown): void {
     this.report.failed++;
-    this.leave(path, `failed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    this.leave(path, `failed: ${errnoText(e)}`);
   }
 
   dir(d: Dir): void {

@@ -9,6 +9,7 @@
 import fs from "node:fs";
 import { DirIndex, parseName, finished } from "../profile/duplicity.js";
 import { pidAlive } from "../lock.js";
+import { errnoText } from "../errors.js";
 import { walkDirs, openPlainFile, openSubdir, lstatIn, removeTreeAt, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, requireRoot, main, sealGroup, EXIT, type Housekeeping } from "./context.js";
 import { at, closeQuietly } from "../fsat.js";
@@ -67,7 +68,7 @@ class Sealer {
   /** One entry that cannot be sealed (EIO, EPERM) does not stop the others: reported, and the run fails at the end. */
   failure(path: string, e: unknown): void {
     this.report.failed++;
-    this.odd(path, `not sealed: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    this.odd(path, `not sealed: ${errnoText(e)}`);
   }
 
   dir(d: Dir): void {

@@ -9,7 +9,7 @@
 // appended meanwhile are read at the end, and a path they touched is judged next time, not
 // reported now.
 import fs from "node:fs";
-import { VbError } from "../errors.js";
+import { VbError, errnoText } from "../errors.js";
 import { cleanBytes, cleanString, say, visible } from "../audit/sanitize.js";
 import { readLines, prevOf } from "../audit/chain.js";
 import { columns } from "../audit/render.js";
@@ -151,7 +151,7 @@ class Judge {
     try {
       got = sha256OfFd(f.fd, f.st.size, this.buf);
     } catch (e) {
-      return this.add("unreadable", shown, key, `read failed (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      return this.add("unreadable", shown, key, `read failed (${errnoText(e)})`);
     } finally {
       closeQuietly(f.fd);
     }
@@ -178,10 +178,9 @@ class Judge {
         const owner = d.comps.length === 1 ? this.versionsOf(d) : undefined;
         for (const name of d.names) {
           const odd = `state:${top}${cleanString([...d.comps, name].join("/"))}`;
-          if (d.comps.length === 0) {
-            if (!lstatIn(d.fd, name)?.isDirectory()) this.entry(d, name, odd, odd, () => undefined);
-          } else if (d.comps.length === 1 && name === "path") continue;
-          else if (owner && d.comps.length === 1 && VERSION_FILE.test(name)) {
+          // entry() leaves directories to the walk: at the top, only stray files are judged here.
+          if (d.comps.length === 1 && name === "path") continue;
+          else if (owner && VERSION_FILE.test(name)) {
             const n = Number(name);
             this.report.versions++;
             this.entry(d, name, `${owner} [version ${n}]`, owner, () => this.ledger.takeVersion(owner, n));
