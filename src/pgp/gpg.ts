@@ -98,7 +98,13 @@ export function parseStatus(text: string): Status {
 /** Homes not closed yet: a run ended by a signal (verify exits at once) must not leave an agent behind. */
 const OPEN = new Set<Gpg>();
 process.on("exit", () => {
-  for (const g of OPEN) g.close();
+  for (const g of OPEN) {
+    try {
+      g.close();
+    } catch {
+      /* one home that cannot be removed must not keep the others' agents running */
+    }
+  }
 });
 
 /** A private GnuPG home with only the given keys; close() stops its agent and removes it. */

@@ -187,7 +187,8 @@ function spawnRsync(argv: string[], cwd: string, opts: SpawnOptions = {}): Promi
       child.kill("SIGKILL"); // the group is gone already
     }
   };
-  process.once("exit", kill);
+  // First among the exit hooks: rsync stops before the vault removes the staging it writes into.
+  process.prependOnceListener("exit", kill);
   const poller = opts.poll && setInterval(() => opts.poll!(kill), POLL_MS);
   return new Promise((resolve, reject) => {
     const done = () => {
