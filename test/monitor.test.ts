@@ -277,3 +277,21 @@ t.test("metrics reuses the facts a key's own run saved (each run reads its own l
   const s = await root(["status", "--json", "--now", iso(NOW + HOUR), "--config", sb.config]);
   t.match(JSON.parse(s.stdout), { keys: [{ refusals24h: 0 }] }, "status always gathers");
 });
+
+t.test("notify: a log that cannot be read is told (the key cannot be judged), once", async (t) => {
+  const sb = sandbox(t);
+  const rec = recorder(sb);
+  sb.configure({ housekeeping: { notify: rec.argv } });
+  plant(sb, "h", ["a"], NOW);
+  fs.mkdirSync(`${sb.audit}.1`); // the rotated log, read for the last 24 hours: EISDIR
+  t.teardown(() => fs.rmSync(`${sb.audit}.1`, { recursive: true, force: true }));
+  const before = fs.readdirSync(sb.root);
+  let r = await root(["notify", "--config", sb.config, "--now", iso(NOW + HOUR / 2)]);
+  t.not(r.code, 0, `not a clean run (exit ${r.code})`);
+  t.equal(rec.messages().length, 1, "told once");
+  t.match(rec.messages()[0], /- the key cannot be judged: audit log .*audit\.log cannot be read: /);
+  t.equal(auditLines(sb).filter((l) => l.event === "notify").length, 1, "and logged");
+  r = await root(["notify", "--config", sb.config, "--now", iso(NOW + HOUR)]);
+  t.equal(rec.messages().length, 1, "not told again while it lasts");
+  t.same(fs.readdirSync(sb.root), before, "nothing in the root changed");
+});

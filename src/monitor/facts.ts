@@ -65,6 +65,8 @@ export interface KeyFacts {
   anomalies: Map<string, AnomalyTally>;
   /** What failed, in words; empty when nothing did. */
   failing: string[];
+  /** Of those, what could not be read (so the key could not be judged): notify tells it too. */
+  unread?: string[];
 }
 
 export function anomalyCount(f: KeyFacts): number {
@@ -240,6 +242,7 @@ export async function gather(configs: string[], now: number, reuse = false): Pro
     } catch (e) {
       f.error = `${p.root} or ${p.state} cannot be read: ${toVbError(e).message}`;
       f.failing.push(f.error);
+      (f.unread ??= []).push(f.error);
     }
   }
   for (const [file, keys] of byLog) await readLog(file, keys, now);
@@ -271,7 +274,11 @@ async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): 
         }
       }
   } catch (e) {
-    for (const f of keys.values()) f.failing.push(`audit log ${file} cannot be read: ${toVbError(e).message}`);
+    const why = `audit log ${file} cannot be read: ${toVbError(e).message}`;
+    for (const f of keys.values()) {
+      f.failing.push(why);
+      (f.unread ??= []).push(why);
+    }
     return;
   }
   const r = rv.finish([]);

@@ -39,6 +39,8 @@ export function conditions(f: KeyFacts, now: number): Map<string, string> {
     if (r && !r.ok) out.set(`failed ${s}`, `${s} failed at ${r.at}: ${r.detail}`);
   }
   for (const s of f.hourly?.steps ?? []) if (!NOT_FAILED.has(s.code) && !out.has(`failed ${s.step}`)) out.set(`failed ${s.step}`, `${s.step} failed in the hourly run at ${f.hourly!.at} (exit ${s.code})`);
+  // Facts that could not be read leave the key unjudged: as loud as a failure, never silence.
+  if (f.unread?.length) out.set("cannot read", `the key cannot be judged: ${f.unread.join("; ")}`);
   for (const [kind, a] of f.anomalies) out.set(`anomaly ${kind}`, `${a.count} anomal${a.count > 1 ? "ies" : "y"} '${kind}' in the last 24 hours, the last at ${a.last.time}: ${a.last.detail}`);
   return out;
 }
@@ -99,6 +101,10 @@ export async function notifyMain(args: string[]): Promise<number> {
           return EXIT.failed;
         }
         say(fresh.length ? `validate-backup notify: told: ${fresh.join(", ")}` : `validate-backup notify: nothing new (${current.size} condition(s) already told)`);
+        if (f!.unread?.length) {
+          say(`validate-backup notify: the key could not be judged: ${f!.unread.join("; ")}`, "err");
+          return EXIT.failed;
+        }
         return EXIT.ok;
       } finally {
         closeQuietly(dir);
