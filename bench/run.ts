@@ -199,13 +199,14 @@ async function concurrent(s: Server, work: string, round: number): Promise<Resul
   return { seconds, rssKiB: Math.max(...rss), syncSeconds };
 }
 
-/** Median wall time of STARTS runs of `argv` (stdin from /dev/null, or `input`). */
-function startups(argv: string[], env: NodeJS.ProcessEnv, input?: string): number {
+/** Median wall time of STARTS runs of `argv` (stdin from /dev/null, or `input`); a run that does not end as `expect` says is no figure. */
+function startups(argv: string[], env: NodeJS.ProcessEnv, expect = 0, input?: string): number {
   const times: number[] = [];
   for (let i = 0; i < STARTS; i++) {
     const t0 = process.hrtime.bigint();
-    spawnSync(argv[0]!, argv.slice(1), { env, input: input ?? "", stdio: ["pipe", "ignore", "ignore"] });
+    const r = spawnSync(argv[0]!, argv.slice(1), { env, input: input ?? "", stdio: ["pipe", "ignore", "pipe"] });
     times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    if (r.status !== expect) throw new Error(`start-up run ${argv.join(" ")}: exit ${r.status ?? r.signal}, expected ${expect}: ${String(r.stderr ?? r.error).slice(0, 300)}`);
   }
   return median(times);
 }
@@ -236,7 +237,7 @@ function startup(ourServer: Server, theirs: Server, work: string): Starts {
   fs.writeFileSync(ls, "ls\n");
   const lsRun = (s: Server) => startups([SFTP, "-q", "-b", ls, "-D", s.wrapper], { PATH: "/usr/bin:/bin", VB_BENCH_RSS: `${ls}.rss` });
   return {
-    refused: startups([LAUNCHER, "--config", config], { ...env, SSH_ORIGINAL_COMMAND: "rm -rf /" }),
+    refused: startups([LAUNCHER, "--config", config], { ...env, SSH_ORIGINAL_COMMAND: "rm -rf /" }, 1),
     opensshBare: startups([OPENSSH_SERVER], env),
     node: startups(["/usr/bin/node", "-e", "0"], env),
     lsOurs: lsRun(ourServer),

@@ -243,14 +243,25 @@ t.test("16.4: a directory named like a chain's file is no member: prune removes 
   // Made before MKDIR obeyed the name rules: the manifest of an incremental that continues A.
   const odd = `duplicity-inc.${aEnd}.to.${ts(base + 2 * DAY)}.manifest.gpg`;
   fs.mkdirSync(path.join(sb.root, "h", odd));
+  fs.writeFileSync(path.join(sb.root, "h", odd, "inside.gpg"), "what the directory holds\n");
+  // What must stay exactly as it was: the directory and what it holds, chain B, and all outside the root.
+  const kept = () => ({
+    odd: snapshot(path.join(sb.root, "h", odd)),
+    b: B.map((n) => snapshot(path.join(sb.root, "h", n))["."]),
+    outside: snapshot(sb.outside),
+    home: snapshot(sb.home),
+  });
+  const before = kept();
   const r = await runRoot(sb, ["prune", "--keep-full", "1"]);
   t.equal(r.code, 0, `no EISDIR, no failure: ${r.stderr}`);
+  t.same(kept(), before, "the directory, what it holds, chain B and everything outside the root: byte-identical");
   t.ok(none(present(sb, "h", A)), "chain A removed");
   t.ok(all(present(sb, "h", B)), "chain B kept");
   t.ok(fs.statSync(path.join(sb.root, "h", odd)).isDirectory(), "the directory is left alone");
   t.match(r.stdout, new RegExp(`h/${odd.replace(/\./g, "\\.")}: directory, named like a duplicity file: never part of a chain`));
   const again = await runRoot(sb, ["prune", "--keep-full", "1"]);
   t.equal(again.code, 0, `and the next run too: ${again.stderr}`);
+  t.same(kept(), before, "still byte-identical after the second run");
 });
 
 t.test("16.4: one file prune cannot remove (immutable: EPERM) does not stop it; the rest goes, exit 4 names it", async (t) => {

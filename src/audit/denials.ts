@@ -6,6 +6,9 @@ import fs from "node:fs";
 import path from "node:path";
 import { withLock } from "../lock.js";
 
+/** The field of the next written denial that counts those not written before it (the review adds them). */
+export const NOT_WRITTEN_BEFORE = "notWrittenBefore";
+
 export const DENIALS_PER_MINUTE = 30;
 const WINDOW_MS = 60_000;
 const RECORD = "denials";
@@ -44,7 +47,7 @@ export function judgeDenial(locks: string, now = Date.now()): { write: boolean; 
       const write = r.count <= DENIALS_PER_MINUTE;
       const fields: { [k: string]: unknown } = {};
       if (write && r.carried) {
-        fields.notWrittenBefore = r.carried;
+        fields[NOT_WRITTEN_BEFORE] = r.carried;
         r.carried = 0;
       }
       if (r.count === DENIALS_PER_MINUTE)

@@ -16,6 +16,7 @@ import { refusalOf, type RefusalKind } from "./refusals.js";
 import { Clients } from "./clients.js";
 import { FullSetWatch } from "./fullsets.js";
 import { hours } from "./units.js";
+import { NOT_WRITTEN_BEFORE } from "./denials.js";
 
 export { FLOOD_FULLS, FLOOD_WINDOW_MS, SMALL_FULL_RATIO } from "./fullsets.js";
 
@@ -198,7 +199,7 @@ export class Reviewer {
     const kind = refusalOf(j);
     if (kind) {
       // A denial written after denials that were only counted (audit/denials.ts) brings their number.
-      const n = 1 + (kind === "command" && typeof j.notWrittenBefore === "number" && j.notWrittenBefore > 0 ? j.notWrittenBefore : 0);
+      const n = 1 + (kind === "command" && typeof j[NOT_WRITTEN_BEFORE] === "number" && j[NOT_WRITTEN_BEFORE] > 0 ? j[NOT_WRITTEN_BEFORE] : 0);
       if (kind === "command") k.denied += n;
       if (event === "refused" && typeof j.sid === "string") this.countLogged(j.sid, kind);
       const r: Refusal = { time, label, client, event, kind, code: str(j.code), reason: str(j.reason), what: str(j.command ?? j.path) };
