@@ -18,7 +18,7 @@ await build({
   format: "esm",
   platform: "node",
   target: "node20",
-  // pino and shell-quote are CommonJS: their require() of node's own modules needs a real require.
+  // A CommonJS dependency's require() of node's own modules needs a real require.
   banner: { js: "import { createRequire as __vbCreateRequire } from 'node:module'; const require = __vbCreateRequire(import.meta.url);" },
   legalComments: "none",
   logLevel: "warning",

@@ -1,14 +1,12 @@
-// The audit log: one JSON line per event, written by pino to a destination that appends each line
-// with a single write(2) on an O_APPEND descriptor, under the log's lock file.
+// The audit log: one JSON line per event (line.ts), appended with a single write(2) on an O_APPEND
+// descriptor, under the log's lock file.
 import fs from "node:fs";
 import path from "node:path";
-import { pino, type Logger } from "pino";
 import { cleanValue } from "./sanitize.js";
+import { auditLine, levelOf, members, type Fields } from "./line.js";
 import { withLock } from "../lock.js";
 import { chainLine, lineHash, tailHash } from "./chain.js";
 import { Budget } from "./budget.js";
-
-export type Fields = Record<string, unknown>;
 
 /** The `client` of root's own lines (seal, prune, verify --stored): never an address sshd gives a session. */
 export const ROOT_CLIENT = "root";
@@ -105,7 +103,6 @@ class LockedAppend {
 }
 
 export function openAudit(file: string, lockFile: string | undefined, base: Fields, create = true): Audit {
-  let logger: Logger | undefined;
   let dest: LockedAppend | undefined;
   let broken: string | undefined;
   let onBroken: ((why: string) => void) | undefined;
@@ -118,21 +115,12 @@ export function openAudit(file: string, lockFile: string | undefined, base: Fiel
   };
   try {
     dest = new LockedAppend(file, lockFile, create);
-    logger = pino(
-      {
-        base: cleanValue(base) as Fields,
-        messageKey: "event",
-        timestamp: pino.stdTimeFunctions.isoTime,
-        formatters: { level: (label) => ({ level: label }) },
-      },
-      dest,
-    );
   } catch (e) {
     fail(`audit log ${file} cannot be opened: ${(e as Error).message}`);
   }
+  const baseJson = members(cleanValue(base) as Fields);
   const write = (event: string, fields: Fields): void => {
-    const level = fields.decision === "deny" || fields.anomaly ? "warn" : "info";
-    logger![level](cleanValue(fields) as Fields, event);
+    dest!.write(auditLine(levelOf(fields), Date.now(), baseJson, cleanValue(fields) as Fields, event));
   };
   return {
     get ok() {
@@ -144,7 +132,7 @@ export function openAudit(file: string, lockFile: string | undefined, base: Fiel
       if (broken !== undefined) fn(broken);
     },
     event(event, fields = {}) {
-      if (!logger || broken !== undefined) return false;
+      if (!dest || broken !== undefined) return false;
       const verdict = budget.judge(event);
       try {
         if (verdict === "announce") write("budget", budget.notice(event));
