@@ -4,7 +4,8 @@
 // root records the chain head now and then (`audit --record-head`) and `audit --verify` checks
 // that every recorded head is still there.
 import fs from "node:fs";
-import crypto from "node:crypto";
+import { createRequire } from "node:module";
+import { Sha256 } from "./sha256.js";
 
 export const CHAIN_FIELD = "prev";
 const TAIL_CHUNK = 64 * 1024;
@@ -14,14 +15,45 @@ export const MAX_LINE = 1024 * 1024;
 /** How far back and ahead a broken link is matched against other lines to name a reordering. */
 const REORDER_WINDOW = 4096;
 
-// crypto.hash (Node >= 20.12) hashes in one call; a Hash object per line costs more than the line.
-const oneShot = (crypto as { hash?: (alg: string, data: Uint8Array, enc: "hex") => string }).hash;
+// node:crypto is loaded at the first hash past the first two of a process: a refused command hashes
+// the log's last line and its own, and starts ~10 ms sooner without it (node:crypto pulls in node's
+// streams). Those two hashes are done in JavaScript (sha256.ts): a few µs each for lines this short.
+const JS_HASHES = 2;
+let jsHashes = 0;
+let nodeCrypto: typeof import("node:crypto") | undefined;
 
-export function lineHash(line: Uint8Array): string {
-  return oneShot ? oneShot("sha256", line, "hex") : crypto.createHash("sha256").update(line).digest("hex");
+function native(): typeof import("node:crypto") {
+  return (nodeCrypto ??= createRequire(import.meta.url)("node:crypto") as typeof import("node:crypto"));
 }
 
-export const CHAIN_START = lineHash(new Uint8Array(0));
+interface Hash {
+  update(data: Uint8Array): void;
+  hex(): string;
+}
+
+function newHash(): Hash {
+  if (!nodeCrypto && jsHashes < JS_HASHES) {
+    jsHashes++;
+    const h = new Sha256();
+    return { update: (d) => void h.update(d), hex: () => h.digestHex() };
+  }
+  const h = native().createHash("sha256");
+  return { update: (d) => void h.update(d), hex: () => h.digest("hex") };
+}
+
+export function lineHash(line: Uint8Array): string {
+  if (nodeCrypto || jsHashes >= JS_HASHES) {
+    // crypto.hash (Node >= 20.12) hashes in one call; a Hash object per line costs more than the line.
+    const oneShot = (native() as { hash?: (alg: string, data: Uint8Array, enc: "hex") => string }).hash;
+    if (oneShot) return oneShot("sha256", line, "hex");
+  }
+  const h = newHash();
+  h.update(line);
+  return h.hex();
+}
+
+/** The SHA-256 of nothing: what line 1 of a log chains to. */
+export const CHAIN_START = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /** Append the chain field to one serialized JSON object line (with or without its newline). */
 export function chainLine(json: string, prev: string): string {
@@ -50,14 +82,14 @@ export function tailHash(fd: number, size: number): { hash: string; newline: boo
     if (i >= 0) start = from + i + 1;
     pos = from;
   }
-  const h = crypto.createHash("sha256");
+  const h = newHash();
   for (let pos = start; pos < end; ) {
     const n = fs.readSync(fd, buf, 0, Math.min(buf.length, end - pos), pos);
     if (n <= 0) break;
     h.update(buf.subarray(0, n));
     pos += n;
   }
-  return { hash: h.digest("hex"), newline };
+  return { hash: h.hex(), newline };
 }
 
 export interface Line {
@@ -80,6 +112,7 @@ export async function* readLines(file: string, start = 0): AsyncGenerator<Line> 
     const buf = Buffer.allocUnsafe(READ_CHUNK);
     let parts: Buffer[] = [];
     let kept = 0;
+    const crypto = native();
     let h = crypto.createHash("sha256");
     let no = 0;
     let offset = start;
