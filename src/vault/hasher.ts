@@ -5,7 +5,8 @@
 // The descriptor stays the session's: it is closed only after the worker has let go of it.
 import fs from "node:fs";
 import crypto from "node:crypto";
-import { Worker } from "node:worker_threads";
+import { createRequire } from "node:module";
+import type { Worker } from "node:worker_threads";
 import { CTL, CLAIM, STATE, DONE, SHARED_BYTES, layout, type Job } from "./hash-shared.js";
 
 const HASH_CHUNK = 1024 * 1024;
@@ -37,7 +38,9 @@ let busy = false;
 
 function theWorker(): Worker {
   if (!worker) {
-    worker = new Worker(new URL("./hash-worker.js", import.meta.url));
+    // Loaded with the first big upload: node:worker_threads costs every served session ~3 ms of start-up.
+    const threads = createRequire(import.meta.url)("node:worker_threads") as typeof import("node:worker_threads");
+    worker = new threads.Worker(new URL("./hash-worker.js", import.meta.url));
     worker.unref(); // never keeps a finished session alive
     worker.on("error", () => (worker = undefined));
   }
