@@ -19,7 +19,7 @@ const FLOORS = [
   ["contract", ["handler.ts"]],
   ["gate", ["gate/"]],
   ["vault", ["vault/"]],
-  ["ground", ["gate/access.ts", "fsat.ts", "profile/", "audit/", "config/", "pgp/", "session.ts", "lock.ts", "errors.ts", "top.ts", "usage.ts", "throttle.ts"]],
+  ["ground", ["gate/access.ts", "fsat.ts", "lazy.ts", "profile/", "audit/", "config/", "pgp/", "session.ts", "lock.ts", "errors.ts", "top.ts", "usage.ts", "throttle.ts"]],
 ];
 
 function floorOf(file) {

@@ -4,8 +4,8 @@
 // root records the chain head now and then (`audit --record-head`) and `audit --verify` checks
 // that every recorded head is still there.
 import fs from "node:fs";
-import { createRequire } from "node:module";
 import { Sha256 } from "./sha256.js";
+import { nodeCrypto, nodeCryptoLoaded } from "../lazy.js";
 
 export const CHAIN_FIELD = "prev";
 const TAIL_CHUNK = 64 * 1024;
@@ -15,16 +15,12 @@ export const MAX_LINE = 1024 * 1024;
 /** How far back and ahead a broken link is matched against other lines to name a reordering. */
 const REORDER_WINDOW = 4096;
 
-// node:crypto is loaded at the first hash past the first two of a process: a refused command hashes
-// the log's last line and its own, and starts ~10 ms sooner without it (node:crypto pulls in node's
-// streams). Those two hashes are done in JavaScript (sha256.ts): a few µs each for lines this short.
+// A process's first two hashes are done in JavaScript (sha256.ts, a few µs each for lines this
+// short) unless node:crypto is loaded already; from the third on, node:crypto, loaded then (lazy.ts).
+// A refused command hashes the log's last line, a listing that and its opening line: neither loads
+// node:crypto.
 const JS_HASHES = 2;
 let jsHashes = 0;
-let nodeCrypto: typeof import("node:crypto") | undefined;
-
-function native(): typeof import("node:crypto") {
-  return (nodeCrypto ??= createRequire(import.meta.url)("node:crypto") as typeof import("node:crypto"));
-}
 
 interface Hash {
   update(data: Uint8Array): void;
@@ -32,19 +28,19 @@ interface Hash {
 }
 
 function newHash(): Hash {
-  if (!nodeCrypto && jsHashes < JS_HASHES) {
+  if (!nodeCryptoLoaded() && jsHashes < JS_HASHES) {
     jsHashes++;
     const h = new Sha256();
     return { update: (d) => void h.update(d), hex: () => h.digestHex() };
   }
-  const h = native().createHash("sha256");
+  const h = nodeCrypto().createHash("sha256");
   return { update: (d) => void h.update(d), hex: () => h.digest("hex") };
 }
 
 export function lineHash(line: Uint8Array): string {
-  if (nodeCrypto || jsHashes >= JS_HASHES) {
+  if (nodeCryptoLoaded() || jsHashes >= JS_HASHES) {
     // crypto.hash (Node >= 20.12) hashes in one call; a Hash object per line costs more than the line.
-    const oneShot = (native() as { hash?: (alg: string, data: Uint8Array, enc: "hex") => string }).hash;
+    const oneShot = (nodeCrypto() as { hash?: (alg: string, data: Uint8Array, enc: "hex") => string }).hash;
     if (oneShot) return oneShot("sha256", line, "hex");
   }
   const h = newHash();
@@ -112,7 +108,7 @@ export async function* readLines(file: string, start = 0): AsyncGenerator<Line> 
     const buf = Buffer.allocUnsafe(READ_CHUNK);
     let parts: Buffer[] = [];
     let kept = 0;
-    const crypto = native();
+    const crypto = nodeCrypto();
     let h = crypto.createHash("sha256");
     let no = 0;
     let offset = start;

@@ -27,8 +27,11 @@ export interface Audit {
 
 class LockedAppend {
   private fd: number;
-  /** The file's size after our last line and that line's hash: no need to read the tail again. */
-  private last: { size: number; hash: string } | undefined;
+  /**
+   * The file's size after our last line, and that line: no need to read the tail again. Its hash is
+   * taken when the next line needs it (a refused command writes one line and never does).
+   */
+  private last: { size: number; line: string; hash?: string } | undefined;
   /** Opened write-only (we may not read the log): every line is marked unchained. */
   private readonly unreadable: boolean = false;
   /** The lock's directory was there once: only root could take it away again. */
@@ -79,7 +82,7 @@ class LockedAppend {
       this.followRotation();
       // Under the lock: the previous line is the file's last line, so the chain stays linear.
       const size = fs.fstatSync(this.fd).size;
-      let prev = this.unreadable ? "unreadable" : this.last?.size === size ? this.last.hash : undefined;
+      let prev = this.unreadable ? "unreadable" : this.last?.size === size ? (this.last.hash ??= lineHash(Buffer.from(this.last.line.slice(0, -1)))) : undefined;
       let start = "";
       if (prev === undefined) {
         const tail = tailHash(this.fd, size);
@@ -91,7 +94,7 @@ class LockedAppend {
       const n = fs.writeSync(this.fd, buf);
       if (n !== buf.length) throw new Error("short write to the audit log");
       this.bytes += n;
-      if (!this.unreadable) this.last = { size: size + n, hash: lineHash(Buffer.from(text.slice(0, -1))) };
+      if (!this.unreadable) this.last = { size: size + n, line: text };
     };
     // The lock lives in the state directory; when that is missing (the config names a state that
     // is not there, and the session is about to be refused for it) the line is still written. A

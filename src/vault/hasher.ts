@@ -4,9 +4,8 @@
 // WRITE on the one thread that also serves the client. One upload at a time: others hash inline.
 // The descriptor stays the session's: it is closed only after the worker has let go of it.
 import fs from "node:fs";
-import crypto from "node:crypto";
-import { createRequire } from "node:module";
 import type { Worker } from "node:worker_threads";
+import { nodeCrypto, workerThreads } from "../lazy.js";
 import { CTL, CLAIM, STATE, DONE, SHARED_BYTES, layout, type Job } from "./hash-shared.js";
 
 const HASH_CHUNK = 1024 * 1024;
@@ -16,7 +15,7 @@ const HASH_CHUNK = 1024 * 1024;
  * caller hashing many files passes its own `buf`, used again for each.
  */
 export function sha256OfFd(fd: number, size: number, buf = Buffer.allocUnsafe(Math.min(HASH_CHUNK, Math.max(size, 1)))): string {
-  const h = crypto.createHash("sha256");
+  const h = nodeCrypto().createHash("sha256");
   for (let pos = 0; pos < size; ) {
     const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
     if (n <= 0) break;
@@ -38,9 +37,7 @@ let busy = false;
 
 function theWorker(): Worker {
   if (!worker) {
-    // Loaded with the first big upload: node:worker_threads costs every served session ~3 ms of start-up.
-    const threads = createRequire(import.meta.url)("node:worker_threads") as typeof import("node:worker_threads");
-    worker = new threads.Worker(new URL("./hash-worker.js", import.meta.url));
+    worker = new (workerThreads().Worker)(new URL("./hash-worker.js", import.meta.url));
     worker.unref(); // never keeps a finished session alive
     worker.on("error", () => (worker = undefined));
   }

@@ -12,7 +12,7 @@
 // again, a few rounds; then the upload is refused rather than hold the lock for a listing.
 import fs from "node:fs";
 import path from "node:path";
-import crypto from "node:crypto";
+import { nodeCrypto } from "../lazy.js";
 import { VbError, existsError } from "../errors.js";
 import type { Session } from "../session.js";
 import { profileFor } from "../profile/profile.js";
@@ -41,7 +41,7 @@ export type Outcome = "new" | "replaced" | "same";
 /** Rounds of indexing a directory outside its lock before a publish is refused (see above). */
 export const INDEX_ROUNDS = 4;
 
-const newGeneration = () => crypto.randomBytes(12).toString("hex");
+const newGeneration = () => nodeCrypto().randomBytes(12).toString("hex");
 
 /** An index of one directory, as of its generation `gen` and its mtime when listed. */
 interface Built {
@@ -69,7 +69,7 @@ export class NameRules {
   }
 
   private lockFile(kind: string, id: string, ext = ".lock"): string {
-    return path.join(this.state, "locks", `${kind}-${crypto.createHash("sha256").update(id).digest("hex").slice(0, 24)}${ext}`);
+    return path.join(this.state, "locks", `${kind}-${nodeCrypto().createHash("sha256").update(id).digest("hex").slice(0, 24)}${ext}`);
   }
 
   /** The generation of directory `dir` (an inodeKey): "none" before any publish, "" while one changes it. */

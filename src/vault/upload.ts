@@ -1,7 +1,7 @@
 // One upload in flight: bytes go to a private temporary file in `state`; commit() hands the finished
 // file to the vault's admission (the same for every protocol), or fails without touching anything.
 import fs from "node:fs";
-import crypto from "node:crypto";
+import { nodeCrypto } from "../lazy.js";
 import { VbError, fromErrno } from "../errors.js";
 import type { Session } from "../session.js";
 import type { VPath } from "./paths.js";
@@ -34,7 +34,7 @@ export interface UploadInit {
 }
 
 export class Upload {
-  private hash = crypto.createHash("sha256");
+  private hash = nodeCrypto().createHash("sha256");
   private hashed = 0; // bytes written in order from offset 0: all hashed, here or by the worker
   private inOrder = true;
   /** Past OFFLOAD_AT bytes in order, a worker hashes the file instead (hasher.ts). */

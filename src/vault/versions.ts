@@ -6,7 +6,7 @@
 // the slots with harmless resends, and a genuine resume would then be refused.
 import fs from "node:fs";
 import path from "node:path";
-import crypto from "node:crypto";
+import { nodeCrypto } from "../lazy.js";
 import { VbError } from "../errors.js";
 import { at, inodeKey, closeQuietly, READ_FLAGS } from "../fsat.js";
 
@@ -15,7 +15,7 @@ export const MAX_VERSIONS = 3;
 
 /** The directory of one name's versions: a hash, because a path below the root may be long. */
 export function versionKey(rel: string): string {
-  return crypto.createHash("sha256").update(rel).digest("hex").slice(0, 32);
+  return nodeCrypto().createHash("sha256").update(rel).digest("hex").slice(0, 32);
 }
 
 /**
