@@ -60,7 +60,9 @@ export const FILE_OPS = {
     access: "look",
     run(s, id, a) {
       const h = s.handles.take(a.handle);
-      if (h.kind === "upload") h.up.commit(); // publishes, or throws (the name appeared meanwhile)
+      // Publishes (or throws: the name appeared meanwhile); a plain new name may be answered while
+      // its fsync and link finish (Vault.admitLater), and the requests that could see it wait.
+      if (h.kind === "upload") void h.up.commitLater();
       else release(h);
       return ok(id);
     },
