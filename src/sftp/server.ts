@@ -111,14 +111,13 @@ export class Sftp implements SftpContext {
 
   /** Must this packet wait before it is handled? The promise to wait for, if so (see OVERLAPS). */
   hold(pkt: Buffer): Promise<void> | undefined {
-    const pending = this.vault.pendingPublishes();
-    if (!pending) return undefined;
+    if (!this.vault.publishing) return undefined;
     try {
       if (pkt.length >= 5 && OVERLAPS[pkt[0]!]?.(new Reader(pkt, 5), this)) return undefined;
     } catch {
       /* malformed: it waits, and its handler says what is wrong */
     }
-    return pending;
+    return this.vault.pendingPublishes();
   }
 
   /** One packet in (from its type byte on), its reply out. Throws only for protocol errors. */

@@ -402,6 +402,11 @@ export class Vault {
     return name !== undefined && !this.rules.profile.judges(name) && !this.later.has(v.display) && this.later.size < MAX_LATER;
   }
 
+  /** Are answered uploads on their way to their names (admitLater)? */
+  get publishing(): boolean {
+    return this.later.size > 0;
+  }
+
   /** Answered uploads not yet under their names: requests that could see them wait for this. */
   pendingPublishes(): Promise<void> | undefined {
     return this.later.size ? Promise.all(this.later.values()).then(() => undefined) : undefined;
