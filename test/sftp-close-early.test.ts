@@ -205,6 +205,30 @@ t.test("a name taken behind the vault's back between the answer and the link: up
   t.fail("the link always came first: the race could not be set up on this machine");
 });
 
+t.test("SIGKILL right after an early answer: the name holds the whole file or nothing, and the next session stores it", async (t) => {
+  const sb = sandbox(t);
+  const data = crypto.randomBytes(12 * MiB);
+  const c = connect(t, sb);
+  await c.init();
+  const h = await written(c, "killed.bin", data);
+  t.equal(code(await c.close(h)), FX.OK, "CLOSE answered");
+  await c.kill("SIGKILL");
+  const there = fs.existsSync(path.join(sb.root, "killed.bin"));
+  if (there) t.ok(fs.readFileSync(path.join(sb.root, "killed.bin")).equals(data), "linked before the kill: whole");
+  else t.pass("killed before the link: no name at all (an acknowledged file lost, as README says of a killed session)");
+  // The dead session's claim and temporary file stand in nobody's way.
+  const d = connect(t, sb);
+  await d.init();
+  if (!there) {
+    t.equal(code(await d.stat("killed.bin")), FX.NO_SUCH_FILE, "a dead session's claim makes nobody wait");
+    const h2 = await written(d, "killed.bin", data);
+    t.equal(code(await d.close(h2)), FX.OK, "the same upload succeeds in the next session");
+  }
+  await d.end();
+  t.ok(fs.readFileSync(path.join(sb.root, "killed.bin")).equals(data), "stored whole");
+  t.same(fs.readdirSync(path.join(sb.state, "tmp")), [], "the killed session's temporary file was swept");
+});
+
 t.test("OpenSSH sftp put -r of 300 small files: every one byte-identical, each with its SHA-256", async (t) => {
   const sb = sandbox(t);
   const local = fs.mkdtempSync("/tmp/vb-close-early-");
