@@ -109,6 +109,20 @@ export function tryLock(file: string, staleMs = Infinity): boolean {
   return false;
 }
 
+/**
+ * Wait (up to maxMs) while another live process holds `file`; true if one held it when asked.
+ * Never takes it: what the holder is doing is what the caller waits for.
+ */
+export function waitWhileHeld(file: string, maxMs: number): boolean {
+  const until = Date.now() + maxMs;
+  let held = false;
+  for (let owner = ownerOf(file); owner && owner.pid !== process.pid && ownerAlive(owner) && Date.now() < until; owner = ownerOf(file)) {
+    held = true;
+    sleepMs(1);
+  }
+  return held;
+}
+
 /** Remove our lock; `checkOwner` false skips reading the owner back (see withLock). */
 export function unlock(file: string, checkOwner = true): void {
   try {

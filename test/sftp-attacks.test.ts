@@ -102,6 +102,7 @@ async function readHandle(c: SftpClient, p: string): Promise<Buffer> {
 async function upload(c: SftpClient, name: string, content: Bytes = `content of ${name}\n`): Promise<void> {
   const r = await c.put(name, content);
   if (r.status?.code !== FX.OK) throw new Error(`setup upload of ${name} failed: ${describe(r)}`);
+  await c.settle(); // the tests look at the tree themselves
 }
 
 const sha = (b: Buffer | string) => crypto.createHash("sha256").update(b).digest("hex");
@@ -216,6 +217,7 @@ t.test("28: SETSTAT and FSETSTAT cannot change an existing file or directory", a
     t.equal((await c.fsetstat(h, { size: 8 })).status?.code, FX.OK, "size equal to what was written (scp) is accepted");
     t.equal((await c.fsetstat(h, { perm: 0o6777 })).status?.code, FX.OK, "perm is accepted on its own upload");
     t.equal((await c.close(h)).status?.code, FX.OK);
+    await c.settle();
     const mode = fs.statSync(path.join(sb.root, "mine.gpg")).mode & 0o7777;
     t.equal(mode & 0o7111, 0, `no setuid, setgid, sticky or exec bit stored (mode ${mode.toString(8)})`);
     await expectRefused(t, sb, () => c.setstat("mine.gpg", { size: 0 }), IMMUTABLE);
@@ -607,6 +609,7 @@ t.test("34: names that look like the server's temporary files", async (t) => {
     const hs = await Promise.all(names.map((n) => c.openHandle(n, W_CT)));
     await Promise.all(hs.map((h, i) => c.write(h, 0, `bytes of ${names[i]}`)));
     for (const h of hs) t.equal((await c.close(h)).status?.code, FX.OK);
+    await c.settle();
     for (const n of names) t.equal(fs.readFileSync(path.join(sb.root, n), "utf8"), `bytes of ${n}`, `${n} has its own bytes`);
   });
 
@@ -616,6 +619,7 @@ t.test("34: names that look like the server's temporary files", async (t) => {
     await c.write(a, 0, "first");
     await c.write(b, 0, "second, longer");
     t.equal((await c.close(a)).status?.code, FX.OK);
+    await c.settle();
     const snap = snapshotAll(sb);
     await expectRefused(t, sb, () => c.close(b), EXISTS);
     t.same(snapshotAll(sb), snap);

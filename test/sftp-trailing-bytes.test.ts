@@ -133,6 +133,7 @@ t.test("a WRITE whose data ends before its message does: the declared length dec
   const r = await c.request(T.WRITE, str(h), u64(0), str("tail."), Buffer.alloc(31_072, 0x58));
   t.equal(r.status?.code, FX.OK, describe(r));
   t.equal((await c.close(h)).status?.code, FX.OK);
+  await c.settle();
   t.equal(fs.readFileSync(path.join(sb.root, "w.gpg"), "utf8"), "tail.", "only the declared bytes are stored");
   await c.end();
 });
@@ -155,6 +156,7 @@ t.test("a declared length past the end of the message is still refused", async (
     t.match(r.status?.message, /runs past the end of the packet/);
   }
   t.equal((await c.close(h)).status?.code, FX.OK);
+  await c.settle();
   t.equal(fs.readFileSync(path.join(sb.root, "w.gpg"), "utf8"), "", "the refused WRITE stored nothing");
   t.notOk(fs.existsSync(path.join(sb.root, "n.gpg")));
   await c.end();

@@ -28,6 +28,13 @@ async function ok(t: Test, p: Promise<Reply>, what: string): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** An upload, then the tree as this test looks at it itself (SftpClient.settle). */
+async function put(c: SftpClient, name: string, bytes: string): Promise<Reply> {
+  const r = await c.put(name, bytes);
+  await c.settle();
+  return r;
+}
+
 /**
  * B uploads `name` until the stored file got inode `ino` (removing its own miss each time, which B
  * may). Returns the bytes stored, or fails the test if the number is never reused.
@@ -35,7 +42,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function reuse(t: Test, sb: Sandbox, b: SftpClient, name: string, ino: number): Promise<string | undefined> {
   for (let i = 0; i < REUSE_TRIES; i++) {
     const bytes = `B's real backup, try ${i}\n`;
-    await ok(t, b.put(name, bytes), `B uploads ${name}`);
+    await ok(t, put(b, name, bytes), `B uploads ${name}`);
     if (fs.lstatSync(path.join(sb.root, name)).ino === ino) {
       t.pass(`B's upload got the freed inode ${ino} on try ${i + 1}`);
       return bytes;
@@ -65,14 +72,14 @@ t.test("a reused inode number does not make another session's file one's own", a
   const sb = sandboxOn(t, "ext4");
   if (!sb) return;
   const a = await session(t, sb);
-  await ok(t, a.put("early.bin", "A's first file\n"), "A uploads early.bin");
-  await ok(t, a.put("victim.bin", "A's file, pruned later\n"), "A uploads victim.bin");
+  await ok(t, put(a, "early.bin", "A's first file\n"), "A uploads early.bin");
+  await ok(t, put(a, "victim.bin", "A's file, pruned later\n"), "A uploads victim.bin");
   const ino = fs.lstatSync(path.join(sb.root, "victim.bin")).ino;
   // Past the descriptors a session keeps, its older files are known by their birth time.
   await sleep(MIN_AGE_MS + 100);
-  for (let i = 0; i <= MAX_PINNED; i++) await ok(t, a.put(`later-${i}.bin`, `later ${i}\n`), `A uploads later-${i}.bin`);
+  for (let i = 0; i <= MAX_PINNED; i++) await ok(t, put(a, `later-${i}.bin`, `later ${i}\n`), `A uploads later-${i}.bin`);
   const b = await session(t, sb);
-  await ok(t, b.put("warm-up.bin", "B is set up\n"), "B's first upload");
+  await ok(t, put(b, "warm-up.bin", "B is set up\n"), "B's first upload");
   fs.unlinkSync(path.join(sb.root, "victim.bin")); // root's prune, while A stays connected
   const bytes = await reuse(t, sb, b, "victim.bin", ino);
   if (bytes === undefined) return;
@@ -90,16 +97,16 @@ t.test("a recent own file stays pinned: pruning it cannot free its inode for ano
   const sb = sandboxOn(t, "ext4");
   if (!sb) return;
   const a = await session(t, sb);
-  await ok(t, a.put("victim.bin", "A's file, pruned at once\n"), "A uploads victim.bin");
+  await ok(t, put(a, "victim.bin", "A's file, pruned at once\n"), "A uploads victim.bin");
   const ino = fs.lstatSync(path.join(sb.root, "victim.bin")).ino;
   const b = await session(t, sb);
-  await ok(t, b.put("warm-up.bin", "B is set up\n"), "B's first upload");
+  await ok(t, put(b, "warm-up.bin", "B is set up\n"), "B's first upload");
   fs.unlinkSync(path.join(sb.root, "victim.bin"));
   for (let i = 0; i < REUSE_TRIES; i++) {
-    await ok(t, b.put(`f-${i}.bin`, `B ${i}\n`), `B uploads f-${i}.bin`);
+    await ok(t, put(b, `f-${i}.bin`, `B ${i}\n`), `B uploads f-${i}.bin`);
     t.not(fs.lstatSync(path.join(sb.root, `f-${i}.bin`)).ino, ino, `f-${i}.bin did not get A's inode`);
   }
-  await ok(t, b.put("victim.bin", "B's real backup\n"), "B uploads victim.bin");
+  await ok(t, put(b, "victim.bin", "B's real backup\n"), "B uploads victim.bin");
   await refused(t, sb, a, "victim.bin", "B's real backup\n");
   await Promise.all([a.end(), b.end()]);
 });

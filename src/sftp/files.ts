@@ -3,7 +3,7 @@
 // shows a partial file and an existing name is never opened for writing.
 import fs from "node:fs";
 import { VbError, existsError } from "../errors.js";
-import { PF, FX, DATA_HEADER, MAX_DATA, dataPacket, statusPacket, malformed, okPacket as ok } from "./wire.js";
+import { PF, DATA_HEADER, MAX_DATA, dataPacket, eofPacket, malformed, okPacket as ok } from "./wire.js";
 import { readAttrs, fromStats, attrsPacket, type Attrs } from "./attrs.js";
 import { release, handleReply, handleOnly, handleSubject, type Handle } from "./handles.js";
 import { inside } from "./place.js";
@@ -60,7 +60,9 @@ export const FILE_OPS = {
     access: "look",
     run(s, id, a) {
       const h = s.handles.take(a.handle);
-      if (h.kind === "upload") h.up.commit(); // publishes, or throws (the name appeared meanwhile)
+      // Publishes (or throws: the name appeared meanwhile); a plain new name may be answered while
+      // its fsync and link finish (Vault.admitLater), and the requests that could see it wait.
+      if (h.kind === "upload") void h.up.commitLater();
       else release(h);
       return ok(id);
     },
@@ -82,7 +84,7 @@ export const FILE_OPS = {
       } finally {
         if (n === 0) s.replies.release(buf);
       }
-      if (n === 0) return statusPacket(id, FX.EOF, "end of file");
+      if (n === 0) return eofPacket(id);
       s.session.counters.bytesOut += n;
       return dataPacket(buf, id, n);
     },

@@ -21,19 +21,23 @@ export interface PumpOptions {
   idleMs: number;
   /** One packet (from its type byte on) -> its replies; throws only for protocol errors. */
   handle(pkt: Buffer): Reply;
+  /** A packet that must wait before it is handled: the promise it waits for (it never rejects). */
+  hold?(pkt: Buffer): Promise<void> | undefined;
   /** A reply has been written out (its buffer may be reused). */
   written?(b: Buffer): void;
   /** The key's bandwidth limit: bytes in and out are counted, and handling pauses while in debt. */
   throttle?: Throttle;
 }
 
-export function pump({ input, output, idleMs, handle, written, throttle }: PumpOptions): Promise<End> {
+export function pump({ input, output, idleMs, handle, hold, written, throttle }: PumpOptions): Promise<End> {
   return new Promise((resolve) => {
     const framer = new Framer();
     let batch: Buffer[] = [];
     let batchBytes = 0;
     let waiting = false; // a batch sits in the stream: handle nothing until it is out
     let paused = false; // the bandwidth limit is in debt: handle nothing until it has refilled
+    let held: Buffer | undefined; // a packet waiting for hold()'s promise, handled first once it is kept
+    let holding = false;
     let inputDone = false;
     let ended = false;
 
@@ -58,7 +62,7 @@ export function pump({ input, output, idleMs, handle, written, throttle }: PumpO
     /** Handle what waits, and read on if nothing holds us back. */
     const go = () => {
       work();
-      if (!waiting && !paused && !inputDone && !ended) input.resume();
+      if (!waiting && !paused && !holding && !inputDone && !ended) input.resume();
     };
     const flushed = () => {
       waiting = false;
@@ -92,9 +96,20 @@ export function pump({ input, output, idleMs, handle, written, throttle }: PumpO
     const work = () => {
       if (ended) return;
       try {
-        while (!waiting && !paused && !ended) {
-          const pkt = framer.next();
+        while (!waiting && !paused && !holding && !ended) {
+          const pkt = held ?? framer.next();
+          held = undefined;
           if (!pkt) break;
+          const wait = hold?.(pkt);
+          if (wait) {
+            held = pkt;
+            holding = true;
+            void wait.then(() => {
+              holding = false;
+              go();
+            });
+            break;
+          }
           const reply = handle(pkt);
           for (const b of Array.isArray(reply) ? reply : [reply]) {
             batch.push(b);
@@ -109,7 +124,7 @@ export function pump({ input, output, idleMs, handle, written, throttle }: PumpO
       }
       flush();
       // The session ends only once every reply is out: the process exits right after.
-      if (inputDone && !waiting && !paused) finish({ kind: "eof" });
+      if (inputDone && !waiting && !paused && !holding && !held) finish({ kind: "eof" });
     };
 
     input.start(
@@ -119,7 +134,7 @@ export function pump({ input, output, idleMs, handle, written, throttle }: PumpO
         lastInput = Date.now();
         if (throttle) spend(n);
         work();
-        return !waiting && !paused;
+        return !waiting && !paused && !holding;
       },
       () => {
         inputDone = true;

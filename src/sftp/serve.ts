@@ -31,12 +31,14 @@ export async function serveSftp(_plan: Extract<Plan, { kind: "sftp" }>, ctx: Con
       output: { fd: 1, stream: output },
       idleMs: ctx.session.policy.limits.idleSeconds * 1000,
       handle: (pkt) => sftp.handle(pkt),
+      hold: (pkt) => sftp.hold(pkt),
       written: (b) => sftp.replies.release(b),
       throttle: throttleFor(ctx.session.policy.limits),
     });
     input.close(); // replies still queued are serve.ts's to give up on
     return (OUTCOME[end.kind] as (e: End, c: Context) => number)(end, ctx);
   } finally {
+    await ctx.vault.pendingPublishes(); // answered uploads reach their names before the session ends
     sftp.close();
   }
 }

@@ -6,7 +6,7 @@ import { VbError, fromErrno, type Code, type AuditFields } from "../errors.js";
 import type { Policy } from "../config/schema.js";
 import type { Session } from "../session.js";
 import type { Vault } from "../vault/vault.js";
-import { FXP, FX, DATA_HEADER, MAX_DATA, Reader, statusPacket, versionPacket } from "./wire.js";
+import { FXP, FX, PF, DATA_HEADER, MAX_DATA, Reader, statusPacket, versionPacket } from "./wire.js";
 import { Handles } from "./handles.js";
 import { BufferPool } from "./pool.js";
 import { FILE_OPS } from "./files.js";
@@ -38,6 +38,25 @@ const REQUESTS: Readonly<Partial<Record<number, AnyOp>>> = {
   [FXP.SYMLINK]: NAME_OPS.symlink,
 };
 
+/**
+ * While uploads answered early are still on their way to their names (Vault.admitLater), only the
+ * requests that cannot see those names go on: the next file's OPEN for writing, its WRITEs, and a
+ * CLOSE that may itself be answered early. Everything else (a STAT, a listing, a RENAME, a READ,
+ * another CLOSE) waits, so the client never sees the tree behind its own answers.
+ */
+const OVERLAPS: Readonly<Partial<Record<number, (r: Reader, s: Sftp) => boolean>>> = {
+  [FXP.WRITE]: () => true,
+  [FXP.OPEN]: (r) => {
+    r.text("filename");
+    const pflags = r.u32("pflags");
+    return (pflags & PF.CREAT) !== 0 && (pflags & PF.READ) === 0;
+  },
+  [FXP.CLOSE]: (r, s) => {
+    const h = s.handles.peek(r.bytes("handle"));
+    return h?.kind === "upload" && s.vault.mayAdmitLater(h.v);
+  },
+};
+
 /** What a refusal by the access rule (gate/access.ts) says, per class of request. */
 const REFUSED: Record<Access, string> = { look: "looking", pull: "reading files", write: "this key cannot create or change anything" };
 
@@ -59,6 +78,8 @@ const STATUS_OF: Record<Code, number> = {
 // they exist, and create each directory of a path to make sure it does. Not audited, not counted.
 const ANSWERS = new Set(["*:NOT_FOUND", "mkdir:EXISTS"]);
 const isAnswer = (op: string, code: Code) => ANSWERS.has(`*:${code}`) || ANSWERS.has(`${op}:${code}`);
+
+const notFound = (e: unknown) => (e instanceof VbError ? e.code : fromErrno(e, "").code) === "NOT_FOUND";
 
 export function protocolError(message: string): VbError {
   return new VbError("BAD_REQUEST", `sftp protocol error: ${message}`);
@@ -86,6 +107,17 @@ export class Sftp implements SftpContext {
         /* the client is not reading: stderr has it */
       }
     };
+  }
+
+  /** Must this packet wait before it is handled? The promise to wait for, if so (see OVERLAPS). */
+  hold(pkt: Buffer): Promise<void> | undefined {
+    if (!this.vault.publishing) return undefined;
+    try {
+      if (pkt.length >= 5 && OVERLAPS[pkt[0]!]?.(new Reader(pkt, 5), this)) return undefined;
+    } catch {
+      /* malformed: it waits, and its handler says what is wrong */
+    }
+    return this.vault.pendingPublishes();
   }
 
   /** One packet in (from its type byte on), its reply out. Throws only for protocol errors. */
@@ -121,7 +153,13 @@ export class Sftp implements SftpContext {
       subject = entry.subject?.(args, this);
       const access = typeof entry.access === "function" ? entry.access(args) : entry.access;
       demand(this.session.policy, access, REFUSED[access]);
-      return entry.run(this, id, args);
+      try {
+        return entry.run(this, id, args);
+      } catch (e) {
+        // A name another session has answered for is there for the client: wait for its link, once.
+        if (subject === undefined || !notFound(e) || !this.vault.awaitClaim(subject)) throw e;
+        return entry.run(this, id, args);
+      }
     } catch (e) {
       return this.failed(id, entry.name, subject, e);
     }

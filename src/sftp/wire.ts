@@ -193,8 +193,20 @@ export function statusPacket(id: number, code: number, message: string): Buffer 
 const OK_REPLY = statusPacket(0, FX.OK, "");
 
 export function okPacket(id: number): Buffer {
-  const b = Buffer.allocUnsafe(OK_REPLY.length);
-  OK_REPLY.copy(b);
+  return stamped(OK_REPLY, id);
+}
+
+// Every download ends with one (a small file's second READ is answered by it).
+const EOF_REPLY = statusPacket(0, FX.EOF, "end of file");
+
+export function eofPacket(id: number): Buffer {
+  return stamped(EOF_REPLY, id);
+}
+
+/** A copy of a prebuilt reply with the request's id. */
+function stamped(reply: Buffer, id: number): Buffer {
+  const b = Buffer.allocUnsafe(reply.length);
+  reply.copy(b);
   b.writeUInt32BE(id, 5);
   return b;
 }

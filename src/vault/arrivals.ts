@@ -1,6 +1,7 @@
 // When each file arrived, by our clock: prune orders chains by this, never by the dates in names,
-// which the client chose. One JSON line per published file in state/arrivals.log, appended under
-// a lock by the sessions; prune reads it (a later line for the same path wins) and compacts it.
+// which the client chose. One JSON line per published file in state/arrivals.log, appended by the
+// sessions without a lock (see append()); prune reads it (a later line for the same path wins) and
+// compacts it.
 //
 // The record is evidence, not authority: prune only believes a line whose inode is the file's own,
 // so a name reused after a prune, or a file planted behind the vault's back, has no arrival.
@@ -51,16 +52,41 @@ export function recordRemoval(state: string, rel: string, st: { dev: number; ino
   append(state, line({ t, p: rel, i: `${st.dev}:${st.ino}`, r: true }));
 }
 
+/** The session's descriptor of the record, opened at its first line. */
+let held: { file: string; fd: number } | undefined;
+
+function openRecord(file: string): number {
+  return fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+}
+
+/**
+ * One write(2) of one line on an O_APPEND descriptor: it lands whole, after every other line,
+ * without a lock (a lock file cost two journalled name operations per stored file). Only root's
+ * compaction replaces the file; it copies what was appended to the old one while it worked, and a
+ * line that may have come after that copy is written again here, into the new file. A line twice
+ * says nothing new (the later of equal lines wins).
+ */
 function append(state: string, s: string): void {
   const text = Buffer.from(s);
-  withLock(path.join(state, "locks", LOCK_FILE), () => {
-    const fd = fs.openSync(path.join(state, ARRIVALS_FILE), fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+  const file = path.join(state, ARRIVALS_FILE);
+  if (held?.file !== file) {
+    if (held) closeQuietly(held.fd);
+    held = { file, fd: openRecord(file) };
+  }
+  for (let round = 0; ; round++) {
+    if (fs.writeSync(held.fd, text) !== text.length) throw new Error(`short write to ${file}`);
+    const ours = fs.fstatSync(held.fd);
+    let named: fs.Stats | undefined;
     try {
-      fs.writeSync(fd, text);
-    } finally {
-      fs.closeSync(fd);
+      named = fs.lstatSync(file);
+    } catch {
+      /* removed: recreated below */
     }
-  });
+    if (named && named.ino === ours.ino && named.dev === ours.dev) return;
+    closeQuietly(held.fd);
+    held.fd = openRecord(file);
+    if (round === 2) return; // compacted twice under this one line: it is in one of the files
+  }
 }
 
 export function parseLine(s: string): Arrival | undefined {
@@ -80,20 +106,29 @@ export function parseLine(s: string): Arrival | undefined {
   return undefined;
 }
 
-/** Stream the lines of an open file; memory stays at one chunk plus one line. */
-function* lines(fd: number): Generator<string> {
+/**
+ * Stream the complete lines of an open file from `pos`, each with the offset just past its newline;
+ * memory stays at one chunk plus one line. A last line without its newline (torn) is not one.
+ */
+function* lines(fd: number, pos = 0): Generator<[string, number]> {
   const buf = Buffer.allocUnsafe(READ_CHUNK);
-  let rest = "";
-  for (let pos = 0; ; ) {
+  let rest = Buffer.alloc(0);
+  let restAt = pos;
+  for (;;) {
     const n = fs.readSync(fd, buf, 0, buf.length, pos);
     if (n <= 0) break;
     pos += n;
-    const parts = (rest + buf.toString("utf8", 0, n)).split("\n");
-    rest = parts.pop()!;
-    if (rest.length > MAX_LINE) rest = ""; // no line of ours is that long
-    yield* parts;
+    let data = rest.length ? Buffer.concat([rest, buf.subarray(0, n)]) : buf.subarray(0, n);
+    let start = 0;
+    for (let nl = data.indexOf(10); nl >= 0; nl = data.indexOf(10, start)) {
+      yield [data.toString("utf8", start, nl), restAt + nl + 1];
+      start = nl + 1;
+    }
+    restAt += start;
+    data = data.subarray(start);
+    rest = data.length > MAX_LINE ? Buffer.alloc(0) : Buffer.from(data); // no line of ours is that long
+    if (data.length > MAX_LINE) restAt += data.length;
   }
-  if (rest) yield rest;
 }
 
 export type ArrivalMap = Map<string, Arrival>;
@@ -112,16 +147,7 @@ export function readArrivals(stateFd: number): ArrivalMap {
     if (!fs.fstatSync(fd).isFile()) return out;
     // One entry per file that is there: a rename's line takes the place of the one it moved from,
     // so a client renaming in a loop grows the file (until prune compacts it), never this map.
-    for (const s of lines(fd)) {
-      const a = parseLine(s);
-      if (!a) continue;
-      if (a.r) {
-        if (out.get(a.p)?.i === a.i) out.delete(a.p);
-        continue;
-      }
-      if (a.f !== undefined && a.f !== a.p) out.delete(a.f);
-      out.set(a.p, a);
-    }
+    collect(fd, 0, out);
   } finally {
     closeQuietly(fd);
   }
@@ -136,55 +162,93 @@ export function lastArrival(arrivals: ArrivalMap): number | undefined {
 }
 
 /**
- * Root side: rewrite the record keeping what `keep` says, plus every line that arrived meanwhile.
- * `stateFd` and `locksFd` are open directories; the new file keeps the old one's owner so that the
- * sessions can go on appending.
+ * Root side: rewrite the record keeping what `keep` says. Sessions append without a lock, so
+ * after the rename every complete line that reached the old file past what was read is copied
+ * into the new one (append() writes again any line that may have come later still). `stateFd`
+ * and `locksFd` are open directories; the lock excludes another compaction (and sessions of older
+ * versions, which took it to append); the new file keeps the old one's owner so that the sessions
+ * can go on appending.
  */
 export function compactArrivals(stateFd: number, locksFd: number, keep: (a: Arrival) => boolean): { kept: number; dropped: number } {
   const C = fs.constants;
   return withLock(at(locksFd, LOCK_FILE), () => {
     const tmpName = `${ARRIVALS_FILE}.${process.pid}.new`;
-    let old: fs.Stats;
+    let oldFd: number;
     try {
-      old = fs.lstatSync(at(stateFd, ARRIVALS_FILE));
+      oldFd = fs.openSync(at(stateFd, ARRIVALS_FILE), C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
     } catch {
       return { kept: 0, dropped: 0 };
     }
-    if (!old.isFile()) return { kept: 0, dropped: 0 };
-    const current = readArrivals(stateFd);
     try {
-      fs.unlinkSync(at(stateFd, tmpName));
-    } catch {
-      /* none left over */
-    }
-    const fd = fs.openSync(at(stateFd, tmpName), C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-    let kept = 0;
-    let dropped = 0;
-    try {
-      let chunk: string[] = [];
-      const flush = () => {
-        if (chunk.length) fs.writeSync(fd, chunk.join(""));
-        chunk = [];
-      };
-      for (const a of current.values()) {
-        if (!keep(a)) {
-          dropped++;
-          continue;
-        }
-        kept++;
-        chunk.push(line({ ...a, f: undefined })); // the rename is accounted for: its old path is gone
-        if (chunk.length >= 4096) flush();
+      const old = fs.fstatSync(oldFd);
+      if (!old.isFile()) return { kept: 0, dropped: 0 };
+      const current: ArrivalMap = new Map();
+      const readTo = collect(oldFd, 0, current);
+      try {
+        fs.unlinkSync(at(stateFd, tmpName));
+      } catch {
+        /* none left over */
       }
-      flush();
-      fs.fchownSync(fd, old.uid, old.gid);
-      fs.fsyncSync(fd);
-    } catch (e) {
+      const fd = fs.openSync(at(stateFd, tmpName), C.O_WRONLY | C.O_APPEND | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+      let kept = 0;
+      let dropped = 0;
+      try {
+        let chunk: string[] = [];
+        const flush = () => {
+          if (chunk.length) fs.writeSync(fd, chunk.join(""));
+          chunk = [];
+        };
+        for (const a of current.values()) {
+          if (!keep(a)) {
+            dropped++;
+            continue;
+          }
+          kept++;
+          chunk.push(line({ ...a, f: undefined })); // the rename is accounted for: its old path is gone
+          if (chunk.length >= 4096) flush();
+        }
+        flush();
+        fs.fchownSync(fd, old.uid, old.gid);
+        fs.fsyncSync(fd);
+        fs.renameSync(at(stateFd, tmpName), at(stateFd, ARRIVALS_FILE));
+        copyTail(oldFd, readTo, fd);
+      } catch (e) {
+        closeQuietly(fd);
+        try {
+          fs.unlinkSync(at(stateFd, tmpName));
+        } catch {
+          /* renamed already: the record is the new file */
+        }
+        throw e;
+      }
       closeQuietly(fd);
-      fs.unlinkSync(at(stateFd, tmpName));
-      throw e;
+      return { kept, dropped };
+    } finally {
+      closeQuietly(oldFd);
     }
-    closeQuietly(fd);
-    fs.renameSync(at(stateFd, tmpName), at(stateFd, ARRIVALS_FILE));
-    return { kept, dropped };
   });
+}
+
+/** Read the lines of fd from `pos` into `out` (as readArrivals does); returns where the last complete line ended. */
+function collect(fd: number, pos: number, out: ArrivalMap): number {
+  let end = pos;
+  for (const [s, next] of lines(fd, pos)) {
+    end = next;
+    const a = parseLine(s);
+    if (!a) continue;
+    if (a.r) {
+      if (out.get(a.p)?.i === a.i) out.delete(a.p);
+      continue;
+    }
+    if (a.f !== undefined && a.f !== a.p) out.delete(a.f);
+    out.set(a.p, a);
+  }
+  return end;
+}
+
+/** Append to `to` every complete line of `from` past `pos`, as it is. */
+function copyTail(from: number, pos: number, to: number): void {
+  const out: string[] = [];
+  for (const [s] of lines(from, pos)) if (parseLine(s)) out.push(s + "\n");
+  for (let i = 0; i < out.length; i += 4096) fs.writeSync(to, out.slice(i, i + 4096).join(""));
 }

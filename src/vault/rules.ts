@@ -18,10 +18,13 @@ import type { Session } from "../session.js";
 import { profileFor } from "../profile/profile.js";
 import type { Profile } from "../profile/types.js";
 import { recordArrival } from "../vault/arrivals.js";
-import { tryLock, unlock, withLock } from "../lock.js";
+import { tryLock, unlock, withLock, waitWhileHeld } from "../lock.js";
 import { at, inodeKey, lstatAt, lstatAtOrNull } from "../fsat.js";
 import { keepVersion, sameBytes } from "./versions.js";
 import type { VPath } from "./paths.js";
+
+/** How long a request waits for a name another session has answered for but not yet linked. */
+const CLAIM_WAIT_MS = 10_000;
 
 /**
  * The regular files of an open directory: all a profile's index may see. A directory, link or
@@ -193,10 +196,50 @@ export class NameRules {
     // No rule of the profile reads the directory for this name and nothing is replaced: link(2)
     // is the whole check, atomic by itself (EEXIST), so the directory's lock would add nothing.
     let how: Outcome = "new";
-    if (replaces === undefined && !this.profile.judges(name)) link();
-    else how = this.publishLocked(dirFd, name, v, replaces, link, src);
+    if (replaces === undefined && !this.profile.judges(name)) {
+      const claim = this.claim(dirFd, name, v);
+      try {
+        link();
+      } finally {
+        unlock(claim, false);
+      }
+    } else how = this.publishLocked(dirFd, name, v, replaces, link, src);
     this.arrived(v, file, renamedFrom);
     return how;
+  }
+
+  /**
+   * A new name no rule judges is claimed while it is linked: an upload answered before its link
+   * (Vault.admitLater) holds the claim from its checks to its link, so no other session can take
+   * the name in between and leave the answered file unpublished. Throws EXISTS if it is claimed.
+   */
+  claim(dirFd: number, name: string, v: VPath): string {
+    const file = this.lockFile("name", `${inodeKey(fs.fstatSync(dirFd))}/${name}`);
+    if (!tryLock(file)) throw new VbError("EXISTS", `append-only: '${v.display}' is being stored by another session`);
+    return file;
+  }
+
+  /** Is (dirFd, name) claimed by another session? Then wait (up to CLAIM_WAIT_MS) for its link; true if it was. */
+  awaitClaim(dirFd: number, name: string): boolean {
+    return waitWhileHeld(this.lockFile("name", `${inodeKey(fs.fstatSync(dirFd))}/${name}`), CLAIM_WAIT_MS);
+  }
+
+  /**
+   * Link a file under a name claimed by claim(), and give the claim up once the temporary name is
+   * gone too: a session waiting for the claim must find a file with one link, as it was answered.
+   */
+  publishClaimed(claim: string, dirFd: number, name: string, v: VPath, src: string, file: fs.Stats): void {
+    try {
+      fs.linkSync(src, at(dirFd, name));
+      this.arrived(v, file);
+      try {
+        fs.unlinkSync(src);
+      } catch {
+        /* the upload's own cleanup tries again */
+      }
+    } finally {
+      unlock(claim, false);
+    }
   }
 
   private publishLocked(dirFd: number, name: string, v: VPath, replaces: string | undefined, link: () => void, src: string): Outcome {

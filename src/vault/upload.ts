@@ -29,6 +29,8 @@ export interface UploadInit {
   readonly replaces: string | undefined;
   /** The vault's admission: the upload only hands its finished file over. */
   readonly admit: (a: Arrival) => Published;
+  /** The same, answered before the name appears where the vault allows it (Vault.admitLater). */
+  readonly admitLater: (a: Arrival) => Promise<boolean> | undefined;
   /** The key's quota and the free-space reserve: asked before each byte past the end is written. */
   readonly quota: Quota;
 }
@@ -178,6 +180,46 @@ export class Upload {
 
   /** All bytes are there: the vault's admission publishes the file, or throws and stores nothing. */
   commit(): Published {
+    return this.admitNow(this.finish());
+  }
+
+  /**
+   * As commit(), but where the vault allows it the answer comes before the fsync and the link
+   * (Vault.admitLater): the promise then tells, later, whether the name appeared; undefined: it
+   * was published now. Throws, storing nothing, for whatever is refused before the answer.
+   */
+  commitLater(): Promise<boolean> | undefined {
+    const arrival = this.finish();
+    let later: Promise<boolean> | undefined;
+    try {
+      later = this.init.admitLater(arrival);
+    } catch (e) {
+      this.discard();
+      throw e;
+    }
+    if (!later) {
+      this.admitNow(arrival);
+      return undefined;
+    }
+    return later.then((stored) => {
+      if (stored) this.held = 0; // counted as stored
+      this.discard(); // the descriptor stayed open for the fsync
+      return stored;
+    });
+  }
+
+  private admitNow(arrival: Arrival): Published {
+    try {
+      const pub = this.init.admit(arrival);
+      this.held = 0; // the admission counted it as stored
+      return pub;
+    } finally {
+      this.discard();
+    }
+  }
+
+  /** The upload ends here: what the admission needs. */
+  private finish(): Arrival {
     if (this.ended) throw new VbError("BAD_REQUEST", "the upload is already closed");
     if (this.failed) {
       this.abandon();
@@ -186,13 +228,7 @@ export class Upload {
     this.ended = true;
     this.trail?.last(this.size); // the worker finishes hashing while the disk catches up
     const { v, fd, tmpPath, parentFd, replaces } = this.init;
-    try {
-      const pub = this.init.admit({ fd, v, size: this.size, src: tmpPath, mode: this.mode, times: this.times, uncounted: 0, sha256: () => this.digest(), dir: { fd: parentFd, replaces } });
-      this.held = 0; // the admission counted it as stored
-      return pub;
-    } finally {
-      this.discard();
-    }
+    return { fd, v, size: this.size, src: tmpPath, mode: this.mode, times: this.times, uncounted: 0, sha256: () => this.digest(), dir: { fd: parentFd, replaces } };
   }
 
   abort(): void {

@@ -23,11 +23,14 @@ import { RecentArrivals, whyNotTimes } from "./recent.js";
 import { Quota } from "./quota.js";
 import { whyNotLockAt } from "./locks.js";
 import { recordRemoval } from "./arrivals.js";
+import { unlock } from "../lock.js";
 import { LOCKS_DIR } from "../profile/restic.js";
 
 const C = fs.constants;
 /** Directories kept open for their fsync at the end of the session; past this they are synced at once. */
 const MAX_UNSYNCED_DIRS = 64;
+/** Uploads answered before their fsync and link (admitLater): each holds two descriptors and its quota. */
+const MAX_LATER = 32;
 
 export interface Entry {
   name: string;
@@ -41,6 +44,8 @@ export class Vault {
   private readonly ownFiles = new OwnFiles();
   private readonly ownDirs = new Set<string>();
   private readonly uploads = new Set<Upload>();
+  /** Uploads answered before their names appeared (admitLater), by path: done when true (published) or false. */
+  private readonly later = new Map<string, Promise<boolean>>();
   /** Directories with new names not yet fsynced, by inode: see syncDirLater(). */
   private readonly unsyncedDirs = new Map<string, number>();
   /** The profile's naming rules and the replace policy (src/vault/rules.ts). */
@@ -88,7 +93,10 @@ export class Vault {
 
   /** Open the directory at `comps` by walking from the root fd, never following a link. */
   openDir(comps: readonly string[], display = comps.join("/") || "."): number {
-    let fd = fs.openSync(at(this.rootFd), DIR_FLAGS);
+    // The walk starts at the root's own descriptor, which stays open: a copy of it is opened only
+    // for the root itself (the caller closes what it gets). Every open of a small download walks
+    // here, and re-opening the root first was a third of its opens.
+    let fd = comps.length === 0 ? fs.openSync(at(this.rootFd), DIR_FLAGS) : this.rootFd;
     try {
       for (const c of comps) {
         let next: number;
@@ -100,12 +108,12 @@ export class Vault {
           if ((e as NodeJS.ErrnoException).code === "ENOTDIR" && lstatAtOrNull(fd, c)?.isSymbolicLink()) throw Object.assign(new Error(c), { code: "ELOOP" });
           throw e;
         }
-        fs.closeSync(fd);
+        if (fd !== this.rootFd) fs.closeSync(fd);
         fd = next;
       }
       return fd;
     } catch (e) {
-      closeQuietly(fd);
+      if (fd !== this.rootFd) closeQuietly(fd);
       throw this.walkError(e, display);
     }
   }
@@ -255,6 +263,7 @@ export class Vault {
     if (this.uploads.size >= limit) throw new VbError("QUOTA", `at most ${limit} uploads may be open at once`);
     const name = v.comps[v.comps.length - 1]!;
     checkName(name, v.display);
+    if (this.later.has(v.display)) throw existsError(v.display); // answered, its name on its way
     const parentFd = this.openDir(v.comps.slice(0, -1), v.display);
     try {
       const replaces = this.rules.beforeCreate(parentFd, name, v);
@@ -264,7 +273,7 @@ export class Vault {
       }
       const tmpPath = path.join(this.tmpDir, String(++this.tmpCounter));
       const fd = fs.openSync(tmpPath, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
-      const up = new Upload(this.session, { v, parentFd, tmpPath, fd, mode, replaces, admit: (a) => this.admit(a), quota: this.quota });
+      const up = new Upload(this.session, { v, parentFd, tmpPath, fd, mode, replaces, admit: (a) => this.admit(a), admitLater: (a) => this.admitLater(a), quota: this.quota });
       this.uploads.add(up);
       return up;
     } catch (e) {
@@ -280,24 +289,10 @@ export class Vault {
    * refusal (EXISTS if the name is taken).
    */
   admit(a: Arrival): Published {
-    const { counters, audit, policy } = this.session;
-    const { limits } = policy;
     const shown = a.v.display;
     let dirFd = a.dir?.fd;
     try {
-      this.assertWritable(a.v, "written");
-      this.assertRecordable(a.v, "publish", "stored");
-      if (a.size > limits.maxFileBytes) throw new VbError("QUOTA", `'${shown}': file larger than the limit of ${limits.maxFileBytes} bytes`);
-      if (counters.bytesIn + a.uncounted > limits.maxSessionBytes) throw new VbError("QUOTA", `session upload limit of ${limits.maxSessionBytes} bytes reached`);
-      fs.fchmodSync(a.fd, fileMode(a.mode));
-      if (a.times) fs.futimesSync(a.fd, a.times.atime, a.times.mtime);
-      if (!a.synced) fs.fsyncSync(a.fd);
-      guardUpload(this.session, a.fd, a.size, shown);
-      const sha256 = a.sha256?.() ?? sha256OfFd(a.fd, a.size);
-      const file = fs.fstatSync(a.fd);
-      if (a.v.comps.length === 0) throw new VbError("NOT_ALLOWED", "the backup root itself cannot be written");
-      const name = a.v.comps[a.v.comps.length - 1]!;
-      checkName(name, shown);
+      const { name, file, sha256 } = this.judge(a, true);
       dirFd ??= this.openDir(a.v.comps.slice(0, -1), shown);
       let replaces = a.dir?.replaces;
       const old = a.dir ? null : lstatAtOrNull(dirFd, name);
@@ -316,19 +311,9 @@ export class Vault {
       if (how === "same") {
         /* the stored file stays, and stays whatever it was (another session's, or ours) */
       } else if (!a.dir && inodeKey(lstatAt(dirFd, name)) !== inodeKey(file))
-        audit.event("anomaly", { anomaly: true, path: shown, reason: "staged file changed while being published" });
+        this.session.audit.event("anomaly", { anomaly: true, path: shown, reason: "staged file changed while being published" });
       else this.ownFiles.add(a.fd, file);
-      counters.published++;
-      counters.bytesIn += a.uncounted;
-      try {
-        this.quota.stored(a.size);
-      } catch (e) {
-        // Stored all the same: the record is walked again within the hour.
-        audit.event("error", { code: "IO", path: shown, reason: `quota record not updated: ${(e as Error).message}` });
-      }
-      const pub = { path: shown, size: a.size, sha256 };
-      // "resend-same": these bytes were stored under this name already; nothing changed.
-      audit.event(how === "same" ? "resend-same" : "publish", a.via ? { ...pub, via: a.via } : pub);
+      const pub = this.landed(a, how, sha256);
       // The new name reaches the disk with the directory's fsync at the end of the session (one per
       // directory, not one per file: what made small uploads crawl), or with the caller's syncfs.
       if (!a.synced && how !== "same") this.syncDirLater(dirFd);
@@ -336,11 +321,136 @@ export class Vault {
       dirFd = undefined;
       return pub;
     } catch (e) {
-      counters.skipped++;
+      this.session.counters.skipped++;
       throw this.walkError(e, shown);
     } finally {
       if (dirFd !== undefined) closeQuietly(dirFd);
     }
+  }
+
+  /**
+   * admit() for an upload whose CLOSE may be answered before its fsync and link have finished, so
+   * that the client sends the next file while the disk catches up (OpenSSH's sftp waits for every
+   * CLOSE; with an fsync in each answer, many small files crawled). Only a new name that no rule of
+   * the profile judges qualifies: link(2) is then its whole check. Everything that can refuse is
+   * judged here, before the answer, and the name is claimed until it is linked (NameRules.claim: no
+   * other session can take it meanwhile); what can still fail after the answer (the fsync's EIO, a
+   * full directory) is an `upload-failed` line marked `acknowledged`. The bytes are still on disk
+   * before the name appears. Undefined: not eligible, admit() it now.
+   */
+  admitLater(a: Arrival): Promise<boolean> | undefined {
+    const name = a.v.comps[a.v.comps.length - 1];
+    if (!a.dir || a.dir.replaces !== undefined || a.synced || name === undefined || !this.mayAdmitLater(a.v)) return undefined;
+    const shown = a.v.display;
+    const dirFd = a.dir.fd;
+    let judged: { file: fs.Stats; sha256: string };
+    let claim: string | undefined;
+    try {
+      judged = this.judge(a, false);
+      claim = this.rules.claim(dirFd, name, a.v);
+      if (lstatAtOrNull(dirFd, name)) throw existsError(shown);
+    } catch (e) {
+      if (claim) unlock(claim, false);
+      this.session.counters.skipped++;
+      closeQuietly(dirFd);
+      throw this.walkError(e, shown);
+    }
+    const claimed = claim;
+    const done = new Promise<boolean>((resolve) =>
+      fs.fsync(a.fd, (err) => {
+        this.later.delete(shown);
+        try {
+          if (err) {
+            unlock(claimed, false);
+            throw err;
+          }
+          try {
+            this.rules.publishClaimed(claimed, dirFd, name, a.v, a.src, judged.file);
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(shown);
+            throw e;
+          }
+          this.ownFiles.add(a.fd, judged.file);
+          this.landed(a, "new", judged.sha256);
+          this.syncDirLater(dirFd);
+          resolve(true);
+        } catch (e) {
+          this.session.counters.skipped++;
+          const why = this.walkError(e, shown);
+          this.session.audit.event("upload-failed", { anomaly: true, path: shown, code: why.code, reason: why.message, bytes: a.size, acknowledged: true });
+          closeQuietly(dirFd);
+          resolve(false);
+        }
+      }),
+    );
+    this.later.set(shown, done);
+    return done;
+  }
+
+  /**
+   * A name another session has answered an upload for, but not linked yet (admitLater): wait for
+   * it, as the client was told it is there. True if there was one (ask again); never throws.
+   */
+  awaitClaim(p: string): boolean {
+    try {
+      return this.withParent(this.resolve(p), (dirFd, name) => this.rules.awaitClaim(dirFd, name));
+    } catch {
+      return false;
+    }
+  }
+
+  /** May an upload to v be answered before its name appears (admitLater)? */
+  mayAdmitLater(v: VPath): boolean {
+    const name = v.comps[v.comps.length - 1];
+    return name !== undefined && !this.rules.profile.judges(name) && !this.later.has(v.display) && this.later.size < MAX_LATER;
+  }
+
+  /** Are answered uploads on their way to their names (admitLater)? */
+  get publishing(): boolean {
+    return this.later.size > 0;
+  }
+
+  /** Answered uploads not yet under their names: requests that could see them wait for this. */
+  pendingPublishes(): Promise<void> | undefined {
+    return this.later.size ? Promise.all(this.later.values()).then(() => undefined) : undefined;
+  }
+
+  /** What every admission checks before the name is touched; `sync`: fsync now (else the caller does). */
+  private judge(a: Arrival, sync: boolean): { name: string; file: fs.Stats; sha256: string } {
+    const { counters, policy } = this.session;
+    const { limits } = policy;
+    const shown = a.v.display;
+    this.assertWritable(a.v, "written");
+    this.assertRecordable(a.v, "publish", "stored");
+    if (a.size > limits.maxFileBytes) throw new VbError("QUOTA", `'${shown}': file larger than the limit of ${limits.maxFileBytes} bytes`);
+    if (counters.bytesIn + a.uncounted > limits.maxSessionBytes) throw new VbError("QUOTA", `session upload limit of ${limits.maxSessionBytes} bytes reached`);
+    fs.fchmodSync(a.fd, fileMode(a.mode));
+    if (a.times) fs.futimesSync(a.fd, a.times.atime, a.times.mtime);
+    if (sync && !a.synced) fs.fsyncSync(a.fd);
+    guardUpload(this.session, a.fd, a.size, shown);
+    const sha256 = a.sha256?.() ?? sha256OfFd(a.fd, a.size);
+    const file = fs.fstatSync(a.fd);
+    if (a.v.comps.length === 0) throw new VbError("NOT_ALLOWED", "the backup root itself cannot be written");
+    const name = a.v.comps[a.v.comps.length - 1]!;
+    checkName(name, shown);
+    return { name, file, sha256 };
+  }
+
+  /** The name has appeared: count it and write its line. */
+  private landed(a: Arrival, how: Outcome, sha256: string): Published {
+    const { counters, audit } = this.session;
+    counters.published++;
+    counters.bytesIn += a.uncounted;
+    try {
+      this.quota.stored(a.size);
+    } catch (e) {
+      // Stored all the same: the record is walked again within the hour.
+      audit.event("error", { code: "IO", path: a.v.display, reason: `quota record not updated: ${(e as Error).message}` });
+    }
+    const pub = { path: a.v.display, size: a.size, sha256 };
+    // "resend-same": these bytes were stored under this name already; nothing changed.
+    audit.event(how === "same" ? "resend-same" : "publish", a.via ? { ...pub, via: a.via } : pub);
+    return pub;
   }
 
   /** A regular file this session published may get a new, unused name (link + unlink, never rename(2)). */

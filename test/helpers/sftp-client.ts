@@ -520,6 +520,16 @@ export class SftpClient {
     return r.handle;
   }
 
+  /**
+   * Wait until every upload the server answered before its link (Vault.admitLater) has its name: a
+   * REALPATH is answered only after them. A test looking at the filesystem itself, behind a live
+   * session's CLOSE, asks this first; the client's own requests need not.
+   */
+  async settle(): Promise<void> {
+    const r = await this.realpath(".");
+    if (!r.names) throw new Error(`REALPATH . failed: ${describe(r)}`);
+  }
+
   /** A complete upload the way OpenSSH's `put` does it; returns the CLOSE reply. */
   async put(path: Bytes, content: Bytes, pflags: number = PF.WRITE | PF.CREAT | PF.TRUNC): Promise<Reply> {
     const h = await this.openHandle(path, pflags, { perm: 0o644 });
