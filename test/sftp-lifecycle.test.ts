@@ -133,6 +133,7 @@ t.test("two sessions upload the same new name at once: exactly one wins, its byt
   // The loser's CLOSE finds the name linked, or still claimed by the winner (Vault.admitLater).
   t.match(loser.status?.message, /append-only: 'same\.bin' (already exists and cannot be overwritten|is being stored by another session)$/);
   const winner = ra.status?.code === FX.OK ? da : db;
+  await Promise.all([a.settle(), b.settle()]); // the winner's answer may have come before its link
   t.equal(sha(fs.readFileSync(path.join(sb.root, "same.bin"))), sha(winner), "the winner's bytes, intact");
   await Promise.all([a.end(), b.end()]);
   const lines = auditLines(sb);
