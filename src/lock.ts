@@ -123,6 +123,23 @@ export function waitWhileHeld(file: string, maxMs: number): boolean {
   return held;
 }
 
+/** How many of the locks in `dir` whose names start with `prefix` a live process holds. */
+export function liveLocks(dir: string, prefix: string): number {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  let n = 0;
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const o = ownerOf(`${dir}/${name}`);
+    if (o && !Number.isNaN(o.pid) && ownerAlive(o)) n++;
+  }
+  return n;
+}
+
 /** Remove our lock; `checkOwner` false skips reading the owner back (see withLock). */
 export function unlock(file: string, checkOwner = true): void {
   try {

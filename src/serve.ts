@@ -10,7 +10,7 @@ import { openAudit, type Audit } from "./audit/log.js";
 import { judgeDenial } from "./audit/denials.js";
 import { parseCommand } from "./gate/command.js";
 import { decide, type Plan } from "./gate/decide.js";
-import { newSid, newCounters, type Session } from "./session.js";
+import { newSid, newCounters, SESSION_LOCK_PREFIX, type Session } from "./session.js";
 import { ensureState } from "./vault/state.js";
 import type { Vault } from "./vault/vault.js";
 import { tryLock, unlock } from "./lock.js";
@@ -61,7 +61,7 @@ function configError(configPath: string, e: Error, command: string | undefined, 
 
 function takeSlot(policy: Policy): string | undefined {
   for (let i = 0; i < policy.limits.sessions; i++) {
-    const f = path.join(policy.state, "locks", `session.${i}`);
+    const f = path.join(policy.state, "locks", `${SESSION_LOCK_PREFIX}${i}`);
     if (tryLock(f)) return f;
   }
   return undefined;

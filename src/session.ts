@@ -4,6 +4,9 @@ import fs from "node:fs";
 import type { Policy } from "./config/schema.js";
 import type { Audit } from "./audit/log.js";
 
+/** The per-key session slots are lock files named this plus a number, in state/locks (serve.ts). */
+export const SESSION_LOCK_PREFIX = "session.";
+
 export interface Counters {
   bytesIn: number;
   bytesOut: number;
