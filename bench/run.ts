@@ -364,7 +364,8 @@ async function main(): Promise<number> {
       `  sftp -b 'ls' session: ours ${ms((s) => s.lsOurs).toFixed(1)}, OpenSSH's ${ms((s) => s.lsOpenssh).toFixed(1)} (${times((s) => s.lsOurs, (s) => s.lsOpenssh)})`,
       "",
       "+sync: the ratio counting each upload until its bytes were on disk (the transfer, then a sync(1)):",
-      "  ours fsyncs every file before answering its CLOSE, OpenSSH's sftp-server leaves them to the kernel.",
+      "  ours fsyncs every file before its name appears (an SFTP CLOSE of a new name no profile rule judges is",
+      "  answered first, the rest only after), OpenSSH's sftp-server leaves them to the kernel.",
       `peak RSS of our server over the run: ${(Math.max(...rows.map((r) => r.ours.rssKiB)) / 1024).toFixed(1)} MiB (goal: under 80 MiB)`,
     ];
     process.stdout.write(lines.join("\n") + "\n");
