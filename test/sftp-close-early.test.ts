@@ -3,7 +3,7 @@
 // listing, a RENAME or a REMOVE sent right behind the CLOSE waits for the name, and so does another
 // session's request for it; a second upload of a name still on its way is refused like any existing
 // name, in this session or another; a name taken behind the vault's back between the answer and the
-// link is an audited `upload-failed` (acknowledged), and whatever took it stays untouched; and what
+// link is an audited `publish-failed` (acknowledged), and whatever took it stays untouched; and what
 // OpenSSH's sftp uploads file after file all arrives, each with its line.
 import t, { type Test } from "tap";
 import fs from "node:fs";
@@ -166,10 +166,10 @@ t.test("two sessions upload one new name: the claim lets exactly one be answered
   t.same([code(ca), code(cb)].sort(), [FX.OK, FX.FAILURE], `one OK, one FAILURE (${describe(ca)} / ${describe(cb)})`);
   const stored = fs.readFileSync(path.join(sb.root, "one.bin"));
   t.equal(stored.length, code(ca) === FX.OK ? 8 * MiB : 4, "the answered one is the one stored");
-  t.notOk(auditLines(sb).some((l) => l.event === "upload-failed" && l.acknowledged), "no answered upload was lost");
+  t.notOk(auditLines(sb).some((l) => l.event === "publish-failed"), "no answered upload was lost");
 });
 
-t.test("a name taken behind the vault's back between the answer and the link: upload-failed (acknowledged), the other file untouched", async (t) => {
+t.test("a name taken behind the vault's back between the answer and the link: publish-failed (acknowledged), the other file untouched", async (t) => {
   // 12 MiB stays under the early-flush threshold, so CLOSE's fsync has all of it to write: the
   // test plants the name as root, outside any session (sessions respect the claim), as soon as
   // the CLOSE is answered.
@@ -194,7 +194,7 @@ t.test("a name taken behind the vault's back between the answer and the link: up
     if (!planted) continue;
     t.equal(Number(st.attrs?.size), "planted\n".length, "the client sees the file that took the name");
     t.equal(fs.readFileSync(path.join(sb.root, name), "utf8"), "planted\n", "the file that took the name is untouched");
-    const failed = auditLines(sb).find((l) => l.event === "upload-failed" && l.path === name);
+    const failed = auditLines(sb).find((l) => l.event === "publish-failed" && l.path === name);
     t.ok(failed, "the lost upload has its line");
     t.equal(failed?.acknowledged, true, "marked as acknowledged");
     t.equal(failed?.code, "EXISTS");

@@ -48,6 +48,9 @@ export const EVENT_KIND: Readonly<Record<string, Kind>> = {
   skipped: "skip",
   "times-set": "times",
   publish: "store",
+  // An answered upload whose link failed (Vault.admitLater): the only record of a file the client was
+  // told is stored, so never dropped; it takes the place of the publish line that had room.
+  "publish-failed": "store",
   "resend-same": "store",
   mkdir: "store",
   rename: "rename",

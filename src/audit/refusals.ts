@@ -26,6 +26,8 @@ export const REFUSAL_EVENTS: Readonly<Record<string, Rule>> = {
   "upload-refused": { kind: "upload" },
   // A write that failed: the upload is not published.
   "upload-failed": { kind: "error" },
+  // An upload answered before its link, whose link then failed: the client was told it is stored.
+  "publish-failed": { kind: "error" },
   error: { kind: "error" },
 };
 

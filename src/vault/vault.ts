@@ -335,8 +335,8 @@ export class Vault {
    * the profile judges qualifies: link(2) is then its whole check. Everything that can refuse is
    * judged here, before the answer, and the name is claimed until it is linked (NameRules.claim: no
    * other session can take it meanwhile); what can still fail after the answer (the fsync's EIO, a
-   * full directory) is an `upload-failed` line marked `acknowledged`. The bytes are still on disk
-   * before the name appears. Undefined: not eligible, admit() it now.
+   * full directory) is a `publish-failed` line, never dropped (its publish line had room). The
+   * bytes are still on disk before the name appears. Undefined: not eligible, admit() it now.
    */
   admitLater(a: Arrival): Promise<boolean> | undefined {
     const name = a.v.comps[a.v.comps.length - 1];
@@ -377,7 +377,7 @@ export class Vault {
         } catch (e) {
           this.session.counters.skipped++;
           const why = this.walkError(e, shown);
-          this.session.audit.event("upload-failed", { anomaly: true, path: shown, code: why.code, reason: why.message, bytes: a.size, acknowledged: true });
+          this.session.audit.event("publish-failed", { anomaly: true, path: shown, code: why.code, reason: why.message, bytes: a.size, acknowledged: true });
           closeQuietly(dirFd);
           resolve(false);
         }
