@@ -219,9 +219,13 @@ export class NameRules {
     return file;
   }
 
-  /** Is (dirFd, name) claimed by another session? Then wait (up to CLAIM_WAIT_MS) for its link; true if it was. */
+  /**
+   * Is (dirFd, name) claimed by another session? Then wait (up to CLAIM_WAIT_MS) for its link. True
+   * if it was, or if the name is there now: a claim given up between the caller's lookup and this
+   * look was given up after its link (rclone's SETSTAT on a second session met exactly that).
+   */
   awaitClaim(dirFd: number, name: string): boolean {
-    return waitWhileHeld(this.lockFile("name", `${inodeKey(fs.fstatSync(dirFd))}/${name}`), CLAIM_WAIT_MS);
+    return waitWhileHeld(this.lockFile("name", `${inodeKey(fs.fstatSync(dirFd))}/${name}`), CLAIM_WAIT_MS) || lstatAtOrNull(dirFd, name) !== null;
   }
 
   /**
