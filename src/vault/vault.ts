@@ -32,6 +32,11 @@ const MAX_UNSYNCED_DIRS = 64;
 /** Uploads answered before their fsync and link (admitLater): each holds two descriptors and its quota. */
 const MAX_LATER = 32;
 
+/** link(2) or rename(2) found the name taken meanwhile (EEXIST): the append-only refusal; else e. */
+function nameTaken(e: unknown, display: string): unknown {
+  return (e as NodeJS.ErrnoException).code === "EEXIST" ? existsError(display) : e;
+}
+
 export interface Entry {
   name: string;
   st: fs.Stats;
@@ -304,8 +309,7 @@ export class Vault {
       try {
         how = this.rules.publish(dirFd, name, a.v, replaces, a.src, file);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(a.v.display);
-        throw e;
+        throw nameTaken(e, a.v.display);
       }
       // A staged name was written by rsync, not by us: make sure what appeared is what we checked.
       if (how === "same") {
@@ -367,8 +371,7 @@ export class Vault {
           try {
             this.rules.publishClaimed(claimed, dirFd, name, a.v, a.src, judged.file);
           } catch (e) {
-            if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(shown);
-            throw e;
+            throw nameTaken(e, shown);
           }
           this.ownFiles.add(a.fd, judged.file);
           this.landed(a, "new", judged.sha256);
@@ -473,8 +476,7 @@ export class Vault {
         try {
           return this.rules.publish(toDir, toName, to, old ? inodeKey(old) : undefined, at(fromDir, fromName), st, from);
         } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === "EEXIST") throw existsError(to.display);
-          throw e;
+          throw nameTaken(e, to.display);
         }
       }),
     );
