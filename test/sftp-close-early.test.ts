@@ -74,6 +74,8 @@ t.test("requests sent right behind an early CLOSE see the file: STAT, OPEN for r
 
 t.test("a name on its way cannot be uploaded again, in the same session or by two handles at once", async (t) => {
   const sb = sandbox(t);
+  const around = () => ({ outside: snapshot(sb.outside), home: snapshot(sb.home) });
+  const before = around();
   const c = connect(t, sb);
   await c.init();
   const first = Buffer.from("first\n");
@@ -94,6 +96,9 @@ t.test("a name on its way cannot be uploaded again, in the same session or by tw
   t.equal(fs.readFileSync(path.join(sb.root, "y.bin"), "utf8"), "one\n");
   const pub = auditLines(sb).filter((l) => l.event === "publish").map((l) => l.path);
   t.same(pub.sort(), ["x.bin", "y.bin"], "one publish line each");
+  t.same(fs.readdirSync(sb.root).sort(), ["x.bin", "y.bin"], "nothing else in the root");
+  t.same(around(), before, "nothing outside the root or in the home changed");
+  t.same(fs.readdirSync(path.join(sb.state, "tmp")), [], "no temporary file left");
 });
 
 t.test("60 uploads whose CLOSEs are all sent at once: every one stored, each with its line", async (t) => {
