@@ -214,7 +214,7 @@ export class NameRules {
    * the name in between and leave the answered file unpublished. Throws EXISTS if it is claimed.
    */
   claim(dirFd: number, name: string, v: VPath): string {
-    const file = this.lockFile("name", `${inodeKey(fs.fstatSync(dirFd))}/${name}`);
+    const file = this.claimFile(dirFd, name);
     if (!tryLock(file)) throw new VbError("EXISTS", `append-only: '${v.display}' is being stored by another session`);
     return file;
   }
@@ -225,7 +225,12 @@ export class NameRules {
    * look was given up after its link (rclone's SETSTAT on a second session met exactly that).
    */
   awaitClaim(dirFd: number, name: string): boolean {
-    return waitWhileHeld(this.lockFile("name", `${inodeKey(fs.fstatSync(dirFd))}/${name}`), CLAIM_WAIT_MS) || lstatAtOrNull(dirFd, name) !== null;
+    return waitWhileHeld(this.claimFile(dirFd, name), CLAIM_WAIT_MS) || lstatAtOrNull(dirFd, name) !== null;
+  }
+
+  /** The lock file of the claim on (dirFd, name): by the directory's inode, whatever path led to it. */
+  private claimFile(dirFd: number, name: string): string {
+    return this.lockFile("name", `${inodeKey(fs.fstatSync(dirFd))}/${name}`);
   }
 
   /**
