@@ -294,4 +294,11 @@ t.test("notify: a log that cannot be read is told (the key cannot be judged), on
   r = await root(["notify", "--config", sb.config, "--now", iso(NOW + HOUR)]);
   t.equal(rec.messages().length, 1, "not told again while it lasts");
   t.same(fs.readdirSync(sb.root), before, "nothing in the root changed");
+  // Nobody to tell: the key still could not be judged, and the step says so.
+  sb.configure({ housekeeping: {} });
+  r = await root(["notify", "--config", sb.config, "--now", iso(NOW + HOUR)]);
+  t.not(r.code, 0, `no housekeeping.notify: still not a clean run (exit ${r.code})`);
+  t.match(r.stderr, /the key could not be judged: audit log /);
+  t.equal(rec.messages().length, 1, "and nobody told");
+  t.same(fs.readdirSync(sb.root), before, "nothing in the root changed");
 });
