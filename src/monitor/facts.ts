@@ -254,7 +254,7 @@ export async function gather(configs: string[], now: number, reuse = false): Pro
     }
   }
   for (const [file, keys] of byLog) await readLog(file, keys, now);
-  for (const [file, keys] of byLog) for (const f of keys.values()) judge(f, now);
+  for (const keys of byLog.values()) for (const f of keys.values()) judge(f, now);
   return out;
 }
 
