@@ -1,7 +1,7 @@
 import t from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { sandbox, auditLines, run, runGate, BIN, type Sandbox } from "./helpers/env.js";
+import { sandbox, auditLines, run, runGate, snapshot, snapshotAll, BIN, type Sandbox } from "./helpers/env.js";
 import { fullSet, plant, runRoot } from "./helpers/duplicity.js";
 import { parseProm } from "./helpers/prom-text.js";
 import { render } from "../src/monitor/prom.js";
@@ -294,4 +294,34 @@ t.test("notify: a log that cannot be read is told (the key cannot be judged), on
   r = await root(["notify", "--config", sb.config, "--now", iso(NOW + HOUR)]);
   t.equal(rec.messages().length, 1, "not told again while it lasts");
   t.same(fs.readdirSync(sb.root), before, "nothing in the root changed");
+  // Nobody to tell: the key still could not be judged, and the step says so.
+  sb.configure({ housekeeping: {} });
+  r = await root(["notify", "--config", sb.config, "--now", iso(NOW + HOUR)]);
+  t.not(r.code, 0, `no housekeeping.notify: still not a clean run (exit ${r.code})`);
+  t.match(r.stderr, /the key could not be judged: audit log /);
+  t.equal(rec.messages().length, 1, "and nobody told");
+  t.same(fs.readdirSync(sb.root), before, "nothing in the root changed");
+});
+
+t.test("status and metrics count the tree without following a link out of it, and change nothing inside or outside", async (t) => {
+  const sb = sandbox(t);
+  plant(sb, "h", ["a"], NOW);
+  // Links whoever writes the tree could leave: to a directory and a file outside, from root and from state.
+  const big = path.join(sb.outside, "big");
+  fs.mkdirSync(big);
+  fs.writeFileSync(path.join(big, "f"), "x".repeat(100_000));
+  fs.symlinkSync(big, path.join(sb.root, "h", "dirlink"));
+  fs.symlinkSync(path.join(big, "f"), path.join(sb.root, "filelink"));
+  fs.symlinkSync(big, path.join(sb.state, "statelink"));
+  const before = [snapshotAll(sb), snapshot(sb.state)];
+  const s = await root(["status", "--json", "--now", iso(NOW), "--config", sb.config]);
+  t.equal(s.code, 0, s.stderr);
+  const stored = (JSON.parse(s.stdout) as { keys: { stored: { bytes: number; files: number; quotaUsed: number } }[] }).keys[0]!.stored;
+  t.same([stored.files, stored.bytes], [1, "bytes of a\n".length], "only the regular file in the root");
+  t.ok(stored.quotaUsed < 100_000, `the quota's figure has nothing from outside (${stored.quotaUsed})`);
+  const out = path.join(sb.dir, "vb.prom");
+  t.equal((await root(["metrics", "--config", sb.config, "--output", out, "--now", iso(NOW)])).code, 0);
+  const get = (name: string) => parseProm(fs.readFileSync(out, "utf8")).samples.find((x) => x.name === name)?.value;
+  t.same([get("validate_backup_stored_files"), get("validate_backup_stored_bytes")], [1, "bytes of a\n".length]);
+  t.same([snapshotAll(sb), snapshot(sb.state)], before, "root, state, outside and home byte-identical");
 });

@@ -87,6 +87,14 @@ function conditionOf(a: Anomaly): string | undefined {
   return event === "no-arrivals" || event === "verify-stored" ? undefined : `flagged ${event}`;
 }
 
+/** The label of a key whose config could not be read (no label the schema accepts is this one). */
+const NO_LABEL = "?";
+
+/** Whether the key's config could be read: only then is there anything else to say of it. */
+export function configRead(f: KeyFacts): boolean {
+  return f.label !== NO_LABEL;
+}
+
 function emptyFacts(config: string, label: string): KeyFacts {
   return { config, label, publishes: false, warnNoArrivalHours: 0, stale: false, steps: {}, refusals: 0, anomalies: new Map(), failing: [] };
 }
@@ -211,7 +219,7 @@ export async function gather(configs: string[], now: number, reuse = false): Pro
     try {
       p = loadConfig(config);
     } catch (e) {
-      const f = emptyFacts(config, "?");
+      const f = emptyFacts(config, NO_LABEL);
       f.error = toVbError(e).message;
       f.failing.push(`config unusable: ${f.error}`);
       out.push(f);
@@ -246,7 +254,7 @@ export async function gather(configs: string[], now: number, reuse = false): Pro
     }
   }
   for (const [file, keys] of byLog) await readLog(file, keys, now);
-  for (const [file, keys] of byLog) for (const f of keys.values()) judge(f, now);
+  for (const keys of byLog.values()) for (const f of keys.values()) judge(f, now);
   return out;
 }
 

@@ -10,7 +10,7 @@ import path from "node:path";
 import { requireRoot, main, EXIT } from "../housekeeping/context.js";
 import { say } from "../audit/sanitize.js";
 import { parseKeyArgs } from "./keys.js";
-import { gather, anomalyCount, STEPS, type KeyFacts } from "./facts.js";
+import { gather, anomalyCount, configRead, STEPS, type KeyFacts } from "./facts.js";
 import { render, writeAtomically, type Family } from "./prom.js";
 
 export const DEFAULT_OUTPUT = "/var/lib/prometheus/node-exporter/validate-backup.prom";
@@ -35,9 +35,9 @@ const METRICS: Metric[] = [
 
 export function families(keys: KeyFacts[], now: number): Family[] {
   const out: Family[] = [
-    { name: "validate_backup_config_ok", help: "1 for each key whose config could be read, 0 for one that could not.", type: "gauge", samples: keys.map((f) => ({ labels: { label: f.label, config: f.config }, value: Number(f.label !== "?") })) },
+    { name: "validate_backup_config_ok", help: "1 for each key whose config could be read, 0 for one that could not.", type: "gauge", samples: keys.map((f) => ({ labels: { label: f.label, config: f.config }, value: Number(configRead(f)) })) },
   ];
-  const known = keys.filter((f) => f.label !== "?");
+  const known = keys.filter(configRead);
   for (const [name, help, get] of METRICS) {
     const samples: Family["samples"] = [];
     for (const f of known) {
@@ -65,7 +65,7 @@ export async function metricsMain(args: string[]): Promise<number> {
     const keys = await gather(k.configs, k.now, true);
     writeAtomically(path.resolve(output), render(families(keys, k.now)));
     say(`validate-backup metrics: ${keys.length} key(s) written to ${output}`);
-    const bad = keys.filter((f) => f.label === "?");
+    const bad = keys.filter((f) => !configRead(f));
     for (const f of bad) say(`validate-backup metrics: ${f.config}: ${f.error}`, "err");
     return bad.length ? EXIT.failed : EXIT.ok;
   });

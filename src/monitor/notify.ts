@@ -80,27 +80,27 @@ export async function notifyMain(args: string[]): Promise<number> {
         // Saved whoever is told: the metrics step after this one reuses them instead of gathering again.
         saveFacts(dir, f!, now);
         const argv = h.policy.housekeeping.notify;
-        if (!argv) {
-          say("validate-backup notify: no housekeeping.notify in the config: nobody to tell");
-          return EXIT.ok;
+        if (!argv) say("validate-backup notify: no housekeeping.notify in the config: nobody to tell");
+        else {
+          const current = conditions(f!, now);
+          const told = readRecord<NotifyRecord>(dir, NOTIFY_RECORD)?.told ?? {};
+          // Cleared conditions are forgotten: when one comes back, it is told again.
+          const kept = Object.fromEntries(Object.entries(told).filter(([c]) => current.has(c)));
+          const fresh = [...current.keys()].filter((c) => !Object.hasOwn(kept, c));
+          let failure: string | undefined;
+          if (fresh.length) {
+            failure = run(argv, message(h.policy.label, fresh, current));
+            h.audit.event("notify", { conditions: fresh, ok: !failure, ...(failure ? { reason: failure } : {}) });
+            if (!failure) for (const c of fresh) kept[c] = new Date(now).toISOString();
+          }
+          writeRecord(dir, NOTIFY_RECORD, { told: kept } satisfies NotifyRecord);
+          if (failure) {
+            say(`validate-backup notify: ${argv[0]} failed (${failure}); the next run tries again`, "err");
+            return EXIT.failed;
+          }
+          say(fresh.length ? `validate-backup notify: told: ${fresh.join(", ")}` : `validate-backup notify: nothing new (${current.size} condition(s) already told)`);
         }
-        const current = conditions(f!, now);
-        const told = readRecord<NotifyRecord>(dir, NOTIFY_RECORD)?.told ?? {};
-        // Cleared conditions are forgotten: when one comes back, it is told again.
-        const kept = Object.fromEntries(Object.entries(told).filter(([c]) => current.has(c)));
-        const fresh = [...current.keys()].filter((c) => !Object.hasOwn(kept, c));
-        let failure: string | undefined;
-        if (fresh.length) {
-          failure = run(argv, message(h.policy.label, fresh, current));
-          h.audit.event("notify", { conditions: fresh, ok: !failure, ...(failure ? { reason: failure } : {}) });
-          if (!failure) for (const c of fresh) kept[c] = new Date(now).toISOString();
-        }
-        writeRecord(dir, NOTIFY_RECORD, { told: kept } satisfies NotifyRecord);
-        if (failure) {
-          say(`validate-backup notify: ${argv[0]} failed (${failure}); the next run tries again`, "err");
-          return EXIT.failed;
-        }
-        say(fresh.length ? `validate-backup notify: told: ${fresh.join(", ")}` : `validate-backup notify: nothing new (${current.size} condition(s) already told)`);
+        // Nobody to tell is no judgement of the key: a key that could not be read fails the step all the same.
         if (f!.unread?.length) {
           say(`validate-backup notify: the key could not be judged: ${f!.unread.join("; ")}`, "err");
           return EXIT.failed;
