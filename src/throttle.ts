@@ -27,7 +27,7 @@ export class Throttle {
     return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens * 1000) / this.rate);
   }
 
-  /** spend(), then a promise that settles once the wait is over (at once when there is none). */
+  /** spend(), then a promise that settles once the wait is over; undefined when there is none (no await needed). */
   pace(n: number): Promise<void> | undefined {
     const ms = this.spend(n);
     return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : undefined;

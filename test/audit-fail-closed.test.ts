@@ -143,6 +143,7 @@ t.test("a lock on the log that cannot be taken refuses the session", async (t) =
   fs.mkdirSync(path.join(locks, "audit.lock", "stuck"), { recursive: true });
   const { uid, gid } = gateIds();
   fs.chownSync(locks, uid, gid);
+  const before = snapshotAll(sb);
   const started = Date.now();
   const r = await runGate(sb, "scp -f a.gpg", { input: Buffer.of(0, 0, 0) });
   t.comment(`refused after ${((Date.now() - started) / 1000).toFixed(1)} s (noisy)`);
@@ -150,12 +151,14 @@ t.test("a lock on the log that cannot be taken refuses the session", async (t) =
   t.match(r.stderr, /refused: the audit log cannot be written \(audit log write failed: the lock .*audit\.lock could not be taken within 12 s\)/, JSON.stringify(r.stderr));
   t.equal(r.stdout.length, 0, "nothing served");
   t.equal(fs.readFileSync(sb.audit, "utf8"), "", "no line written without the lock");
+  t.same(snapshotAll(sb), before, "nothing inside or outside the root changed");
 });
 
 t.test("a running scp -f whose next download line cannot be written sends nothing of that file", async (t) => {
   const lf = logOnSmallFs(t);
   if (!lf) return;
   const { sb } = lf;
+  const before = snapshotAll(sb);
   const { name } = gateIds();
   const env = { PATH: "/usr/bin:/bin", SSH_CLIENT: "127.0.0.1 50000 22", SSH_ORIGINAL_COMMAND: "scp -f a.gpg old.gpg" };
   const argv = name ? ["setpriv", `--reuid=${name}`, `--regid=${name}`, "--init-groups", BIN, "--config", sb.config] : [BIN, "--config", sb.config];
@@ -180,6 +183,7 @@ t.test("a running scp -f whose next download line cannot be written sends nothin
   t.equal(code, 4, "the session ended (failed)");
   t.match(stderr, /the audit log cannot be written .*session ended, nothing more is served/, "stderr says why");
   t.notMatch(out.toString("latin1"), /old\.gpg|stored before/, "no C line and no byte of old.gpg");
+  t.same(snapshotAll(sb), before, "nothing inside or outside the root changed");
 });
 
 t.test("an upload whose publish line cannot be written: the file stays stored, the session ends, the client is told by its end", async (t) => {

@@ -82,11 +82,17 @@ t.test("50 refusals in a minute from one key are a burst", async (t) => {
   );
 });
 
-t.test("refusals a session only counted (past its cap) are counted from its session-end", async (t) => {
+/** A Reviewer that has seen one allowed session s1 of key k open at 00:00:00; at(s): that minute's second s. */
+function allowedSession() {
   const rv = new Reviewer(undefined, 86_400_000, Date.parse("2026-01-01T00:10:00Z"));
   const base = { label: "k", client: "192.0.2.7", sid: "s1" };
   const at = (s: number) => `2026-01-01T00:00:${String(s).padStart(2, "0")}.000Z`;
   rv.line({ ...base, time: at(0), event: "request", decision: "allow" });
+  return { rv, base, at };
+}
+
+t.test("refusals a session only counted (past its cap) are counted from its session-end", async (t) => {
+  const { rv, base, at } = allowedSession();
   for (let i = 0; i < 3; i++) rv.line({ ...base, time: at(1 + i), event: "refused", op: "remove", code: "NOT_ALLOWED", reason: "no", path: "a" });
   rv.line({ ...base, time: at(5), event: "refused", op: "*", code: "QUOTA", anomaly: true, reason: "cap" });
   rv.line({ ...base, time: at(9), event: "session-end", refused: 207, exit: 0 });
@@ -99,10 +105,7 @@ t.test("refusals a session only counted (past its cap) are counted from its sess
 });
 
 t.test("an scp session's refusals past its cap are counted as scp refusals, not sftp", async (t) => {
-  const rv = new Reviewer(undefined, 86_400_000, Date.parse("2026-01-01T00:10:00Z"));
-  const base = { label: "k", client: "192.0.2.7", sid: "s1" };
-  const at = (s: number) => `2026-01-01T00:00:${String(s).padStart(2, "0")}.000Z`;
-  rv.line({ ...base, time: at(0), event: "request", decision: "allow" });
+  const { rv, base, at } = allowedSession();
   for (let i = 0; i < 2; i++) rv.line({ ...base, time: at(1 + i), event: "refused", protocol: "scp", code: "IMMUTABLE", reason: "no", path: "a" });
   rv.line({ ...base, time: at(9), event: "session-end", refused: 5, exit: 1 });
   const r = rv.finish([]);

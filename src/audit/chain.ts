@@ -4,7 +4,7 @@
 // root records the chain head now and then (`audit --record-head`) and `audit --verify` checks
 // that every recorded head is still there.
 import fs from "node:fs";
-import { Sha256 } from "./sha256.js";
+import { Sha256, sha256Hex } from "./sha256.js";
 import { nodeCrypto, nodeCryptoLoaded } from "../lazy.js";
 
 export const CHAIN_FIELD = "prev";
@@ -27,9 +27,15 @@ interface Hash {
   hex(): string;
 }
 
+/** Whether this hash is one of the process's JavaScript ones (counts it). */
+function jsTurn(): boolean {
+  if (nodeCryptoLoaded() || jsHashes >= JS_HASHES) return false;
+  jsHashes++;
+  return true;
+}
+
 function newHash(): Hash {
-  if (!nodeCryptoLoaded() && jsHashes < JS_HASHES) {
-    jsHashes++;
+  if (jsTurn()) {
     const h = new Sha256();
     return { update: (d) => void h.update(d), hex: () => h.digestHex() };
   }
@@ -38,14 +44,11 @@ function newHash(): Hash {
 }
 
 export function lineHash(line: Uint8Array): string {
-  if (nodeCryptoLoaded() || jsHashes >= JS_HASHES) {
-    // crypto.hash (Node >= 20.12) hashes in one call; a Hash object per line costs more than the line.
-    const oneShot = (nodeCrypto() as { hash?: (alg: string, data: Uint8Array, enc: "hex") => string }).hash;
-    if (oneShot) return oneShot("sha256", line, "hex");
-  }
-  const h = newHash();
-  h.update(line);
-  return h.hex();
+  if (jsTurn()) return sha256Hex(line);
+  // crypto.hash (Node >= 20.12) hashes in one call; a Hash object per line costs more than the line.
+  const crypto = nodeCrypto();
+  const oneShot = (crypto as { hash?: (alg: string, data: Uint8Array, enc: "hex") => string }).hash;
+  return oneShot ? oneShot("sha256", line, "hex") : crypto.createHash("sha256").update(line).digest("hex");
 }
 
 /** The SHA-256 of nothing: what line 1 of a log chains to. */

@@ -11,6 +11,7 @@ import { at, closeQuietly } from "../fsat.js";
 import { VbError } from "../errors.js";
 import { chainLine, tailHash, rotatedName, recordHead, defaultHeadFile } from "../audit/chain.js";
 import { ROOT_CLIENT } from "../audit/log.js";
+import { auditLine, members } from "../audit/line.js";
 import { visible } from "../audit/sanitize.js";
 import { appendOnly } from "../remote/apply.js";
 import { mustTool } from "../remote/system.js";
@@ -79,7 +80,7 @@ export async function rotate(log: string, lockFile: string, label: string, sid: 
       } finally {
         closeQuietly(old);
       }
-      const first = JSON.stringify({ level: "info", time: new Date().toISOString(), label, sid, client: ROOT_CLIENT, event: "rotate", from: rotated, bytes });
+      const first = auditLine("info", Date.now(), members({ label, sid, client: ROOT_CLIENT }), { from: rotated, bytes }, "rotate");
       fs.writeSync(fd, chainLine(first, head));
       fs.fsyncSync(fd);
       wasAppendOnly = lifted(log, () => moveNoReplace(log, rotated), rotated);
