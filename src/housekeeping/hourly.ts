@@ -8,9 +8,8 @@
 // After them, their exit statuses are recorded (state/monitor/hourly.json) and notify and metrics
 // report on them (src/monitor/).
 import { spawnSync } from "node:child_process";
-import { parseArgs, requireRoot, main, EXIT } from "./context.js";
+import { parseArgs, nowFrom, requireRoot, main, EXIT } from "./context.js";
 import { usageFault } from "../usage.js";
-import { nowFrom } from "./prune.js";
 import { monitorSteps, recordRun } from "../monitor/record.js";
 
 /** The steps, in order: settle the uploads, drop old chains, then pin the log's head (after both logged). */
