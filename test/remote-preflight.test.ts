@@ -112,7 +112,7 @@ t.test("a key moved to another label or root: said, refused, and done with --reb
   const config = path.join(a.configDir, `${a.user}.json`);
   const root2 = path.join(a.dir, "backup2", "root");
   const elsewhere = a.args.map((x) => (x === a.root ? root2 : x));
-  const before = state(a);
+  let before = state(a);
 
   // The same key under another label (and root).
   const moved = ["install-remote", ...elsewhere, "--key", `${key}.pub`, "--label", "other"];
@@ -125,6 +125,18 @@ t.test("a key moved to another label or root: said, refused, and done with --reb
   t.equal(r2.code, 2, "a new root for the label: refused without --rebind");
   t.match(r2.stderr, `the label '${a.user}' (${config}) has the root ${a.root}; every key of it would be moved to ${root2}`);
   t.same(state(a), before, "nothing was changed");
+  // A config the schema refuses in a setting install-remote rewrites anyway (its access): the root it
+  // names is still the label's, and moving it still needs --rebind.
+  const good = fs.readFileSync(config);
+  fs.writeFileSync(config, JSON.stringify({ ...JSON.parse(good.toString()), access: "append-only-please" }));
+  const edited = state(a);
+  const r3 = await vb(["install-remote", ...elsewhere, "--key", `${key}.pub`]);
+  t.equal(r3.code, 2, "a config the schema refuses: a new root is still refused without --rebind");
+  t.match(r3.stderr, `the label '${a.user}' (${config}) has the root ${a.root}; every key of it would be moved to ${root2}`);
+  t.same(state(a), edited, "nothing was changed, the config neither");
+  t.notOk(fs.existsSync(root2), "no new root");
+  fs.writeFileSync(config, good);
+  before = state(a); // the same bytes again, with a new mtime
 
   const dry = await vb([...moved, "--rebind", "--dry-run"]);
   succeeded(t, dry, "--rebind --dry-run");

@@ -65,6 +65,22 @@ export function parseDuration(s: string): number {
   return ms;
 }
 
+/**
+ * `--now T` (not in the usage): the clock prune, hourly, notify, metrics and status judge by, so
+ * that tests show the rules past the retention floor without sleeping for it. An option, not an
+ * environment variable: the launcher clears the environment (env -i), so a variable could not reach
+ * them through the real binary. Only root runs them, from root's schedule or shell; the key's forced
+ * command serves the protocols and never reaches a subcommand's argv. Root could remove files without us anyway; the
+ * prune audit line names the clock it was given.
+ */
+export function nowFrom(o: Map<string, string>): number | undefined {
+  const s = o.get("--now");
+  if (s === undefined) return undefined;
+  const t = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?Z$/.test(s) ? Date.parse(s) : NaN;
+  if (!Number.isFinite(t)) throw new VbError("BAD_REQUEST", `--now needs a UTC time such as 2026-01-31T12:00:00Z (got '${s.slice(0, 32)}')`);
+  return t;
+}
+
 export function requireRoot(what: string, why = "it changes owners and removes files the backup user cannot"): void {
   if (process.getuid?.() !== 0) throw new VbError("NOT_ALLOWED", `${what} must run as root (${why})`);
 }

@@ -8,18 +8,20 @@
 // After them, their exit statuses are recorded (state/monitor/hourly.json) and notify and metrics
 // report on them (src/monitor/).
 import { spawnSync } from "node:child_process";
-import { parseArgs, requireRoot, main, EXIT } from "./context.js";
+import { parseArgs, nowFrom, requireRoot, main, EXIT } from "./context.js";
 import { usageFault } from "../usage.js";
-import { nowFrom } from "./prune.js";
 import { monitorSteps, recordRun } from "../monitor/record.js";
 
-/** The steps, in order: settle the uploads, drop old chains, then pin the log's head (after both logged). */
-export function hourlySteps(config: string, keepFull: string | undefined): string[][] {
+/**
+ * The steps, in order: settle the uploads, drop old chains, then pin the log's head (after both
+ * logged). `name`: what the step's result is recorded as (monitor/record.ts).
+ */
+export function hourlySteps(config: string, keepFull: string | undefined, now: string | undefined): { name: string; argv: string[] }[] {
   return [
-    ["seal", "--config", config],
+    { name: "seal", argv: ["seal", "--config", config] },
     // Without --keep-full, prune keeps the config's housekeeping.keepFull.
-    ["prune", "--config", config, ...(keepFull === undefined ? [] : ["--keep-full", keepFull])],
-    ["audit", "--record-head", "--config", config],
+    { name: "prune", argv: ["prune", "--config", config, ...(keepFull === undefined ? [] : ["--keep-full", keepFull]), ...(now === undefined ? [] : ["--now", now])] },
+    { name: "record-head", argv: ["audit", "--record-head", "--config", config] },
   ];
 }
 
@@ -30,7 +32,7 @@ function rank(code: number): number {
 
 export async function hourlyMain(args: string[]): Promise<number> {
   return main("hourly", () => {
-    // --now: prune's hidden clock (see prune.ts), handed on to prune and to the monitoring steps.
+    // --now: the hidden clock (see nowFrom in context.ts), handed on to prune and to the monitoring steps.
     const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--now": "value" }, "hourly");
     const config = o.get("--config");
     const keepFull = o.get("--keep-full");
@@ -48,10 +50,7 @@ export async function hourlyMain(args: string[]): Promise<number> {
       if (rank(code) > rank(worst)) worst = code;
       return code;
     };
-    for (const step of hourlySteps(config, keepFull)) {
-      const withClock = step[0] === "prune" && now !== undefined ? [...step, "--now", now] : step;
-      results.push({ step: step[1] === "--record-head" ? "record-head" : step[0]!, code: runStep(withClock) });
-    }
+    for (const step of hourlySteps(config, keepFull, now)) results.push({ step: step.name, code: runStep(step.argv) });
     try {
       recordRun(config, results, at);
     } catch (e) {

@@ -23,7 +23,7 @@ import { inodeKey, closeQuietly } from "../fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
 import { readArrivals, lastArrival, compactArrivals, type ArrivalMap } from "../vault/arrivals.js";
 import { walkDirs, lstatIn, unlinkIfSame, removeTreeAt, openSubdir, notPlain, type Dir } from "./walk.js";
-import { open, parseArgs, parseDuration, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
+import { open, parseArgs, parseDuration, nowFrom, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
 import { say, visible } from "../audit/sanitize.js";
 import { usageFault } from "../usage.js";
 
@@ -334,22 +334,6 @@ function rulesFrom(o: Map<string, string>, configKeepFull: () => number): PruneR
   if (d !== undefined) rules.olderThanMs = parseDuration(d);
   if (k === undefined && d === undefined) rules.keepFull = configKeepFull();
   return rules;
-}
-
-/**
- * `--now T` (not in the usage): the clock prune judges by, so that tests show the rules past the
- * retention floor without sleeping for it. An option, not an environment variable: the launcher
- * clears the environment (env -i), so a variable could not reach prune through the real binary.
- * Only root runs prune, from root's schedule or shell; the key's forced command serves the
- * protocols and never reaches a subcommand's argv. Root could remove files without us anyway; the
- * prune audit line names the clock it was given.
- */
-export function nowFrom(o: Map<string, string>): number | undefined {
-  const s = o.get("--now");
-  if (s === undefined) return undefined;
-  const t = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?Z$/.test(s) ? Date.parse(s) : NaN;
-  if (!Number.isFinite(t)) throw new VbError("BAD_REQUEST", `--now needs a UTC time such as 2026-01-31T12:00:00Z (got '${s.slice(0, 32)}')`);
-  return t;
 }
 
 export async function pruneMain(args: string[]): Promise<number> {

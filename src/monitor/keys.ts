@@ -4,8 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { VbError } from "../errors.js";
-import { parseArgs, type OptionKind } from "../housekeeping/context.js";
-import { nowFrom } from "../housekeeping/prune.js";
+import { parseArgs, nowFrom, type OptionKind } from "../housekeeping/context.js";
 import { usageFault } from "../usage.js";
 
 export const CONFIG_DIR = "/etc/validate-backup";

@@ -7,8 +7,7 @@
 import os from "node:os";
 import { spawnSync } from "node:child_process";
 import { usageFault } from "../usage.js";
-import { parseArgs, requireRoot, main, open, EXIT } from "../housekeeping/context.js";
-import { nowFrom } from "../housekeeping/prune.js";
+import { parseArgs, nowFrom, requireRoot, main, open, EXIT } from "../housekeeping/context.js";
 import { cleanString, say } from "../audit/sanitize.js";
 import { gather, saveFacts, NOT_FAILED, STEPS, type KeyFacts } from "./facts.js";
 import { openMonitorDir, readRecord, writeRecord } from "./store.js";

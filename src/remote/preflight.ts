@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { VbError } from "../errors.js";
-import { loadConfig } from "../config/load.js";
+import { loadConfig, parseConfigJson } from "../config/load.js";
 import { parseKeyLine, lineFaults, gateOf, type PublicKey } from "./keys.js";
 import { canonical, readText } from "./fsops.js";
 import type { Change } from "./change.js";
@@ -97,11 +97,14 @@ export function rebinding(o: { label: string; root: string; rebind: boolean }, c
   }
   const old = readText(config);
   if (old !== null) {
+    // The root as the file names it, even where the schema refuses the rest: install-remote's merge
+    // rewrites some settings (access, audit.file) and may make such a config valid, moving its root.
     let root: string | undefined;
     try {
-      root = canonical(loadConfig(config).root);
+      const named = (parseConfigJson(old, config) as { root?: unknown } | null)?.root;
+      if (typeof named === "string") root = path.isAbsolute(named) ? canonical(named) : named;
     } catch {
-      /* not readable as a config: configContent refuses it with its reason */
+      /* not JSON: configContent refuses it with its reason */
     }
     if (root !== undefined && root !== o.root) moves.push(`the label '${o.label}' (${config}) has the root ${root}; every key of it would be moved to ${o.root}, and stop reaching the backups in ${root}`);
   }
