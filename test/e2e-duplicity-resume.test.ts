@@ -19,6 +19,7 @@ import { startSshd, account, vb, succeeded, type Account, type Sshd } from "./he
 import { haveDuplicity, makeSource, duplicity, duplicityCommand, tree, url, remoteDir, install, sha256, type Source } from "./helpers/duplicity-e2e.js";
 import { FULL_ONLY } from "./helpers/scale.js";
 import { versionKey } from "../src/vault/versions.js";
+import { OWNER_FILE } from "../src/vault/tmpfiles.js";
 
 if (!haveDuplicity) t.plan(0, "needs root, sshd, duplicity and gpg");
 
@@ -50,7 +51,7 @@ function uploadInFlight(state: string): boolean {
       const q = path.join(p, n);
       try {
         const st = fs.lstatSync(q);
-        if (st.isFile() && st.size > 0) return true;
+        if (st.isFile() && st.size > 0 && n !== OWNER_FILE) return true; // the owner file: the session's locks (vault/tmpfiles.ts)
         if (st.isDirectory() && depth < 4 && walk(q, depth + 1)) return true;
       } catch {
         // gone meanwhile

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { tryLock, unlock, withLock } from "../src/lock.js";
+import { tryLock, unlock, withLock, lockByLink } from "../src/lock.js";
 
 function startOf(pid: number): string {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1");
@@ -87,4 +87,31 @@ t.test("withLock runs under the lock and waits a bounded time", async (t) => {
   t.equal(withLock(f, () => "ran anyway", 100), "ran anyway");
   t.ok(Date.now() - start < 5000, "within a few rounds of waitMs");
   t.match(fs.readFileSync(f, "ascii"), new RegExp(`^${process.ppid} `), "the other holder's file is left alone");
+});
+
+t.test("lockByLink: locks are links to one owner file; their age is the link's, not the owner file's", async (t) => {
+  const d = dir(t);
+  const owner = path.join(d, "area-owner");
+  lockByLink(owner);
+  t.equal(fs.readFileSync(owner, "latin1"), `${process.pid} ${startOf(process.pid)}`, "the owner file names pid and start time");
+  const f = path.join(d, "b.lock");
+  t.ok(tryLock(f), "free: taken");
+  const st = fs.lstatSync(f);
+  t.ok(st.isFile() && st.nlink === 2 && st.ino === fs.statSync(owner).ino, "the lock is a second name of the owner file (no new inode)");
+  t.notOk(tryLock(f), "held by a live owner (us): not taken again");
+  // The owner file was written long ago (a long session): a lock linked to it now is young.
+  const past = new Date(Date.now() - 120_000);
+  fs.utimesSync(owner, past, past);
+  const g = path.join(d, "c.lock");
+  t.ok(tryLock(g), "taken");
+  t.notOk(tryLock(g, 60_000), "its owner file's old mtime does not make it stale");
+  unlock(f);
+  unlock(g);
+  t.notOk(fs.existsSync(f) || fs.existsSync(g), "released: the names go, the owner file stays");
+  t.ok(fs.existsSync(owner), "owner file still there");
+  // The area is removed (the vault's close): the next lock is a symlink again.
+  fs.unlinkSync(owner);
+  t.ok(tryLock(f), "taken without the owner file");
+  t.ok(fs.lstatSync(f).isSymbolicLink(), "as a symbolic link");
+  unlock(f);
 });

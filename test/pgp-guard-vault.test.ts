@@ -68,7 +68,7 @@ t.test("with recipients: only a message to SOURCE's key (or a detached signature
     t.same(snapshotAll(sb), before, `${name}: nothing changed`);
     t.match(auditLines(sb).at(-1), { event: "upload-refused", decision: "deny", code: "NOT_ALLOWED", path: name, reason: message }, `${name}: audited`);
   }
-  t.same(fs.readdirSync(vault.tmpDir), [], "no temporary file left");
+  t.same(fs.readdirSync(vault.tmp.dir).filter((n) => !vault.tmp.isOwn(n)), [], "no temporary file left");
   put(vault, "valid.gpg", s.valid);
   put(vault, "armored.asc", s.armored, true);
   put(vault, "valid.gpg.sig", s.detached);

@@ -7,12 +7,14 @@ import path from "node:path";
 import { spawn } from "node:child_process";
 import { sandbox, snapshotAll, auditLines, gateIds, BIN, type Sandbox } from "./helpers/env.js";
 import { gate, replies, kinds, cFile } from "./helpers/scp-wire.js";
+import { OWNER_FILE } from "../src/vault/tmpfiles.js";
 
 const OLD = "old bytes that must survive";
 
 function tmpLeft(sb: Sandbox): string[] {
   const tmp = path.join(sb.state, "tmp");
-  return fs.existsSync(tmp) ? fs.readdirSync(tmp).flatMap((d) => fs.readdirSync(path.join(tmp, d)).map((f) => `${d}/${f}`)) : [];
+  // The session's lock owner file (vault/tmpfiles.ts) is no upload's.
+  return fs.existsSync(tmp) ? fs.readdirSync(tmp).flatMap((d) => fs.readdirSync(path.join(tmp, d)).filter((f) => f !== OWNER_FILE).map((f) => `${d}/${f}`)) : [];
 }
 
 function without(snap: Record<string, string>, ...keys: string[]): Record<string, string> {

@@ -24,9 +24,9 @@ import { Quota } from "./quota.js";
 import { whyNotLockAt } from "./locks.js";
 import { recordRemoval } from "./arrivals.js";
 import { unlock } from "../lock.js";
+import { TmpFiles } from "./tmpfiles.js";
 import { LOCKS_DIR } from "../profile/restic.js";
 
-const C = fs.constants;
 /** Directories kept open for their fsync at the end of the session; past this they are synced at once. */
 const MAX_UNSYNCED_DIRS = 64;
 /** Uploads answered before their fsync and link (admitLater): each holds two descriptors and its quota. */
@@ -59,9 +59,8 @@ export class Vault {
   private recent: RecentArrivals | undefined;
   /** The key's quota and the filesystem's free-space reserve (src/vault/quota.ts). */
   readonly quota: Quota;
-  private tmpCounter = 0;
-  private tmpDirMade = false;
-  readonly tmpDir: string;
+  /** This session's temporary area, where every upload starts (src/vault/tmpfiles.ts). */
+  readonly tmp: TmpFiles;
   readonly stagingDir: string;
 
   constructor(readonly session: Session) {
@@ -69,7 +68,7 @@ export class Vault {
     this.readOnly = permits(policy, "write") === "no";
     this.confiner = new Confiner([policy.root, rootReal]);
     this.rootFd = fs.openSync(rootReal, DIR_FLAGS);
-    this.tmpDir = path.join(policy.state, "tmp", session.sid);
+    this.tmp = new TmpFiles(path.join(policy.state, "tmp", session.sid));
     this.stagingDir = path.join(policy.state, "staging", session.sid);
     this.rules = new NameRules(session);
     this.quota = new Quota(session);
@@ -272,12 +271,7 @@ export class Vault {
     const parentFd = this.openDir(v.comps.slice(0, -1), v.display);
     try {
       const replaces = this.rules.beforeCreate(parentFd, name, v);
-      if (!this.tmpDirMade) {
-        fs.mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 });
-        this.tmpDirMade = true;
-      }
-      const tmpPath = path.join(this.tmpDir, String(++this.tmpCounter));
-      const fd = fs.openSync(tmpPath, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+      const { path: tmpPath, fd } = this.tmp.take();
       const up = new Upload(this.session, { v, parentFd, tmpPath, fd, mode, replaces, admit: (a) => this.admit(a), admitLater: (a) => this.admitLater(a), quota: this.quota });
       this.uploads.add(up);
       return up;
@@ -658,11 +652,7 @@ export class Vault {
     this.syncDirs();
     this.rules.release();
     this.ownFiles.close();
-    try {
-      fs.rmSync(this.tmpDir, { recursive: true, force: true });
-    } catch {
-      /* swept by the next session */
-    }
+    this.tmp.close();
     closeQuietly(this.rootFd);
   }
 }
