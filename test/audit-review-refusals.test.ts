@@ -114,6 +114,31 @@ t.test("an scp session's refusals past its cap are counted as scp refusals, not 
   t.same(r.refusalSummary.map((x) => `${x.kind} ${x.code} ${x.count}`).sort(), ["scp IMMUTABLE 2", "scp UNLOGGED 3"]);
 });
 
+t.test("refusals a session only counted carry its protocol, from the plan of its request line", async (t) => {
+  // A session can count refusals it wrote no line of: past the byte budget of its drop-class lines
+  // (audit/budget.ts), or after its written ones fell before --since. Its label must still be its protocol.
+  const rv = new Reviewer(undefined, 86_400_000, Date.parse("2026-01-01T00:10:00Z"));
+  const at = (s: number) => `2026-01-01T00:00:${String(s).padStart(2, "0")}.000Z`;
+  for (const [i, plan] of ["sftp", "scp", "rsync"].entries()) {
+    const base = { label: "k", client: "192.0.2.7", sid: `s-${plan}` };
+    rv.line({ ...base, time: at(i), event: "request", decision: "allow", command: plan, plan });
+    rv.line({ ...base, time: at(10 + i), event: "session-end", refused: 4 + i, exit: 1 });
+  }
+  const r = rv.finish([]);
+  t.equal(r.refusalCount, 15);
+  t.equal(r.refusalsUnlogged, 15);
+  t.same(r.refusalSummary.map((x) => `${x.kind} ${x.code} ${x.count}`).sort(), ["other UNLOGGED 6", "scp UNLOGGED 5", "sftp UNLOGGED 4"], "each session's own protocol; one that counts no refusal of its own kind is not called sftp");
+});
+
+t.test("a session's plan labels its counted refusals also when its request line is before --since", async (t) => {
+  const rv = new Reviewer(Date.parse("2026-01-01T00:00:30Z"), 86_400_000, Date.parse("2026-01-01T00:10:00Z"));
+  const base = { label: "k", client: "192.0.2.7", sid: "s1" };
+  rv.line({ ...base, time: "2026-01-01T00:00:00.000Z", event: "request", decision: "allow", command: "scp -t .", plan: "scp" });
+  rv.line({ ...base, time: "2026-01-01T00:00:40.000Z", event: "session-end", refused: 3, exit: 1 });
+  const r = rv.finish([]);
+  t.same(r.refusalSummary.map((x) => `${x.kind} ${x.code} ${x.count}`), ["scp UNLOGGED 3"]);
+});
+
 t.test("the table: every event the sources write is a refusal or known not to be one", async (t) => {
   const names = new Set<string>();
   const walk = (d: string) => {

@@ -32,6 +32,12 @@ export const LISTED_ANOMALIES = 1000;
 const OPEN_SESSIONS = 10_000;
 /** Rows of the refusal summary (key, kind, code): a bound even for a log with made-up codes. */
 const SUMMARY_ROWS = 1000;
+/**
+ * The kind of the refusals a session only counted (its session-end's `refused`), by the plan the
+ * gate decided (its request line): SFTP and scp count theirs (sftp/server.ts, scp/side.ts). Any other
+ * plan counts none today; should one, its refusals are "other", never another protocol's.
+ */
+const PLAN_KIND: Readonly<Record<string, RefusalKind>> = { sftp: "sftp", scp: "scp" };
 
 export function parseAge(s: string): number | null {
   const m = /^(\d{1,9})([smhdw])$/.exec(s);
@@ -133,8 +139,11 @@ export class Reviewer {
   private lastUpload = new Map<string, number>();
   private bursts = new Map<string, Burst>();
   private fulls = new FullSetWatch((a) => this.anomaly(a));
-  /** Session id -> refusals it logged one by one (its session-end counts them all), and their kind (sftp or scp). */
-  private logged = new Map<string, { n: number; kind: RefusalKind }>();
+  /**
+   * Session id -> refusals it logged one by one (its session-end counts them all), and the kind of
+   * those it only counted: from its request line's plan, else (a log without it) its logged ones'.
+   */
+  private logged = new Map<string, { n: number; kind?: RefusalKind; planned?: boolean }>();
   private refusals: Refusal[] = [];
   private refusalCount = 0;
   private unlogged = 0;
@@ -180,6 +189,9 @@ export class Reviewer {
       this.lastUpload.set(label, t);
       this.fulls.publish(label, str(j.path), typeof j.size === "number" ? j.size : 0, t, time, inWindow);
     }
+    // Before the window test: a session open across --since still knows its protocol at its end.
+    if (event === "request" && j.decision === "allow" && typeof j.sid === "string" && typeof j.plan === "string")
+      this.open(j.sid, { n: 0, kind: Object.hasOwn(PLAN_KIND, j.plan) ? PLAN_KIND[j.plan] : "other", planned: true });
     if (!inWindow) return;
 
     const k = this.key(label, time);
@@ -215,7 +227,7 @@ export class Reviewer {
       this.logged.delete(j.sid);
       if (extra > 0) {
         this.unlogged += extra;
-        this.refused(k, { time, label, client, event, kind: seen?.kind ?? "sftp", code: "UNLOGGED", reason: "", what: "" }, extra, t);
+        this.refused(k, { time, label, client, event, kind: seen?.kind ?? "other", code: "UNLOGGED", reason: "", what: "" }, extra, t);
       }
     }
     if (j.blocked === START_TAKEN) this.anomaly({ time, label, kind: "blocked incremental", path: str(j.path), detail: blockedDetail(str(j.path), str(j.start), str(j.takenBy)) });
@@ -223,7 +235,15 @@ export class Reviewer {
   }
 
   private countLogged(sid: string, kind: RefusalKind): void {
-    this.logged.set(sid, { n: (this.logged.get(sid)?.n ?? 0) + 1, kind });
+    const s = this.logged.get(sid);
+    if (s) {
+      s.n++;
+      if (!s.planned) s.kind = kind;
+    } else this.open(sid, { n: 1, kind });
+  }
+
+  private open(sid: string, s: { n: number; kind?: RefusalKind; planned?: boolean }): void {
+    this.logged.set(sid, s);
     // A session killed before its session-end line never comes back for its count.
     if (this.logged.size > OPEN_SESSIONS) this.logged.delete(this.logged.keys().next().value as string);
   }
