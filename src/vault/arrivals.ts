@@ -12,6 +12,7 @@ import path from "node:path";
 import { withLock } from "../lock.js";
 import { at, closeQuietly } from "../fsat.js";
 import { lockShaped } from "../profile/restic.js";
+import { VbError, errnoText } from "../errors.js";
 
 export const ARRIVALS_FILE = "arrivals.log";
 const LOCK_FILE = "arrivals.lock";
@@ -163,8 +164,11 @@ export function lastArrival(arrivals: ArrivalMap): number | undefined {
 
 /**
  * Root side: rewrite the record keeping what `keep` says. Sessions append without a lock, so
- * after the rename every complete line that reached the old file past what was read is copied
- * into the new one (append() writes again any line that may have come later still). `stateFd`
+ * every complete line that reached the old file past what was read is copied into the new one
+ * (append() writes again any line that may have come later still). Most of that tail is copied
+ * before the rename: a write that fails there (ENOSPC, EIO) leaves the old record whole, and the
+ * next prune compacts it. After the rename only the lines of the last moment are copied; should
+ * that fail, they are lost, and their files, without an arrival, are never removed by prune. `stateFd`
  * and `locksFd` are open directories; the lock excludes another compaction (and sessions of older
  * versions, which took it to append); the new file keeps the old one's owner so that the sessions
  * can go on appending.
@@ -192,10 +196,11 @@ export function compactArrivals(stateFd: number, locksFd: number, keep: (a: Arri
       const fd = fs.openSync(at(stateFd, tmpName), C.O_WRONLY | C.O_APPEND | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
       let kept = 0;
       let dropped = 0;
+      let renamed = false;
       try {
         let chunk: string[] = [];
         const flush = () => {
-          if (chunk.length) fs.writeSync(fd, chunk.join(""));
+          if (chunk.length) writeAll(fd, chunk.join(""));
           chunk = [];
         };
         for (const a of current.values()) {
@@ -208,18 +213,22 @@ export function compactArrivals(stateFd: number, locksFd: number, keep: (a: Arri
           if (chunk.length >= 4096) flush();
         }
         flush();
+        const copied = copyTail(oldFd, readTo, fd);
         fs.fchownSync(fd, old.uid, old.gid);
         fs.fsyncSync(fd);
         fs.renameSync(at(stateFd, tmpName), at(stateFd, ARRIVALS_FILE));
-        copyTail(oldFd, readTo, fd);
+        renamed = true;
+        copyTail(oldFd, copied, fd);
       } catch (e) {
         closeQuietly(fd);
+        if (renamed)
+          throw new VbError("IO", `state/${ARRIVALS_FILE} was compacted, but lines sessions appended meanwhile could not be copied into it (${errnoText(e)}): their files have no arrival record, and prune keeps them`);
         try {
           fs.unlinkSync(at(stateFd, tmpName));
         } catch {
-          /* renamed already: the record is the new file */
+          /* none made */
         }
-        throw e;
+        throw new VbError("IO", `state/${ARRIVALS_FILE} could not be compacted (${errnoText(e)}): it is left as it was, and the next prune compacts it`);
       }
       closeQuietly(fd);
       return { kept, dropped };
@@ -246,9 +255,28 @@ function collect(fd: number, pos: number, out: ArrivalMap): number {
   return end;
 }
 
-/** Append to `to` every complete line of `from` past `pos`, as it is. */
-function copyTail(from: number, pos: number, to: number): void {
-  const out: string[] = [];
-  for (const [s] of lines(from, pos)) if (parseLine(s)) out.push(s + "\n");
-  for (let i = 0; i < out.length; i += 4096) fs.writeSync(to, out.slice(i, i + 4096).join(""));
+/** Append to `to` every complete line of `from` past `pos`, as it is; returns where the last one ended. */
+function copyTail(from: number, pos: number, to: number): number {
+  let end = pos;
+  let out: string[] = [];
+  for (const [s, next] of lines(from, pos)) {
+    end = next;
+    if (parseLine(s)) out.push(s + "\n");
+    if (out.length >= 4096) {
+      writeAll(to, out.join(""));
+      out = [];
+    }
+  }
+  if (out.length) writeAll(to, out.join(""));
+  return end;
+}
+
+/** write(2) may take part of a buffer (a filesystem filling up): the rest goes on, or its error is thrown. */
+function writeAll(fd: number, s: string): void {
+  const b = Buffer.from(s);
+  for (let off = 0; off < b.length; ) {
+    const n = fs.writeSync(fd, b, off, b.length - off);
+    if (n <= 0) throw new Error("write(2) wrote nothing");
+    off += n;
+  }
 }

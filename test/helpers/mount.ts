@@ -56,3 +56,22 @@ export function sandboxOn(t: Test, kind: "ext4" | "tmpfs"): Sandbox | undefined 
   sb.configure({ root, limits: { minFreeBytes: 0 } });
   return Object.assign(sb, { root, state: `${root}.state` });
 }
+
+/** Fill the (mounted) filesystem holding `dir` with one file, then free `leave` bytes of it: a real ENOSPC ahead. The file's path. */
+export function fillUp(dir: string, leave: number): string {
+  const filler = path.join(dir, "filler");
+  const fd = fs.openSync(filler, "w");
+  for (const size of [1 << 20, 4096, 512]) {
+    const buf = Buffer.alloc(size, 0x61);
+    try {
+      for (;;) if (fs.writeSync(fd, buf) < size) break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOSPC") throw e;
+    }
+  }
+  fs.fsyncSync(fd);
+  fs.ftruncateSync(fd, Math.max(0, fs.fstatSync(fd).size - leave));
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  return filler;
+}
