@@ -130,12 +130,15 @@ t.test("refusals a session only counted carry its protocol, from the plan of its
   t.same(r.refusalSummary.map((x) => `${x.kind} ${x.code} ${x.count}`).sort(), ["other UNLOGGED 6", "scp UNLOGGED 5", "sftp UNLOGGED 4"], "each session's own protocol; one that counts no refusal of its own kind is not called sftp");
 });
 
-t.test("a session's plan labels its counted refusals also when its request line is before --since", async (t) => {
+t.test("a session open across --since: its plan labels the refusals it only counted; those it wrote before are not counted again", async (t) => {
   const rv = new Reviewer(Date.parse("2026-01-01T00:00:30Z"), 86_400_000, Date.parse("2026-01-01T00:10:00Z"));
   const base = { label: "k", client: "192.0.2.7", sid: "s1" };
   rv.line({ ...base, time: "2026-01-01T00:00:00.000Z", event: "request", decision: "allow", command: "scp -t .", plan: "scp" });
-  rv.line({ ...base, time: "2026-01-01T00:00:40.000Z", event: "session-end", refused: 3, exit: 1 });
+  for (const s of [10, 20]) rv.line({ ...base, time: `2026-01-01T00:00:${s}.000Z`, event: "refused", protocol: "scp", code: "IMMUTABLE", reason: "no", path: "a" });
+  rv.line({ ...base, time: "2026-01-01T00:00:40.000Z", event: "session-end", refused: 5, exit: 1 });
   const r = rv.finish([]);
+  t.equal(r.refusalCount, 3, "the 2 written before --since are outside the window, the 3 only counted inside it");
+  t.equal(r.refusalsUnlogged, 3);
   t.same(r.refusalSummary.map((x) => `${x.kind} ${x.code} ${x.count}`), ["scp UNLOGGED 3"]);
 });
 

@@ -189,9 +189,12 @@ export class Reviewer {
       this.lastUpload.set(label, t);
       this.fulls.publish(label, str(j.path), typeof j.size === "number" ? j.size : 0, t, time, inWindow);
     }
-    // Before the window test: a session open across --since still knows its protocol at its end.
+    // Before the window test: a session open across --since knows its protocol at its end, and the
+    // refusals it wrote before the window are not taken for ones it only counted.
+    const kind = refusalOf(j);
     if (event === "request" && j.decision === "allow" && typeof j.sid === "string" && typeof j.plan === "string")
       this.open(j.sid, { n: 0, kind: Object.hasOwn(PLAN_KIND, j.plan) ? PLAN_KIND[j.plan] : "other", planned: true });
+    if (kind && event === "refused" && typeof j.sid === "string") this.countLogged(j.sid, kind);
     if (!inWindow) return;
 
     const k = this.key(label, time);
@@ -208,12 +211,10 @@ export class Reviewer {
       d.bytes += size;
       this.days.set(`${day}\0${label}`, d);
     }
-    const kind = refusalOf(j);
     if (kind) {
       // A denial written after denials that were only counted (audit/denials.ts) brings their number.
       const n = 1 + (kind === "command" && typeof j[NOT_WRITTEN_BEFORE] === "number" && j[NOT_WRITTEN_BEFORE] > 0 ? j[NOT_WRITTEN_BEFORE] : 0);
       if (kind === "command") k.denied += n;
-      if (event === "refused" && typeof j.sid === "string") this.countLogged(j.sid, kind);
       const r: Refusal = { time, label, client, event, kind, code: str(j.code), reason: str(j.reason), what: str(j.command ?? j.path) };
       this.refused(k, r, n, t);
       this.refusals.push(r);
