@@ -23,7 +23,7 @@ function recordLines(state: string): string[] {
   return fs.readFileSync(path.join(state, ARRIVALS_FILE), "utf8").split("\n");
 }
 
-t.test("prune on a full filesystem: the record's rewrite fails, prune says so and exits 4, no line is lost; the next prune compacts", async (t) => {
+t.test("prune on a full filesystem: the record's rewrite fails, prune reports and audits the rest, exits 4, no line is lost; the next prune compacts", async (t) => {
   const sb = sandboxOn(t, "ext4");
   if (!sb) return;
   sb.configure({ root: sb.root, limits: { minFreeBytes: 0 }, housekeeping: { retentionDays: 1 } });
@@ -41,8 +41,10 @@ t.test("prune on a full filesystem: the record's rewrite fails, prune says so an
 
   const r = await runRoot(sb, ["prune", "--keep-full", "1", ...clock]);
   t.equal(r.code, 4, `exit 4 (stdout ${JSON.stringify(r.stdout)})`);
-  t.match(r.stderr, /arrivals\.log.*(no space left|ENOSPC)/i, `stderr says what failed: ${JSON.stringify(r.stderr)}`);
+  t.match(r.stderr.toString(), /1 entries failed; the rest was done:\n {2}state:arrivals\.log: failed: .*could not be compacted \(ENOSPC\).*left as it was/, "stderr says what failed and what it means");
   t.ok(A.every((n) => !exists(path.join(sb.root, "host", n))), "the removable chain A went (before the compaction)");
+  t.match(r.stdout.toString(), /removed host\/duplicity-full\.20250101T000000Z/, "the report names the removed chain");
+  t.match(auditLines(sb).filter((l) => l.event === "prune-chain" || l.event === "prune"), [{ event: "prune-chain", full: "20250101T000000Z" }, { event: "prune", removedChains: 1, failed: 1 }], "its removal is audited, and the failure");
   t.ok([...C, ...others].every((n) => exists(path.join(sb.root, "host", n))), "nothing else was removed");
   const after = recordLines(sb.state);
   t.same(after, before, "the record is the one before, whole: no line lost, none torn");
@@ -57,5 +59,5 @@ t.test("prune on a full filesystem: the record's rewrite fails, prune says so an
   t.ok([...C, ...others].every((n) => paths.includes(`host/${n}`)), "every kept file keeps its record");
   t.notOk(paths.some((p) => A.includes(p.slice(5))), "the removed chain's records are dropped now");
   t.equal(paths.length, C.length + others.length, "one line per file");
-  t.ok(auditLines(sb).some((l) => l.event === "prune"), "the second run is audited");
+  t.match(auditLines(sb).filter((l) => l.event === "prune").slice(-1), [{ removedChains: 0, failed: 0 }], "the second run is audited");
 });

@@ -21,7 +21,7 @@ import { VbError, errnoText } from "../errors.js";
 import { DirIndex, chainsOf, finished, namesOf, formatTime, looksLikeDuplicity, type Chain } from "../profile/duplicity.js";
 import { inodeKey, closeQuietly } from "../fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
-import { readArrivals, lastArrival, compactArrivals, type ArrivalMap } from "../vault/arrivals.js";
+import { readArrivals, lastArrival, compactArrivals, ARRIVALS_FILE, type ArrivalMap } from "../vault/arrivals.js";
 import { walkDirs, lstatIn, unlinkIfSame, removeTreeAt, openSubdir, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, parseDuration, nowFrom, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
 import { say, visible } from "../audit/sanitize.js";
@@ -274,11 +274,17 @@ class Pruner {
    */
   compact(walkStart: number): void {
     if (this.dryRun) return;
-    compactArrivals(this.h.stateFd, this.h.locksFd, (a) => {
-      if (this.removed.has(a.p)) return false;
-      const dir = a.p.includes("/") ? a.p.slice(0, a.p.lastIndexOf("/")) : "";
-      return this.seen.has(a.p) || !this.walkedDirs.has(dir) || a.t >= walkStart;
-    });
+    try {
+      compactArrivals(this.h.stateFd, this.h.locksFd, (a) => {
+        if (this.removed.has(a.p)) return false;
+        const dir = a.p.includes("/") ? a.p.slice(0, a.p.lastIndexOf("/")) : "";
+        return this.seen.has(a.p) || !this.walkedDirs.has(dir) || a.t >= walkStart;
+      });
+    } catch (e) {
+      // A failure like any other entry's: the chains already removed are still reported and audited.
+      this.report.failed++;
+      this.leave(`state:${ARRIVALS_FILE}`, `failed: ${e instanceof VbError ? e.message : errnoText(e)}`);
+    }
   }
 }
 
@@ -369,7 +375,13 @@ export async function pruneMain(args: string[]): Promise<number> {
         syslog(h.policy.label, r.warning);
         process.stderr.write(`validate-backup prune: WARNING: ${r.warning}\n`);
       }
-      if (r.failed) process.stderr.write(`validate-backup prune: ${r.failed} entries failed (listed above); the rest was done\n`);
+      if (r.failed) {
+        // Named here too: among many entries left alone, the report above lists only the first 50.
+        const failed = r.leftAlone.filter((l) => l.why.startsWith("failed: "));
+        const lines = failed.slice(0, 20).map((l) => `  ${visible(l.path)}: ${visible(l.why)}\n`);
+        if (failed.length > 20) lines.push(`  … and ${failed.length - 20} more\n`);
+        process.stderr.write(`validate-backup prune: ${r.failed} entries failed; the rest was done:\n${lines.join("")}`);
+      }
       return r.failed ? EXIT.failed : r.warning ? EXIT.warning : EXIT.ok;
     } finally {
       h.close();
