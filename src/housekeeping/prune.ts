@@ -21,7 +21,7 @@ import { VbError, errnoText } from "../errors.js";
 import { DirIndex, chainsOf, finished, namesOf, formatTime, looksLikeDuplicity, type Chain } from "../profile/duplicity.js";
 import { inodeKey, closeQuietly } from "../fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
-import { readArrivals, lastArrival, compactArrivals, type ArrivalMap } from "../vault/arrivals.js";
+import { readArrivals, lastArrival, compactArrivals, arrivalOverdue, type ArrivalMap } from "../vault/arrivals.js";
 import { walkDirs, lstatIn, unlinkIfSame, removeTreeAt, openSubdir, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, parseDuration, nowFrom, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
 import { say, visible } from "../audit/sanitize.js";
@@ -300,10 +300,9 @@ export function prune(h: Housekeeping, rules: PruneRules, opts: { now?: number; 
   } finally {
     p.close();
   }
-  const warnMs = h.policy.housekeeping.warnNoArrivalHours * HOUR;
   const last = p.report.lastArrival;
   if (last === undefined) p.report.warning = "no arrival was ever recorded for this key";
-  else if (now - last > warnMs) p.report.warning = `nothing arrived for ${ago(now - last)} (last arrival ${new Date(last).toISOString()})`;
+  else if (arrivalOverdue(last, now, h.policy.housekeeping.warnNoArrivalHours)) p.report.warning = `nothing arrived for ${ago(now - last)} (last arrival ${new Date(last).toISOString()})`;
   return p.report;
 }
 

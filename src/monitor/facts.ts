@@ -14,7 +14,7 @@ import { loadConfig } from "../config/load.js";
 import type { Policy } from "../config/schema.js";
 import { toVbError } from "../handler.js";
 import { at, closeQuietly, DIR_FLAGS } from "../fsat.js";
-import { readArrivals, lastArrival } from "../vault/arrivals.js";
+import { readArrivals, lastArrival, arrivalOverdue } from "../vault/arrivals.js";
 import { IN_FLIGHT } from "../vault/quota.js";
 import { walkDirs, lstatIn, openSubdir } from "../housekeeping/walk.js";
 import { readStateRecord, writeRecord } from "./store.js";
@@ -316,7 +316,7 @@ async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): 
 }
 
 function staleAt(f: KeyFacts, now: number): boolean {
-  return f.publishes && (f.lastArrival === undefined || now - f.lastArrival > f.warnNoArrivalHours * HOUR);
+  return f.publishes && arrivalOverdue(f.lastArrival, now, f.warnNoArrivalHours);
 }
 
 function judge(f: KeyFacts, now: number): void {
