@@ -8,7 +8,7 @@
 // following a link, like seal's walk.
 import fs from "node:fs";
 import { Reviewer, type Anomaly } from "../audit/review.js";
-import { readLines, prevOf, rotatedName } from "../audit/chain.js";
+import { readLines, prevOf, previousLog } from "../audit/chain.js";
 import { ROOT_CLIENT } from "../audit/log.js";
 import { loadConfig } from "../config/load.js";
 import type { Policy } from "../config/schema.js";
@@ -273,7 +273,10 @@ export async function gather(configs: string[], now: number, reuse = false): Pro
 async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): Promise<void> {
   const rv = new Reviewer(now - WINDOW_MS, Number.MAX_SAFE_INTEGER, now);
   // The last rotated log first (audit --rotate, logrotate's LOG.1): the day may straddle a rotation.
-  const files = [...(fs.existsSync(rotatedName(file)) ? [rotatedName(file)] : []), file];
+  // previousLog, not LOG.1 itself: after a rotation killed mid-move LOG.1 may be the log under a
+  // second name, which would count every line twice.
+  const { rotated } = previousLog(file);
+  const files = [...(fs.existsSync(rotated) ? [rotated] : []), file];
   try {
     for (const one of files)
       for await (const line of readLines(one)) {
