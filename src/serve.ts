@@ -90,9 +90,8 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   /** Refuse the session; `byClient`: a denial a client can repeat at will, held to judgeDenial's rate. */
   const deny = (e: unknown, byClient = false): number => {
     const err = toVbError(e);
-    const locks = path.join(policy.state, "locks");
-    const { write, fields } = byClient ? judgeDenial(locks) : { write: true, fields: claimUnwritten(locks) };
-    if (write) audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null, ...fields });
+    const line = (fields: object) => audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null, ...fields });
+    (byClient ? judgeDenial : claimUnwritten)(path.join(policy.state, "locks"), line);
     say(err.message);
     return exitFor(err);
   };
@@ -111,7 +110,7 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   const slot = plan.kind === "true" ? undefined : takeSlot(policy);
   if (plan.kind !== "true" && !slot) return deny(new VbError("QUOTA", `too many concurrent sessions for this key (limit ${policy.limits.sessions})`), true);
   // The first line of a session that is let in brings the denials a flood left only counted (audit/denials.ts).
-  audit.event("request", { decision: "allow", command, plan: plan.kind, ...claimUnwritten(path.join(policy.state, "locks")) });
+  claimUnwritten(path.join(policy.state, "locks"), (fields) => audit.event("request", { decision: "allow", command, plan: plan.kind, ...fields }));
 
   const session: Session = { sid, policy, audit, rootReal, counters: newCounters() };
   let vault: Vault | undefined;

@@ -63,54 +63,64 @@ function save(file: string, r: Record): void {
   }
 }
 
+/** Writes the key's line with these fields added; false when it was not written. */
+export type WriteLine = (fields: { [k: string]: unknown }) => boolean;
+
+// The line that reports a count is written under the record's lock, and the record forgets the count
+// only once the line is written: a log that fails (the session then ends at once) leaves it for the
+// next line. A record that cannot be replaced after its line may report a count twice, never none.
+
 /**
- * One more denial: whether its line is written, and the fields it carries (how many were not
- * written before it, or that further ones in this window will not be). Any trouble with the
- * record errs on the side of writing the line.
+ * One more denial: its line is written through `line` unless past the window's limit, carrying how
+ * many were not written before it, or that further ones in this window will not be. Any trouble
+ * with the record errs on the side of writing the line.
  */
-export function judgeDenial(locks: string, now = Date.now()): { write: boolean; fields: { [k: string]: unknown } } {
+export function judgeDenial(locks: string, line: WriteLine, now = Date.now()): void {
   const file = path.join(locks, RECORD);
+  let wrote = false;
   try {
-    return withLock(path.join(locks, `${RECORD}.lock`), () => {
+    withLock(path.join(locks, `${RECORD}.lock`), () => {
       let r = read(file) ?? { since: now, count: 0, carried: 0 };
       if (windowOver(r, now)) r = { since: now, count: 0, carried: unwritten(r, now) };
       r.count++;
-      const write = r.count <= DENIALS_PER_MINUTE;
-      const fields: { [k: string]: unknown } = {};
-      if (write && r.carried) {
-        fields[NOT_WRITTEN_BEFORE] = r.carried;
-        r.carried = 0;
+      if (r.count <= DENIALS_PER_MINUTE) {
+        const fields: { [k: string]: unknown } = r.carried ? { [NOT_WRITTEN_BEFORE]: r.carried } : {};
+        if (r.count === DENIALS_PER_MINUTE)
+          Object.assign(fields, { anomaly: true, note: `${DENIALS_PER_MINUTE} denied commands of this key within a minute: further ones are counted, and the key's next line after the minute says how many were not` });
+        wrote = true;
+        if (line(fields)) r.carried = 0;
       }
-      if (r.count === DENIALS_PER_MINUTE)
-        Object.assign(fields, { anomaly: true, note: `${DENIALS_PER_MINUTE} denied commands of this key within a minute: further ones are counted, and the key's next line after the minute says how many were not` });
       save(file, r);
-      return { write, fields };
     });
   } catch {
-    return { write: true, fields: {} };
+    if (!wrote) line({});
   }
 }
 
 /**
- * For a line of this key that is not a denial held to the rate (the allowed request, a refusal the
- * client cannot repeat at will): the fields that report the denials counted and not written whose
- * window is over, now claimed. Without any, the record is only read, unlocked: a session pays one
- * small read, and a refused command nothing (judgeDenial does the same for it).
+ * Write a line of this key that is not a denial held to the rate (the allowed request, a refusal
+ * the client cannot repeat at will), carrying the denials counted and not written whose window is
+ * over. Without any, the record is only read, unlocked: a session let in pays one small read, and
+ * a refused command nothing (judgeDenial does the same for it).
  */
-export function claimUnwritten(locks: string, now = Date.now()): { [k: string]: unknown } {
+export function claimUnwritten(locks: string, line: WriteLine, now = Date.now()): void {
   const file = path.join(locks, RECORD);
   const seen = read(file);
-  if (!seen || !unwritten(seen, now)) return {};
+  if (!seen || !unwritten(seen, now)) {
+    line({});
+    return;
+  }
+  let wrote = false;
   try {
-    return withLock(path.join(locks, `${RECORD}.lock`), () => {
+    withLock(path.join(locks, `${RECORD}.lock`), () => {
       const r = read(file);
       const n = r ? unwritten(r, now) : 0;
-      if (!r || !n) return {};
+      wrote = true;
+      if (!line(n ? { [NOT_WRITTEN_BEFORE]: n } : {}) || !r || !n) return;
       // The window stays as it is, its excess now reported: the next denial starts a new one with nothing carried.
       save(file, { since: r.since, count: windowOver(r, now) ? Math.min(r.count, DENIALS_PER_MINUTE) : r.count, carried: 0 });
-      return { [NOT_WRITTEN_BEFORE]: n };
     });
   } catch {
-    return {}; // the record could not be replaced: the count stays in it for the next line
+    if (!wrote) line({});
   }
 }
