@@ -197,9 +197,14 @@ export class Reviewer {
       this.days.set(`${day}\0${label}`, d);
     }
     const kind = refusalOf(j);
+    // The key's first line after denied commands that were only counted (audit/denials.ts) brings their number.
+    const unwritten = typeof j[NOT_WRITTEN_BEFORE] === "number" && j[NOT_WRITTEN_BEFORE] > 0 ? j[NOT_WRITTEN_BEFORE] : 0;
+    if (unwritten && kind !== "command") {
+      k.denied += unwritten;
+      this.refused(k, { time, label, client, event, kind: "command", code: "UNLOGGED", reason: "", what: "" }, unwritten, t);
+    }
     if (kind) {
-      // A denial written after denials that were only counted (audit/denials.ts) brings their number.
-      const n = 1 + (kind === "command" && typeof j[NOT_WRITTEN_BEFORE] === "number" && j[NOT_WRITTEN_BEFORE] > 0 ? j[NOT_WRITTEN_BEFORE] : 0);
+      const n = 1 + (kind === "command" ? unwritten : 0);
       if (kind === "command") k.denied += n;
       if (event === "refused" && typeof j.sid === "string") this.countLogged(j.sid, kind);
       const r: Refusal = { time, label, client, event, kind, code: str(j.code), reason: str(j.reason), what: str(j.command ?? j.path) };
