@@ -7,7 +7,7 @@ import { EXIT, toVbError, exitFor, type Context, type Handler } from "./handler.
 import { loadConfig, checkPlaces } from "./config/load.js";
 import type { Policy } from "./config/schema.js";
 import { openAudit, type Audit } from "./audit/log.js";
-import { judgeDenial } from "./audit/denials.js";
+import { judgeDenial, claimUnwritten } from "./audit/denials.js";
 import { parseCommand } from "./gate/command.js";
 import { decide, type Plan } from "./gate/decide.js";
 import { newSid, newCounters, SESSION_LOCK_PREFIX, type Session } from "./session.js";
@@ -90,8 +90,8 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   /** Refuse the session; `byClient`: a denial a client can repeat at will, held to judgeDenial's rate. */
   const deny = (e: unknown, byClient = false): number => {
     const err = toVbError(e);
-    const { write, fields } = byClient ? judgeDenial(path.join(policy.state, "locks")) : { write: true, fields: {} };
-    if (write) audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null, ...fields });
+    const line = (fields: object) => audit.event("request", { decision: "deny", code: err.code, reason: err.message, command: command ?? null, ...fields });
+    (byClient ? judgeDenial : claimUnwritten)(path.join(policy.state, "locks"), line);
     say(err.message);
     return exitFor(err);
   };
@@ -109,7 +109,8 @@ export async function serve(configPath: string, env: NodeJS.ProcessEnv): Promise
   }
   const slot = plan.kind === "true" ? undefined : takeSlot(policy);
   if (plan.kind !== "true" && !slot) return deny(new VbError("QUOTA", `too many concurrent sessions for this key (limit ${policy.limits.sessions})`), true);
-  audit.event("request", { decision: "allow", command, plan: plan.kind });
+  // The first line of a session that is let in brings the denials a flood left only counted (audit/denials.ts).
+  claimUnwritten(path.join(policy.state, "locks"), (fields) => audit.event("request", { decision: "allow", command, plan: plan.kind, ...fields }));
 
   const session: Session = { sid, policy, audit, rootReal, counters: newCounters() };
   let vault: Vault | undefined;

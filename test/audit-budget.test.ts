@@ -149,3 +149,51 @@ t.test("command denials: 30 per key and minute across sessions, then counted; th
   const review = spawnSync(process.execPath, [path.join(TOP, "dist/app/cli.js"), "audit", "--file", sb.audit, "--json"], { encoding: "utf8" });
   t.match(JSON.parse(review.stdout), { keys: [{ label: "test", denied: 4 }] }, "the review counts the 4 denials of this test, 2 of them unwritten");
 });
+
+t.test("a flood of denied commands that stops: those only counted reach the log with the key's next line after the minute", async (t) => {
+  const sb = sandbox(t);
+  const record = path.join(sb.state, "locks", "denials");
+  const files = snapshotAll(sb);
+  const FLOOD = DENIALS_PER_MINUTE + 3;
+  const started = Date.now();
+  for (let i = 0; i < FLOOD; i++) {
+    const r = await runGate(sb, "rm -rf /", { timeoutMs: 120_000 });
+    t.equal(r.code, 1, "refused");
+  }
+  t.comment(`${FLOOD} denied commands in ${Date.now() - started} ms (noisy)`);
+  // The whole flood must have fallen in one window for the counts below; it takes seconds, not a minute.
+  t.ok(Date.now() - started < 60_000, "the flood took less than the window");
+  t.equal(auditLines(sb).filter((l) => l.decision === "deny").length, DENIALS_PER_MINUTE, "30 written, 3 only counted");
+  // The client stops. The minute passes (the window's start moved back: time is not slept).
+  const r0 = JSON.parse(fs.readFileSync(record, "utf8")) as { since: number };
+  fs.writeFileSync(record, JSON.stringify({ ...r0, since: Date.now() - 61_000 }));
+  // The key's next session is allowed: its first line brings the count.
+  const ok = await runGate(sb, "true", { timeoutMs: 120_000 });
+  t.equal(ok.code, 0, "an allowed session");
+  const allow = auditLines(sb).filter((l) => l.event === "request" && l.decision === "allow");
+  t.equal(allow.length, 1);
+  t.match(allow[0], { notWrittenBefore: 3 }, "the allowed session's request line says 3 denials were not written");
+  // Once only: the session after it brings nothing.
+  t.equal((await runGate(sb, "true", { timeoutMs: 120_000 })).code, 0);
+  t.notOk("notWrittenBefore" in auditLines(sb).filter((l) => l.event === "request").at(-1)!, "reported once");
+  t.same(snapshotAll(sb), files, "no session changed anything, inside the root or outside");
+  const review = spawnSync(process.execPath, [path.join(TOP, "dist/app/cli.js"), "audit", "--file", sb.audit, "--json"], { encoding: "utf8" });
+  t.match(JSON.parse(review.stdout), { keys: [{ label: "test", denied: FLOOD, sessions: DENIALS_PER_MINUTE + 2 }] }, `the review counts all ${FLOOD} denials`);
+});
+
+t.test("the denial record cannot be replaced (its rename fails): the denial is written, and no denials.<pid> is left", async (t) => {
+  const sb = sandbox(t);
+  const { uid, gid } = gateIds();
+  const locks = path.join(sb.state, "locks");
+  fs.mkdirSync(locks, { recursive: true, mode: 0o700 });
+  fs.chownSync(locks, uid, gid);
+  // A directory, not empty, where the record goes: rename(2) of a file onto it fails (EISDIR).
+  fs.mkdirSync(path.join(locks, "denials", "x"), { recursive: true });
+  for (let i = 0; i < 2; i++) {
+    const r = await runGate(sb, "rm -rf /", { timeoutMs: 120_000 });
+    t.equal(r.code, 1, "refused");
+  }
+  t.equal(auditLines(sb).filter((l) => l.decision === "deny").length, 2, "both denials written (trouble with the record errs on writing)");
+  const left = fs.readdirSync(locks).filter((n) => n.startsWith("denials."));
+  t.same(left, [], `no temporary record left: ${JSON.stringify(left)}`);
+});

@@ -203,3 +203,25 @@ t.test("an upload whose publish line cannot be written: the file stays stored, t
   t.equal(fs.readFileSync(path.join(sb.root, "late.gpg"), "utf8"), "late bytes\n", "the file is stored whole");
   t.same(leftovers(sb), [], "nothing left in state");
 });
+
+t.test("denied commands only counted stay counted while the log cannot be written; the key's next line written brings them", async (t) => {
+  const lf = logOnSmallFs(t);
+  if (!lf) return;
+  const { sb } = lf;
+  const { uid, gid } = gateIds();
+  const locks = path.join(sb.state, "locks");
+  fs.mkdirSync(locks, { recursive: true, mode: 0o700 });
+  fs.chownSync(locks, uid, gid);
+  // A flood's window that is over: 33 denials, 30 of them written (audit/denials.ts; time is not slept).
+  const record = path.join(locks, "denials");
+  fs.writeFileSync(record, JSON.stringify({ since: Date.now() - 61_000, count: 33, carried: 0 }));
+  fs.chownSync(record, uid, gid);
+  lf.fill();
+  const refused = await runGate(sb, "true");
+  t.equal(refused.code, 2, "the log is full: refused");
+  t.match(refused.stderr, /refused: the audit log cannot be written/);
+  lf.unfill();
+  t.equal((await runGate(sb, "true")).code, 0, "with space back, a session is let in");
+  const lines = fs.readFileSync(sb.audit, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.match(lines.filter((l) => l.event === "request").at(-1), { decision: "allow", notWrittenBefore: 3 }, "its line brings the 3 denials the refused session could not write");
+});

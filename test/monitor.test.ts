@@ -5,6 +5,7 @@ import { sandbox, auditLines, run, runGate, snapshot, snapshotAll, BIN, type San
 import { fullSet, plant, runRoot } from "./helpers/duplicity.js";
 import { parseProm } from "./helpers/prom-text.js";
 import { render } from "../src/monitor/prom.js";
+import { DEFAULT_OUTPUT } from "../src/monitor/metrics.js";
 
 const HOUR = 3_600_000;
 const NOW = Date.now();
@@ -62,7 +63,9 @@ t.test("metrics: one textfile-collector file, written atomically, every key's fi
   for (const n of types.keys()) t.match(n, /^validate_backup_[a-z0-9_]+$/);
 });
 
-t.test("metrics from the schedule: nothing written where no collector directory exists", async (t) => {
+// Where the collector directory exists, the command would write there, outside the sandbox.
+const collector = path.dirname(DEFAULT_OUTPUT);
+t.test("metrics from the schedule: nothing written where no collector directory exists", { skip: fs.existsSync(collector) && `${collector} exists on this machine: metrics without --output would write there` }, async (t) => {
   const sb = sandbox(t);
   const r = await root(["metrics", "--config", sb.config]);
   t.equal(r.code, 0, r.stderr);
@@ -301,6 +304,41 @@ t.test("notify: a log that cannot be read is told (the key cannot be judged), on
   t.match(r.stderr, /the key could not be judged: audit log /);
   t.equal(rec.messages().length, 1, "and nobody told");
   t.same(fs.readdirSync(sb.root), before, "nothing in the root changed");
+});
+
+t.test("metrics: a key whose log or records cannot be read is written as failing, and the run exits 4 naming the key and why", async (t) => {
+  const sb = sandbox(t);
+  plant(sb, "h", ["a"], NOW);
+  const out = path.join(sb.dir, "vb.prom");
+  const metrics = () => root(["metrics", "--config", sb.config, "--output", out, "--now", iso(NOW + HOUR / 2)]);
+  const failing = () => parseProm(fs.readFileSync(out, "utf8")).samples.find((s) => s.name === "validate_backup_failing" && s.labels.label === "test")?.value;
+  let r = await metrics();
+  t.equal(r.code, 0, `everything read: exit 0 (${r.stderr})`);
+  fs.mkdirSync(`${sb.audit}.1`); // the rotated log, read for the last 24 hours: EISDIR
+  t.teardown(() => fs.rmSync(`${sb.audit}.1`, { recursive: true, force: true }));
+  fs.rmSync(out);
+  r = await metrics();
+  t.equal(r.code, 4, "the log cannot be read: the key was not judged, exit 4");
+  t.match(r.stderr, /'test' \(\S+\): could not be judged: audit log .*cannot be read: /, "stderr names the key and why");
+  t.equal(failing(), 1, "…and the file is written, the key failing");
+  // The facts notify saved while the log could not be read stand for the key: still not judged.
+  t.not((await root(["notify", "--config", sb.config, "--now", iso(NOW)])).code, 0);
+  fs.rmSync(`${sb.audit}.1`, { recursive: true });
+  r = await metrics();
+  t.equal(r.code, 4, "reused facts that could not be gathered: exit 4");
+  t.match(r.stderr, /'test' \(\S+\): could not be judged: audit log /);
+  // A record that cannot be read (a monitor directory that is not root's).
+  fs.rmSync(path.join(sb.state, "monitor"), { recursive: true });
+  fs.mkdirSync(path.join(sb.state, "monitor"), { mode: 0o777 });
+  fs.chmodSync(path.join(sb.state, "monitor"), 0o777);
+  r = await metrics();
+  t.equal(r.code, 4, "the hourly record cannot be read: exit 4");
+  t.match(r.stderr, /'test' \(\S+\): could not be judged: .*state\/monitor must be root's own directory/);
+  t.equal(failing(), 1);
+  fs.rmdirSync(path.join(sb.state, "monitor"));
+  r = await metrics();
+  t.equal(r.code, 0, `all readable again: exit 0 (${r.stderr})`);
+  t.equal(failing(), 0);
 });
 
 t.test("status and metrics count the tree without following a link out of it, and change nothing inside or outside", async (t) => {

@@ -346,6 +346,35 @@ export function rotatedName(log: string): string {
   return `${log}.1`;
 }
 
+function sameFile(a: fs.Stats, b: fs.Stats | undefined): boolean {
+  return b !== undefined && a.dev === b.dev && a.ino === b.ino;
+}
+
+/**
+ * The rotated file `log` goes on from: LOG.1, or LOG.2 when LOG.1 is the log itself under a second
+ * name (an audit --rotate killed between the link(2) and the unlink(2) of its move: the log had not
+ * been rotated yet, its earlier rotated file had moved to LOG.2), or when LOG.1 is missing and
+ * LOG.2 is there (`gap`: the name that is missing). The next audit --rotate repairs these and a shift
+ * left half done (one rotated file under two names), which the notes say.
+ */
+export function previousLog(log: string): { rotated: string; notes: string[]; gap?: string } {
+  const stat = (f: string) => fs.statSync(f, { throwIfNoEntry: false });
+  const [cur, one, two] = [stat(log), stat(`${log}.1`), stat(`${log}.2`)];
+  const notes: string[] = [];
+  let rotated = rotatedName(log);
+  if (cur && sameFile(cur, one)) {
+    notes.push(`${rotated} is ${log} itself under a second name: an audit --rotate was interrupted before it was done (the next audit --rotate finishes it); the chain is checked against ${log}.2`);
+    rotated = `${log}.2`;
+  } else if (one && sameFile(one, two)) notes.push(`${log}.2 is ${rotated} under a second name: an audit --rotate was interrupted while it moved the rotated logs (the next audit --rotate finishes it)`);
+  else if (!one && two) {
+    // What that repair leaves until its rotation is done. A .1 removed by someone else shows too:
+    // the log's line 1 then does not link to .2's last line.
+    notes.push(`${rotated} is missing but ${log}.2 is there (an interrupted audit --rotate leaves this; the next one finishes it): the chain is checked against ${log}.2`);
+    return { rotated: `${log}.2`, notes, gap: rotated };
+  }
+  return { rotated, notes };
+}
+
 async function firstLine(file: string): Promise<Record<string, unknown> | undefined> {
   for await (const line of readLines(file)) return prevOf(line.bytes).json;
   return undefined;
@@ -358,11 +387,16 @@ async function firstLine(file: string): Promise<Record<string, unknown> | undefi
 export async function verifyChain(file: string, headFile = defaultHeadFile(file), onLine?: (l: Line, json: Record<string, unknown> | undefined) => void): Promise<VerifyResult> {
   const first = await firstLine(file);
   const prev = first?.[CHAIN_FIELD];
-  const rotated = rotatedName(file);
-  if (typeof prev !== "string" || prev === CHAIN_START) return verifyLog(file, headFile, onLine);
+  const { rotated, notes, gap } = previousLog(file);
+  if (typeof prev !== "string" || prev === CHAIN_START) {
+    const r = await verifyLog(file, headFile, onLine);
+    if (!gap) r.notes.push(...notes); // a stray LOG.2 is no matter of a log that starts the chain
+    return r;
+  }
   if (!fs.existsSync(rotated)) {
     const r = await verifyLog(file, headFile, onLine);
     r.problems.unshift({ line: 1, what: `line 1 goes on from a rotated log, but ${rotated} is missing: it was removed or renamed` });
+    r.notes.push(...notes);
     return r;
   }
   // LOG.1 itself may go on from LOG.2 (an earlier rotation): only the last two files are checked.
@@ -373,10 +407,12 @@ export async function verifyChain(file: string, headFile = defaultHeadFile(file)
   const r = await verifyLog(file, headFile, onLine, { start: earlier.head });
   const ours = new Set(r.problems.map((p) => p.what));
   const theirs = earlier.problems.filter((p) => !ours.has(p.what)).map((p) => ({ line: 0, what: `${rotated}: ${p.line ? `line ${p.line}: ` : ""}${p.what}` }));
-  if (r.problems.some((p) => p.line === 1) && r.lines > 0)
+  if (r.problems.some((p) => p.line === 1) && r.lines > 0 && gap)
+    theirs.push({ line: 0, what: `line 1 goes on from a rotated log, but ${gap} is missing and ${file} does not go on from ${rotated} either: it was removed or renamed` });
+  else if (r.problems.some((p) => p.line === 1) && r.lines > 0)
     theirs.push({ line: 0, what: `${file} does not go on from the last line of ${rotated}: lines were removed from the end of ${rotated}, or it is not the file rotated` });
   r.problems.unshift(...theirs);
-  r.notes.unshift(...earlier.notes.map((n) => `${rotated}: ${n}`));
+  r.notes.unshift(...notes, ...earlier.notes.map((n) => `${rotated}: ${n}`));
   r.earlier = [earlier];
   return r;
 }

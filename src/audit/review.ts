@@ -15,7 +15,7 @@ import { ROOT_CLIENT } from "./log.js";
 import { refusalOf, type RefusalKind } from "./refusals.js";
 import { Clients } from "./clients.js";
 import { FullSetWatch } from "./fullsets.js";
-import { hours } from "./units.js";
+import { duration } from "./units.js";
 import { NOT_WRITTEN_BEFORE } from "./denials.js";
 
 export { FLOOD_FULLS, FLOOD_WINDOW_MS, SMALL_FULL_RATIO } from "./fullsets.js";
@@ -185,7 +185,7 @@ export class Reviewer {
     if (event === "publish" && Number.isFinite(t)) {
       const prev = this.lastUpload.get(label);
       if (inWindow && prev !== undefined && t - prev > this.maxGapMs)
-        this.anomaly({ time, label, kind: "upload gap", detail: `no upload for ${hours(t - prev)} (since ${new Date(prev).toISOString()})` });
+        this.anomaly({ time, label, kind: "upload gap", detail: `no upload for ${duration(t - prev)} (since ${new Date(prev).toISOString()})` });
       this.lastUpload.set(label, t);
       this.fulls.publish(label, str(j.path), typeof j.size === "number" ? j.size : 0, t, time, inWindow);
     }
@@ -211,9 +211,14 @@ export class Reviewer {
       d.bytes += size;
       this.days.set(`${day}\0${label}`, d);
     }
+    // The key's first line after denied commands that were only counted (audit/denials.ts) brings their number.
+    const unwritten = typeof j[NOT_WRITTEN_BEFORE] === "number" && j[NOT_WRITTEN_BEFORE] > 0 ? j[NOT_WRITTEN_BEFORE] : 0;
+    if (unwritten && kind !== "command") {
+      k.denied += unwritten;
+      this.refused(k, { time, label, client, event, kind: "command", code: "UNLOGGED", reason: "", what: "" }, unwritten, t);
+    }
     if (kind) {
-      // A denial written after denials that were only counted (audit/denials.ts) brings their number.
-      const n = 1 + (kind === "command" && typeof j[NOT_WRITTEN_BEFORE] === "number" && j[NOT_WRITTEN_BEFORE] > 0 ? j[NOT_WRITTEN_BEFORE] : 0);
+      const n = 1 + (kind === "command" ? unwritten : 0);
       if (kind === "command") k.denied += n;
       const r: Refusal = { time, label, client, event, kind, code: str(j.code), reason: str(j.reason), what: str(j.command ?? j.path) };
       this.refused(k, r, n, t);
@@ -298,7 +303,7 @@ export class Reviewer {
       const last = this.lastUpload.get(k.label);
       if (last === undefined) this.anomaly({ time: k.last, label: k.label, kind: "upload gap", detail: "no upload at all in the log" }, true);
       else if (this.now - last > this.maxGapMs)
-        this.anomaly({ time: new Date(last).toISOString(), label: k.label, kind: "upload gap", detail: `no upload for ${hours(this.now - last)}, until now` }, true);
+        this.anomaly({ time: new Date(last).toISOString(), label: k.label, kind: "upload gap", detail: `no upload for ${duration(this.now - last)}, until now` }, true);
     }
     this.anomalies.sort((a, b) => a.time.localeCompare(b.time));
     return {

@@ -21,10 +21,11 @@ import { VbError, errnoText } from "../errors.js";
 import { DirIndex, chainsOf, finished, namesOf, formatTime, looksLikeDuplicity, type Chain } from "../profile/duplicity.js";
 import { inodeKey, closeQuietly } from "../fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
-import { readArrivals, lastArrival, compactArrivals, ARRIVALS_FILE, type ArrivalMap } from "../vault/arrivals.js";
+import { readArrivals, lastArrival, compactArrivals, arrivalOverdue, ARRIVALS_FILE, type ArrivalMap } from "../vault/arrivals.js";
 import { walkDirs, lstatIn, unlinkIfSame, removeTreeAt, openSubdir, notPlain, type Dir } from "./walk.js";
 import { open, parseArgs, parseDuration, nowFrom, requireRoot, main, EXIT, type Housekeeping } from "./context.js";
 import { say, visible } from "../audit/sanitize.js";
+import { ago, duration } from "../audit/units.js";
 import { usageFault } from "../usage.js";
 
 const LOGGER = "/usr/bin/logger";
@@ -98,10 +99,6 @@ function countAbove(xs: number[], x: number): number {
   return xs.length - lo;
 }
 
-function ago(ms: number): string {
-  return ms >= 48 * HOUR ? `${Math.floor(ms / (24 * HOUR))} days` : `${Math.floor(ms / HOUR)} hours`;
-}
-
 // Why a chain stays, in order; a chain no rule keeps is removed.
 const KEEP: ((f: Facts, x: DirContext) => string | undefined)[] = [
   (f) => (f.first === undefined ? "no arrival record for its full set (not uploaded through the gatekeeper?)" : undefined),
@@ -113,15 +110,15 @@ const KEEP: ((f: Facts, x: DirContext) => string | undefined)[] = [
     return newer < x.rules.keepFull ? `${newer} complete chain(s) arrived after it (--keep-full ${x.rules.keepFull})` : undefined;
   },
   (f, x) =>
-    x.rules.olderThanMs !== undefined && f.last! > x.now - x.rules.olderThanMs ? `its last file arrived ${ago(x.now - f.last!)} ago (--older-than)` : undefined,
+    x.rules.olderThanMs !== undefined && f.last! > x.now - x.rules.olderThanMs ? `its last file arrived ${ago(x.now - f.last!, "whole")} (--older-than)` : undefined,
   // The retention floor, whatever the rules above decided.
   (f, x) => {
     const floor = `within the retention floor (housekeeping.retentionDays ${x.retentionDays})`;
     if (f.unrecorded) return `${f.unrecorded} has no arrival record: counted as arrived now, ${floor}`;
-    if (f.last! > x.floor) return `its last file arrived ${ago(x.now - f.last!)} ago, ${floor}`;
+    if (f.last! > x.floor) return `its last file arrived ${ago(x.now - f.last!, "whole")}, ${floor}`;
     for (const n of f.names) {
       const kept = x.versionKeptAt(n);
-      if (kept !== undefined && kept > x.floor) return `a version of ${n} was kept ${ago(x.now - kept)} ago, ${floor}`;
+      if (kept !== undefined && kept > x.floor) return `a version of ${n} was kept ${ago(x.now - kept, "whole")}, ${floor}`;
     }
     return undefined;
   },
@@ -306,10 +303,9 @@ export function prune(h: Housekeeping, rules: PruneRules, opts: { now?: number; 
   } finally {
     p.close();
   }
-  const warnMs = h.policy.housekeeping.warnNoArrivalHours * HOUR;
   const last = p.report.lastArrival;
   if (last === undefined) p.report.warning = "no arrival was ever recorded for this key";
-  else if (now - last > warnMs) p.report.warning = `nothing arrived for ${ago(now - last)} (last arrival ${new Date(last).toISOString()})`;
+  else if (arrivalOverdue(last, now, h.policy.housekeeping.warnNoArrivalHours)) p.report.warning = `nothing arrived for ${duration(now - last, "whole")} (last arrival ${new Date(last).toISOString()})`;
   return p.report;
 }
 

@@ -9,6 +9,7 @@ import fs from "node:fs";
 import { withLock, tryLock, unlock } from "../lock.js";
 import { at, closeQuietly } from "../fsat.js";
 import { VbError } from "../errors.js";
+import { toVbError } from "../handler.js";
 import { chainLine, tailHash, rotatedName, recordHead, defaultHeadFile } from "../audit/chain.js";
 import { ROOT_CLIENT } from "../audit/log.js";
 import { auditLine, members } from "../audit/line.js";
@@ -21,18 +22,26 @@ const C = fs.constants;
 
 /**
  * chattr +a forbids rename: lift it around `fn`, and put it back on `after` (the name the file then
- * has), or on `file` when `fn` failed: a failed rotation must not leave a log without its flag.
+ * has), or on `file` when `fn` failed: a failed rotation must not leave a log without its flag. When
+ * both fail, the admin hears both, `fn`'s error first: it is why the rotation stopped.
  */
 function lifted(file: string, fn: () => void, after = file): boolean {
   const a = appendOnly(file) === true;
   if (a) mustTool("chattr", ["-a", file]);
-  let done = false;
+  let failed: VbError | undefined;
   try {
     fn();
-    done = true;
-  } finally {
-    if (a) mustTool("chattr", ["+a", done ? after : file]);
+  } catch (e) {
+    failed = toVbError(e);
   }
+  const flagged = failed ? file : after;
+  try {
+    if (a) mustTool("chattr", ["+a", flagged]);
+  } catch (e) {
+    const why = `${toVbError(e).message}: ${flagged} is no longer append-only, put the flag back: chattr +a ${flagged}`;
+    throw new VbError(failed?.code ?? "IO", failed ? `${failed.message}; then ${why}` : why);
+  }
+  if (failed) throw failed;
   return a;
 }
 
@@ -40,6 +49,40 @@ function lifted(file: string, fn: () => void, after = file): boolean {
 function moveNoReplace(from: string, to: string): void {
   fs.linkSync(from, to);
   fs.unlinkSync(from);
+}
+
+/** Whether `a` and `b` are one file under two names (neither a link). */
+function sameFile(a: string, b: string): boolean {
+  try {
+    const x = fs.lstatSync(a);
+    const y = fs.lstatSync(b);
+    return x.isFile() && y.isFile() && x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A run killed between the link(2) and the unlink(2) of a move left one file under two names. The
+ * log as LOG.1 too: that name goes (the log is the live file, its lines since then belong to it, and
+ * this run rotates it). LOG.N as LOG.N+1 too: LOG.N goes, which finishes the move (the shift below
+ * fills the gap). Either way only a name is removed, never a file. The admin hears what was done
+ * at once: the rotation after it may still fail.
+ */
+function finishInterrupted(log: string, say: (s: string) => void): void {
+  const flag = (files: string) => `if the log was append-only, the killed run had lifted the flag, which this one cannot know: put it back with chattr +a ${files}`;
+  const one = `${log}.1`;
+  if (sameFile(log, one)) {
+    lifted(one, () => fs.unlinkSync(one), log);
+    say(`an interrupted audit --rotate had left ${log} also named ${one}: that name was removed (${flag(`${log} ${one}`)} once this run is done)`);
+  }
+  // A gap of one name at most: the one just removed, or one an earlier repair left.
+  for (let n = 1; fs.existsSync(`${log}.${n}`) || fs.existsSync(`${log}.${n + 1}`); n++) {
+    const [lower, upper] = [`${log}.${n}`, `${log}.${n + 1}`];
+    if (!sameFile(lower, upper)) continue;
+    lifted(lower, () => fs.unlinkSync(lower), upper);
+    say(`an interrupted audit --rotate had left ${upper} also named ${lower}: its move to ${upper} was finished (${flag(upper)})`);
+  }
 }
 
 export interface Rotation {
@@ -53,10 +96,12 @@ export interface Rotation {
   lines: number;
 }
 
-export async function rotate(log: string, lockFile: string, label: string, sid: string): Promise<Rotation> {
+/** `say`: what was repaired of an interrupted earlier run, told as it is done. */
+export async function rotate(log: string, lockFile: string, label: string, sid: string, say: (s: string) => void = () => {}): Promise<Rotation> {
   const st = fs.lstatSync(log);
   if (!st.isFile()) throw new VbError("IO", `${log} is not a regular file`);
   const rotated = rotatedName(log);
+  finishInterrupted(log, say);
   // Make room: .N -> .N+1 from the top. Nobody writes them (writers follow the name).
   let top = 1;
   while (fs.existsSync(`${log}.${top}`)) top++;
@@ -115,13 +160,13 @@ export async function rotateMain(config: string): Promise<number> {
       // a rotated log that is already there would replace it.
       const runLock = at(h.locksFd, "rotate.lock");
       if (!tryLock(runLock)) throw new VbError("IO", `another audit --rotate of ${h.policy.label} is running (${runLock}); nothing was moved`);
+      const say = (s: string) => process.stdout.write(visible(s) + "\n");
       let r: Rotation;
       try {
-        r = await rotate(h.policy.audit.file, at(h.locksFd, "audit.lock"), h.policy.label, sid);
+        r = await rotate(h.policy.audit.file, at(h.locksFd, "audit.lock"), h.policy.label, sid, say);
       } finally {
         unlock(runLock);
       }
-      const say = (s: string) => process.stdout.write(visible(s) + "\n");
       if (r.shifted) say(`moved ${r.shifted} older rotated log(s) one number up`);
       say(`rotated ${r.log} to ${r.rotated} (${r.lines} lines, sealed root-owned 0440); the new log's first line links to its last (${r.head.slice(0, 16)}…)`);
       say(`check both with: validate-backup audit --verify --config ${config}`);

@@ -58,7 +58,17 @@ export interface StoredReport {
 /** F's rotated siblings F.1, F.2, … (as long as they go on), oldest first, then F. */
 export function logFiles(file: string): { files: string[]; notes: string[] } {
   const rotated: string[] = [];
-  for (let n = 1; fs.existsSync(`${file}.${n}`); n++) rotated.push(`${file}.${n}`);
+  // One file under two names (an audit --rotate killed between its link and its unlink) is read once.
+  const seen = new Set<string>();
+  const first = (f: string) => {
+    const st = fs.statSync(f, { throwIfNoEntry: false });
+    const key = st ? `${st.dev}:${st.ino}` : f;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  };
+  first(file);
+  for (let n = 1; fs.existsSync(`${file}.${n}`); n++) if (first(`${file}.${n}`)) rotated.push(`${file}.${n}`);
   const notes: string[] = [];
   const n = rotated.length + 1;
   for (const gz of [`${file}.${n}.gz`, `${file}.${n}.xz`, `${file}.${n}.zst`])

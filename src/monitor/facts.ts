@@ -8,13 +8,13 @@
 // following a link, like seal's walk.
 import fs from "node:fs";
 import { Reviewer, type Anomaly } from "../audit/review.js";
-import { readLines, prevOf, rotatedName } from "../audit/chain.js";
+import { readLines, prevOf, previousLog } from "../audit/chain.js";
 import { ROOT_CLIENT } from "../audit/log.js";
 import { loadConfig } from "../config/load.js";
 import type { Policy } from "../config/schema.js";
 import { toVbError } from "../handler.js";
 import { at, closeQuietly, DIR_FLAGS } from "../fsat.js";
-import { readArrivals, lastArrival } from "../vault/arrivals.js";
+import { readArrivals, lastArrival, arrivalOverdue } from "../vault/arrivals.js";
 import { IN_FLIGHT } from "../vault/quota.js";
 import { walkDirs, lstatIn, openSubdir } from "../housekeeping/walk.js";
 import { readStateRecord, writeRecord } from "./store.js";
@@ -93,6 +93,17 @@ const NO_LABEL = "?";
 /** Whether the key's config could be read: only then is there anything else to say of it. */
 export function configRead(f: KeyFacts): boolean {
   return f.label !== NO_LABEL;
+}
+
+/** A fact of the key that could not be gathered: it fails, and the key is not judged. */
+function unread(f: KeyFacts, why: string): void {
+  f.failing.push(why);
+  (f.unread ??= []).push(why);
+}
+
+/** Whether everything there is to know of the key was gathered (its config, records, log and tree). */
+export function judged(f: KeyFacts): boolean {
+  return configRead(f) && !f.unread?.length;
 }
 
 function emptyFacts(config: string, label: string): KeyFacts {
@@ -187,12 +198,13 @@ export const REUSE_MS = 90 * 60_000;
 interface FactsRecord {
   at: number;
   config: string;
-  facts: Pick<KeyFacts, "lastArrival" | "stored" | "steps" | "hourly" | "refusals" | "failing"> & { anomalies: [string, AnomalyTally][] };
+  facts: Pick<KeyFacts, "lastArrival" | "stored" | "steps" | "hourly" | "refusals" | "failing" | "unread"> & { anomalies: [string, AnomalyTally][] };
 }
 
 export function saveFacts(dirFd: number, f: KeyFacts, at: number): void {
-  const { lastArrival, stored, steps, hourly, refusals, failing } = f;
-  writeRecord(dirFd, FACTS_RECORD, { at, config: f.config, facts: { lastArrival, stored, steps, hourly, refusals, failing, anomalies: [...f.anomalies] } } satisfies FactsRecord);
+  // What could not be read goes with the rest: facts reused later must not look judged.
+  const { lastArrival, stored, steps, hourly, refusals, failing, unread } = f;
+  writeRecord(dirFd, FACTS_RECORD, { at, config: f.config, facts: { lastArrival, stored, steps, hourly, refusals, failing, unread, anomalies: [...f.anomalies] } } satisfies FactsRecord);
 }
 
 /** The saved facts of a key, when recent enough at `now` and saved for this very config. */
@@ -239,7 +251,7 @@ export async function gather(configs: string[], now: number, reuse = false): Pro
     try {
       f.hourly = readStateRecord<HourlyRecord>(p.state, HOURLY_RECORD);
     } catch (e) {
-      f.failing.push(toVbError(e).message); // a monitor directory that is not root's
+      unread(f, toVbError(e).message); // a monitor directory that is not root's
     }
     out.push(f);
     const keys = byLog.get(p.audit.file) ?? new Map<string, KeyFacts>();
@@ -249,8 +261,7 @@ export async function gather(configs: string[], now: number, reuse = false): Pro
       diskFacts(p, f);
     } catch (e) {
       f.error = `${p.root} or ${p.state} cannot be read: ${toVbError(e).message}`;
-      f.failing.push(f.error);
-      (f.unread ??= []).push(f.error);
+      unread(f, f.error);
     }
   }
   for (const [file, keys] of byLog) await readLog(file, keys, now);
@@ -262,7 +273,10 @@ export async function gather(configs: string[], now: number, reuse = false): Pro
 async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): Promise<void> {
   const rv = new Reviewer(now - WINDOW_MS, Number.MAX_SAFE_INTEGER, now);
   // The last rotated log first (audit --rotate, logrotate's LOG.1): the day may straddle a rotation.
-  const files = [...(fs.existsSync(rotatedName(file)) ? [rotatedName(file)] : []), file];
+  // previousLog, not LOG.1 itself: after a rotation killed mid-move LOG.1 may be the log under a
+  // second name, which would count every line twice.
+  const { rotated } = previousLog(file);
+  const files = [...(fs.existsSync(rotated) ? [rotated] : []), file];
   try {
     for (const one of files)
       for await (const line of readLines(one)) {
@@ -283,10 +297,7 @@ async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): 
       }
   } catch (e) {
     const why = `audit log ${file} cannot be read: ${toVbError(e).message}`;
-    for (const f of keys.values()) {
-      f.failing.push(why);
-      (f.unread ??= []).push(why);
-    }
+    for (const f of keys.values()) unread(f, why);
     return;
   }
   const r = rv.finish([]);
@@ -308,7 +319,7 @@ async function readLog(file: string, keys: Map<string, KeyFacts>, now: number): 
 }
 
 function staleAt(f: KeyFacts, now: number): boolean {
-  return f.publishes && (f.lastArrival === undefined || now - f.lastArrival > f.warnNoArrivalHours * HOUR);
+  return f.publishes && arrivalOverdue(f.lastArrival, now, f.warnNoArrivalHours);
 }
 
 function judge(f: KeyFacts, now: number): void {

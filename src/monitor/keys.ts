@@ -6,8 +6,8 @@ import path from "node:path";
 import { VbError } from "../errors.js";
 import { parseArgs, nowFrom, type OptionKind } from "../housekeeping/context.js";
 import { usageFault } from "../usage.js";
+import { CONFIG_DIR } from "../remote/options.js";
 
-export const CONFIG_DIR = "/etc/validate-backup";
 
 export interface KeyArgs {
   configs: string[];

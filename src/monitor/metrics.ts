@@ -10,7 +10,7 @@ import path from "node:path";
 import { requireRoot, main, EXIT } from "../housekeeping/context.js";
 import { say } from "../audit/sanitize.js";
 import { parseKeyArgs } from "./keys.js";
-import { gather, anomalyCount, configRead, STEPS, type KeyFacts } from "./facts.js";
+import { gather, anomalyCount, configRead, judged, STEPS, type KeyFacts } from "./facts.js";
 import { render, writeAtomically, type Family } from "./prom.js";
 
 export const DEFAULT_OUTPUT = "/var/lib/prometheus/node-exporter/validate-backup.prom";
@@ -65,8 +65,11 @@ export async function metricsMain(args: string[]): Promise<number> {
     const keys = await gather(k.configs, k.now, true);
     writeAtomically(path.resolve(output), render(families(keys, k.now)));
     say(`validate-backup metrics: ${keys.length} key(s) written to ${output}`);
-    const bad = keys.filter((f) => !configRead(f));
-    for (const f of bad) say(`validate-backup metrics: ${f.config}: ${f.error}`, "err");
+    // A key whose facts could not all be gathered was not judged: its failing gauge is in the
+    // file, and the run fails too (a failed step of its housekeeping is a judged fact: no failure).
+    const bad = keys.filter((f) => !judged(f));
+    for (const f of bad)
+      say(configRead(f) ? `validate-backup metrics: '${f.label}' (${f.config}): could not be judged: ${f.unread!.join("; ")}` : `validate-backup metrics: ${f.config}: ${f.error}`, "err");
     return bad.length ? EXIT.failed : EXIT.ok;
   });
 }

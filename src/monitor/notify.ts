@@ -11,7 +11,7 @@ import { parseArgs, nowFrom, requireRoot, main, open, EXIT } from "../housekeepi
 import { cleanString, say } from "../audit/sanitize.js";
 import { gather, saveFacts, NOT_FAILED, STEPS, type KeyFacts } from "./facts.js";
 import { openMonitorDir, readRecord, writeRecord } from "./store.js";
-import { ago } from "./status.js";
+import { duration } from "../audit/units.js";
 import { closeQuietly } from "../fsat.js";
 
 export const NOTIFY_RECORD = "notify.json";
@@ -31,7 +31,7 @@ export function conditions(f: KeyFacts, now: number): Map<string, string> {
       "stale",
       f.lastArrival === undefined
         ? "nothing has ever arrived"
-        : `nothing arrived for ${ago(now - f.lastArrival).replace(/ ago$/, "")} (the last file at ${new Date(f.lastArrival).toISOString()}; housekeeping.warnNoArrivalHours is ${f.warnNoArrivalHours})`,
+        : `nothing arrived for ${duration(now - f.lastArrival, "short")} (the last file at ${new Date(f.lastArrival).toISOString()}; housekeeping.warnNoArrivalHours is ${f.warnNoArrivalHours})`,
     );
   for (const s of STEPS) {
     const r = f.steps[s];

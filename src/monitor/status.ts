@@ -6,8 +6,9 @@ import { requireRoot, main, EXIT } from "../housekeeping/context.js";
 import { columns } from "../audit/render.js";
 import { say, visibleJson } from "../audit/sanitize.js";
 import { showSize } from "../config/size.js";
+import { ago as agoIn } from "../audit/units.js";
 import { parseKeyArgs } from "./keys.js";
-import { gather, anomalyCount, STEPS, HOUR, type KeyFacts } from "./facts.js";
+import { gather, anomalyCount, STEPS, type KeyFacts } from "./facts.js";
 
 export const EXIT_ATTENTION = 1;
 
@@ -18,12 +19,8 @@ function stateOf(f: KeyFacts): State {
 }
 const ORDER: Record<State, number> = { STALE: 0, FAILING: 1, OK: 2 };
 
-export function ago(ms: number): string {
-  if (ms < 0) return "in the future";
-  if (ms < HOUR) return `${Math.floor(ms / 60_000)} min ago`;
-  if (ms < 48 * HOUR) return `${(ms / HOUR).toFixed(1)} h ago`;
-  return `${(ms / (24 * HOUR)).toFixed(1)} days ago`;
-}
+/** Ages in the status column's short form: "40 min ago", "3.0 h ago", "2.5 days ago". */
+const ago = (ms: number) => agoIn(ms, "short");
 
 function arrival(f: KeyFacts, now: number): string {
   if (!f.publishes) return "read-only key";

@@ -20,7 +20,7 @@ import type { Change } from "./change.js";
 import { scheduleOption } from "./schedule.js";
 import { TOP } from "../top.js";
 import { usageText } from "../usage.js";
-import { absolute, checkLabel } from "./options.js";
+import { absolute, checkLabel, CONFIG_DIR } from "./options.js";
 import { sourceExample } from "./source-example.js";
 
 export const PROGRAM = canonical(TOP);
@@ -37,7 +37,7 @@ const OPTIONS = {
   "sshd-dropin": { type: "boolean", default: false },
   "dry-run": { type: "boolean", default: false },
   rebind: { type: "boolean", default: false },
-  "config-dir": { type: "string", default: "/etc/validate-backup" },
+  "config-dir": { type: "string", default: CONFIG_DIR },
   "log-dir": { type: "string", default: "/var/log/validate-backup" },
   "sshd-config": { type: "string", default: sshd.DEFAULT_SSHD_CONFIG },
   "keep-full": { type: "string" },

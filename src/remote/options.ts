@@ -4,6 +4,9 @@ import path from "node:path";
 import { VbError } from "../errors.js";
 import { canonical } from "./fsops.js";
 
+/** Where install-remote writes each key's config (--config-dir), remove-key takes it from, and status and metrics find the host's keys. */
+export const CONFIG_DIR = "/etc/validate-backup";
+
 export const LABEL = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 
 export function checkLabel(label: string): string {

@@ -20,14 +20,14 @@ import { lookupUser, lookupGroup, allUsers, isRoot, type Account } from "./syste
 import { canonical, readText, lstatPath } from "./fsops.js";
 import * as sshd from "./sshd.js";
 import { scheduleName, verifyName, scheduleMark, scheduleChoice, SCHEDULE_DIRS, type ScheduleKind } from "./schedule.js";
-import { absolute, checkLabel } from "./options.js";
+import { absolute, checkLabel, CONFIG_DIR } from "./options.js";
 import { usageText, helpText } from "../usage.js";
 
 const OPTIONS = {
   label: { type: "string" },
   user: { type: "string" },
   "dry-run": { type: "boolean", default: false },
-  "config-dir": { type: "string", default: "/etc/validate-backup" },
+  "config-dir": { type: "string", default: CONFIG_DIR },
   "sshd-config": { type: "string", default: sshd.DEFAULT_SSHD_CONFIG },
   schedule: { type: "string", default: "auto" },
   "schedule-dir": { type: "string" },

@@ -163,6 +163,14 @@ export function lastArrival(arrivals: ArrivalMap): number | undefined {
 }
 
 /**
+ * Whether nothing arrived for longer than housekeeping.warnNoArrivalHours at `now` (nothing ever
+ * arrived counts too): prune's warning and the monitor's stale key, one rule.
+ */
+export function arrivalOverdue(last: number | undefined, now: number, warnNoArrivalHours: number): boolean {
+  return last === undefined || now - last > warnNoArrivalHours * 3_600_000;
+}
+
+/**
  * Root side: rewrite the record keeping what `keep` says. Sessions append without a lock, so
  * every complete line that reached the old file past what was read is copied into the new one
  * (append() writes again any line that may have come later still). Most of that tail is copied

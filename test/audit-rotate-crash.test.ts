@@ -1,0 +1,136 @@
+// `audit --rotate` when things go wrong: a failing `chattr +a` must not hide why the move failed, and
+// a run killed between the link(2) and the unlink(2) of a move (one log file under two names) must
+// neither make `audit --verify` cry tampering nor have the next rotation archive the same file twice.
+// The faults are made for real, in the real binary, by strace's syscall injection: an error where
+// the kernel would give one, a SIGKILL at the very unlink(2) (which then never runs).
+import t, { type Test } from "tap";
+import fs from "node:fs";
+import { execFileSync } from "node:child_process";
+import { sandbox, runGate, run, BIN, type Sandbox } from "./helpers/env.js";
+import { runRoot } from "./helpers/duplicity.js";
+
+const STRACE = "/usr/bin/strace";
+const lines = (f: string) => fs.readFileSync(f, "utf8").split("\n").filter(Boolean);
+const ino = (f: string) => fs.statSync(f).ino;
+const exists = (f: string) => fs.existsSync(f);
+
+/** `audit --rotate` of the sandbox's key under strace with these options (tracing only the main thread). */
+function rotateUnder(sb: Sandbox, strace: string[]) {
+  return run([STRACE, "-qq", "-o", "/dev/null", ...strace, BIN, "audit", "--rotate", "--config", sb.config], { env: { PATH: "/usr/bin:/bin" } });
+}
+
+/** A run killed at the unlink(2) of `name`, its link(2) done: the state a crash there leaves. */
+async function killedAtUnlink(t: Test, sb: Sandbox, name: string): Promise<void> {
+  const r = await rotateUnder(sb, ["-P", name, "-e", "trace=unlink,unlinkat", "-e", "inject=unlink,unlinkat:error=EIO:signal=KILL"]);
+  t.not(r.code, 0, "the run was killed");
+  t.ok(exists(name), `${JSON.stringify(name.slice(sb.dir.length))} was not unlinked`);
+}
+
+function noStrace(t: Test): boolean {
+  if (exists(STRACE)) return false;
+  t.plan(0, `needs ${STRACE} to inject the fault`);
+  return true;
+}
+
+/** A log rotated once, with a line since: LOG.1 (its lines: `older`) and LOG. */
+async function rotatedOnce(t: Test): Promise<{ sb: Sandbox; older: string[] }> {
+  const sb = sandbox(t);
+  await runGate(sb, "true");
+  t.equal((await runRoot(sb, ["audit", "--rotate"])).code, 0);
+  await runGate(sb, "true");
+  return { sb, older: lines(`${sb.audit}.1`) };
+}
+
+/** What the next rotation must make of a log rotated once (.1: `older`), `now` its lines. */
+async function rotatesOnce(t: Test, sb: Sandbox, now: string[], older: string[]): Promise<string> {
+  const r = await runRoot(sb, ["audit", "--rotate"]);
+  t.equal(r.code, 0, r.stderr);
+  t.same(lines(`${sb.audit}.1`), now, ".1: the log as it was, every line once");
+  t.same(lines(`${sb.audit}.2`), older, ".2: the earlier rotated log");
+  t.notOk(exists(`${sb.audit}.3`), "no third file: nothing is archived twice");
+  t.not(ino(`${sb.audit}.1`), ino(`${sb.audit}.2`), ".1 and .2 are different files");
+  t.not(ino(sb.audit), ino(`${sb.audit}.1`), "the log is a new file");
+  t.equal((await runRoot(sb, ["audit", "--verify"])).code, 0, "verify OK after the repair");
+  return r.stdout.toString();
+}
+
+t.test("a failing chattr +a after a failed move: both errors reach the admin, the real one first", async (t) => {
+  if (noStrace(t)) return;
+  const { sb } = await rotatedOnce(t);
+  const one = `${sb.audit}.1`;
+  execFileSync("chattr", ["+a", one]);
+  t.teardown(() => {
+    for (const f of [sb.audit, one, `${sb.audit}.2`]) if (exists(f)) execFileSync("chattr", ["-a", f]);
+  });
+  const before = { log: fs.readFileSync(sb.audit), one: fs.readFileSync(one) };
+  // The main thread's first link(2) is the shift of .1 to .2: it fails (EIO). Its third child is the
+  // chattr +a that puts .1's flag back (lsattr, chattr -a, chattr +a): it cannot be started (ENOMEM).
+  const r = await rotateUnder(sb, ["-e", "trace=link,linkat,clone", "-e", "inject=link,linkat:error=EIO:when=1", "-e", "inject=clone:error=ENOMEM:when=3"]);
+  t.equal(r.code, 4, r.stderr);
+  const err = r.stderr;
+  const link = err.search(/i\/o error, link .*audit\.log\.1' -> .*audit\.log\.2'/);
+  const chattr = err.search(/chattr \+a \S*audit\.log\.1 failed/);
+  t.ok(link >= 0, `the move's own error is said: ${JSON.stringify(err)}`);
+  t.ok(chattr > link, `the chattr failure is said too, after it: ${JSON.stringify(err)}`);
+  t.match(err, /put the flag back: chattr \+a \S*audit\.log\.1/, "and how to repair what it left");
+  t.same(fs.readFileSync(sb.audit), before.log, "the log is as it was");
+  t.same(fs.readFileSync(one), before.one, ".1 is as it was");
+  t.notOk(exists(`${sb.audit}.2`), "nothing was moved");
+});
+
+t.test("a rotation killed between the link and the unlink of the log: verify passes, the next rotation finishes it", async (t) => {
+  if (noStrace(t)) return;
+  const { sb, older } = await rotatedOnce(t);
+  t.equal((await runRoot(sb, ["audit", "--record-head"])).code, 0);
+
+  await killedAtUnlink(t, sb, sb.audit);
+  t.equal(ino(sb.audit), ino(`${sb.audit}.1`), "the log and .1 are one file under two names");
+  t.same(lines(`${sb.audit}.2`), older, "the earlier .1 had moved to .2");
+  await runGate(sb, "true"); // sessions go on writing in the log (the same file as .1)
+  const now = lines(sb.audit);
+
+  const v = await runRoot(sb, ["audit", "--verify"]);
+  t.equal(v.code, 0, v.stdout.toString());
+  t.match(v.stdout.toString(), /audit log .*audit\.log\.2: \d+ lines, its last line is where .*audit\.log goes on/, "the chain is checked against .2, the file the log goes on from");
+  t.match(v.stdout.toString(), /note: .*audit\.log\.1 is .*audit\.log itself under a second name.*audit --rotate/);
+  const review = await runRoot(sb, ["audit", "--json"]);
+  t.match(JSON.parse(review.stdout.toString()).files, [{ chain: /^intact/, lines: now.length }], "the review counts each line once");
+  // status reads the last rotated log, then the log: .1 is the log itself here, read once.
+  await runGate(sb, "rm x");
+  const status = await runRoot(sb, ["status", "--json"]);
+  t.match(JSON.parse(status.stdout.toString()).keys, [{ refusals24h: 1 }], "status counts the one refusal once");
+
+  t.match(await rotatesOnce(t, sb, lines(sb.audit), older), /interrupted audit --rotate had left/, "the admin is told what was repaired");
+});
+
+t.test("a rotation killed between the link and the unlink of a shift: the next one archives each file once", async (t) => {
+  if (noStrace(t)) return;
+  const { sb, older } = await rotatedOnce(t);
+  await killedAtUnlink(t, sb, `${sb.audit}.1`);
+  t.equal(ino(`${sb.audit}.1`), ino(`${sb.audit}.2`), ".1 and .2 are one file under two names");
+  const v = await runRoot(sb, ["audit", "--verify"]);
+  t.equal(v.code, 0, v.stdout.toString());
+  const now = lines(sb.audit);
+
+  t.match(await rotatesOnce(t, sb, now, older), /interrupted audit --rotate had left .*audit\.log\.2 also named .*audit\.log\.1/);
+});
+
+t.test("the repair done, its rotation failed (disk full): verify passes the gap, the run after that rotates", async (t) => {
+  if (noStrace(t)) return;
+  const { sb, older } = await rotatedOnce(t);
+  await killedAtUnlink(t, sb, sb.audit);
+  const now = lines(sb.audit);
+
+  // The new log cannot be made: the run stops after it removed the name .1 the killed one left.
+  const r = await rotateUnder(sb, ["-P", `${sb.audit}.rotating`, "-e", "trace=openat", "-e", "inject=openat:error=ENOSPC"]);
+  t.equal(r.code, 4, r.stderr);
+  t.match(r.stderr, /no space left on device/);
+  t.match(r.stdout.toString(), /interrupted audit --rotate had left .*audit\.log also named .*audit\.log\.1: that name was removed/, "the repair is said although the rotation failed");
+  t.notOk(exists(`${sb.audit}.1`), "the second name is gone");
+  t.same(lines(sb.audit), now, "the log is untouched");
+
+  const v = await runRoot(sb, ["audit", "--verify"]);
+  t.equal(v.code, 0, v.stdout.toString());
+  t.match(v.stdout.toString(), /note: .*audit\.log\.1 is missing but .*audit\.log\.2 is there/);
+  await rotatesOnce(t, sb, now, older);
+});
