@@ -134,3 +134,25 @@ t.test("the repair done, its rotation failed (disk full): verify passes the gap,
   t.match(v.stdout.toString(), /note: .*audit\.log\.1 is missing but .*audit\.log\.2 is there/);
   await rotatesOnce(t, sb, now, older);
 });
+
+t.test("the audit lock cannot be taken (a holder's lock from the future: a clock set back): nothing moves, exit 4", async (t) => {
+  const { sb } = await rotatedOnce(t);
+  const lock = `${sb.state}/locks/audit.lock`;
+  // Held by a live process (ours), made an hour from now: never old enough to be broken.
+  fs.symlinkSync(`${process.pid} ${fs.readFileSync(`/proc/${process.pid}/stat`, "latin1").split(") ")[1]!.split(" ")[19]}`, lock);
+  const future = new Date(Date.now() + 3600_000);
+  fs.lutimesSync(lock, future, future);
+  t.teardown(() => fs.rmSync(lock, { force: true }));
+  const before = { log: fs.readFileSync(sb.audit), one: fs.readFileSync(`${sb.audit}.1`) };
+  const r = await runRoot(sb, ["audit", "--rotate"]);
+  t.equal(r.code, 4, "refused, not rotated without the lock");
+  t.match(r.stderr, /audit\.lock could not be taken/);
+  t.match(r.stderr, /already moved one number up .*audit --verify accepts this, and the next audit --rotate finishes it/, "what was moved is said");
+  t.same(fs.readFileSync(sb.audit), before.log, "the log is as it was");
+  t.same(fs.readFileSync(`${sb.audit}.2`), before.one, "the rotated log moved up one number, whole");
+  t.notOk(exists(`${sb.audit}.1`) || exists(`${sb.audit}.rotating`), "nothing else moved, nothing left");
+  fs.rmSync(lock);
+  const v = await runRoot(sb, ["audit", "--verify"]);
+  t.equal(v.code, 0, v.stdout.toString());
+  await rotatesOnce(t, sb, lines(sb.audit), lines(`${sb.audit}.2`));
+});

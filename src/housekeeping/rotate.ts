@@ -130,9 +130,13 @@ export async function rotate(log: string, lockFile: string, label: string, sid: 
       fs.fsyncSync(fd);
       wasAppendOnly = lifted(log, () => moveNoReplace(log, rotated), rotated);
       fs.renameSync(fresh, log);
-    });
+      // mustHold: without the lock a session could append after the head was read, and the new
+      // log's first line would link to a line that is not the rotated file's last.
+    }, undefined, true);
   } catch (e) {
     fs.rmSync(fresh, { force: true });
+    // The shift is done and stays: say so, or the admin looks for the missing .1.
+    if (top > 1 && !fs.existsSync(rotated)) throw new VbError(toVbError(e).code, `${toVbError(e).message}; the rotated logs were already moved one number up (${rotated} is now ${log}.2): audit --verify accepts this, and the next audit --rotate finishes it`);
     throw e;
   } finally {
     closeQuietly(fd);
