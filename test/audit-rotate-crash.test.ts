@@ -156,3 +156,19 @@ t.test("the audit lock cannot be taken (a holder's lock from the future: a clock
   t.equal(v.code, 0, v.stdout.toString());
   await rotatesOnce(t, sb, lines(sb.audit), lines(`${sb.audit}.2`));
 });
+
+t.test("the new log cannot take the log's name (rename fails): the log is moved back, nothing lost", async (t) => {
+  if (noStrace(t)) return;
+  const { sb, older } = await rotatedOnce(t);
+  const before = fs.readFileSync(sb.audit);
+  const r = await rotateUnder(sb, ["-e", "trace=rename,renameat,renameat2", "-e", "inject=rename,renameat,renameat2:error=EIO"]);
+  t.equal(r.code, 4, r.stderr);
+  t.match(r.stderr, /i\/o error, rename .*audit\.log\.rotating/, "the rename's own error is said");
+  t.same(fs.readFileSync(sb.audit), before, "the log is back under its name, as it was");
+  t.notOk(exists(`${sb.audit}.1`) || exists(`${sb.audit}.rotating`), "no second name, no new log left");
+  t.same(lines(`${sb.audit}.2`), older, "the earlier rotated log moved up one number, whole");
+  await runGate(sb, "true"); // a session writes on in the same chain
+  const v = await runRoot(sb, ["audit", "--verify"]);
+  t.equal(v.code, 0, v.stdout.toString());
+  await rotatesOnce(t, sb, lines(sb.audit), older);
+});

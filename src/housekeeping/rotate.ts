@@ -129,7 +129,18 @@ export async function rotate(log: string, lockFile: string, label: string, sid: 
       fs.writeSync(fd, chainLine(first, head));
       fs.fsyncSync(fd);
       wasAppendOnly = lifted(log, () => moveNoReplace(log, rotated), rotated);
-      fs.renameSync(fresh, log);
+      try {
+        fs.renameSync(fresh, log);
+      } catch (e) {
+        // Left so, the log would be missing: the next session would start a new chain, which
+        // nothing ties to the rotated one. The log goes back where it was.
+        try {
+          lifted(rotated, () => moveNoReplace(rotated, log), log);
+        } catch (undo) {
+          throw new VbError("IO", `${toVbError(e).message}; moving ${rotated} back to ${log} failed too (${toVbError(undo).message}): move it back by hand (ln ${rotated} ${log} && rm ${rotated})`);
+        }
+        throw e;
+      }
       // mustHold: without the lock a session could append after the head was read, and the new
       // log's first line would link to a line that is not the rotated file's last.
     }, undefined, true);
