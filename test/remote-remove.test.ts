@@ -150,12 +150,18 @@ t.test("systemd units: a key switched to read-only loses its weekly pair; remove
   const uid = Number(spawnSync("id", ["-u", a.user], { encoding: "utf8" }).stdout.trim());
   fs.chownSync(akPath, uid, fs.statSync(akPath).gid);
   const r = await vb(["remove-key", "--label", a.user, "--config-dir", a.configDir, ...sys]);
-  succeeded(t, r, "remove-key");
+  // The rest of the key goes, but a line is left: remove-key says so and does not exit 0.
+  t.equal(r.code, 4, "remove-key fails: a key line is left");
   t.equal(ak(a), lines, "the account's own authorized_keys is not rewritten");
   t.equal(fs.statSync(akPath).uid, uid, "nor made root's");
   t.match(r.stdout.toString(), /no key line in a root-owned authorized_keys names it/);
+  t.match(r.stdout.toString(), new RegExp(`NOT REMOVED: ${esc(akPath)}: 1 key line\\(s\\) naming .* in a file ${a.user} owns \\(rewritten only with --user ${a.user}\\)`), "and which line, and how to finish");
   for (const n of [".service", ".timer"]) t.notOk(fs.existsSync(unit(n)), `${n} removed`);
   t.equal(fs.readFileSync(unit("-verify.service"), "utf8"), "[Unit]\nDescription=the admin's own\n", "the stranger's file stays");
   t.match(r.stdout.toString(), new RegExp(`! ${esc(unit("-verify.service"))} does not start with .*left alone`));
   t.notOk(fs.existsSync(path.join(a.configDir, `${a.user}.json`)));
+  // --user names the account: root may then rewrite its file, and the key is gone.
+  const again = await vb(["remove-key", "--label", a.user, "--user", a.user, "--config-dir", a.configDir, ...sys]);
+  succeeded(t, again, "remove-key --user finishes it");
+  t.notMatch(ak(a), `${a.user}.json`, "no key line names the config any more");
 });

@@ -129,6 +129,19 @@ function findLines(o: Options): KeyLines | null {
   return found[0] ?? null;
 }
 
+/**
+ * Key lines naming the config in an authorized_keys its account owns: without --user root never
+ * rewrites such a file (its owner may have put anything there), but the key is not removed while
+ * a line is left, and remove-key must not say it is.
+ */
+function strayLines(o: Options): KeyLines[] {
+  if (o.user !== undefined) return [];
+  return allUsers()
+    .filter((a) => path.isAbsolute(a.home) && a.home !== "/")
+    .map((a) => linesOf(a, o.config))
+    .filter((k): k is KeyLines => k !== null && lstatPath(k.akPath)?.uid !== 0);
+}
+
 /** What the config says of the key's places, or why it cannot say. */
 function placesOf(config: string): { label: string; root: string; state: string; audit: string } | string | null {
   let text: string | null;
@@ -241,9 +254,14 @@ export async function removeMain(args: string[]): Promise<number> {
   } else out(`The config ${places === null ? "was not there" : `could not be read (${places})`}: its backups and audit log stay wherever it put them.`);
   if (lines && lines.left === 0) out(`The account ${lines.account.name} has no key left; it stays (its group owns the backups): userdel ${lines.account.name} once they are gone.`);
   else if (lines) out(`The account ${lines.account.name} keeps ${lines.left} other key line(s), and its sshd drop-in if it has one.`);
-  if (o.dry) return 0;
+  const stray = strayLines(o).map((k) => `${k.akPath}: ${k.removed} key line(s) naming ${o.config}, in a file ${k.account.name} owns (rewritten only with --user ${k.account.name})`);
+  if (o.dry) {
+    for (const w of stray) out(`WOULD NOT BE REMOVED: ${w}`);
+    return 0;
+  }
   // Judged again: 0 only when nothing of the key is left.
   const left = plan.filter((s) => s.kind !== "sshd-reload").flatMap((s) => inspect(s, ctx).filter((c) => !c.warn));
   for (const c of left) out(`NOT REMOVED: ${c.what}`);
-  return left.length ? 4 : 0;
+  for (const w of stray) out(`NOT REMOVED: ${w}`);
+  return left.length || stray.length ? 4 : 0;
 }
