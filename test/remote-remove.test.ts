@@ -156,6 +156,8 @@ t.test("systemd units: a key switched to read-only loses its weekly pair; remove
   t.equal(fs.statSync(akPath).uid, uid, "nor made root's");
   t.match(r.stdout.toString(), /no key line in a root-owned authorized_keys names it/);
   t.match(r.stdout.toString(), new RegExp(`NOT REMOVED: ${esc(akPath)}: 1 key line\\(s\\) naming .* in a file ${a.user} owns \\(rewritten only with --user ${a.user}\\)`), "and which line, and how to finish");
+  const logged = fs.readFileSync(path.join(a.logDir, `${a.user}.log`), "utf8").trim().split("\n").slice(-2).map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.match(logged, [{ event: "key-removed" }, { event: "key-removal-unfinished", client: "root", left: [new RegExp(`^${esc(akPath)}: 1 key line`)], more: 0 }], "the log says the removal stopped short, and what is left");
   for (const n of [".service", ".timer"]) t.notOk(fs.existsSync(unit(n)), `${n} removed`);
   t.equal(fs.readFileSync(unit("-verify.service"), "utf8"), "[Unit]\nDescription=the admin's own\n", "the stranger's file stays");
   t.match(r.stdout.toString(), new RegExp(`! ${esc(unit("-verify.service"))} does not start with .*left alone`));

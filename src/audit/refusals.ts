@@ -38,7 +38,7 @@ export const REFUSAL_EVENTS: Readonly<Record<string, Rule>> = {
  */
 export const KNOWN_EVENTS: readonly string[] = [
   "anomaly", "arrival-not-recorded", "budget", "client-error", "download", "idle-timeout", "list", "mkdir", "no-arrivals",
-  "key-removed", "notify", "prune", "prune-chain", "publish", "quota", "read", "remove-lock", "remove-own", "rename", "replace", "resend-same", "rotate",
+  "key-removed", "key-removal-unfinished", "notify", "prune", "prune-chain", "publish", "quota", "read", "remove-lock", "remove-own", "rename", "replace", "resend-same", "rotate",
   "rsync", "seal", "seal-skip", "session-end", "swept", "sweep-failed", "times-set", "trailing-bytes",
   "upload-abandoned", "verify-stored",
 ];

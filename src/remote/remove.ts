@@ -184,7 +184,7 @@ function steps(o: Options, lines: KeyLines | null): Step[] {
  * where its history is read. Through housekeeping's opening (the lock in the state directory, by
  * descriptor); where root or state are gone, the line is still appended, without the lock.
  */
-function recordRemoval(places: { label: string; audit: string } | null, config: string, fields: Record<string, unknown>, out: (l: string) => void): void {
+function recordRemoval(places: { label: string; audit: string } | null, config: string, fields: Record<string, unknown>, out: (l: string) => void, event = "key-removed"): void {
   if (!places) return;
   let audit: Audit | undefined;
   let close = () => {};
@@ -196,7 +196,7 @@ function recordRemoval(places: { label: string; audit: string } | null, config: 
     audit = openAudit(places.audit, undefined, { label: places.label, sid: `remove-key-${process.pid}-${crypto.randomBytes(3).toString("hex")}`, client: ROOT_CLIENT }, false);
   }
   try {
-    audit.event("key-removed", fields);
+    audit.event(event, fields);
     if (!audit.ok) out(`  ! the audit log ${places.audit} could not be written: the removal goes on (taking access away is never refused)`);
   } finally {
     close();
@@ -238,11 +238,15 @@ export async function removeMain(args: string[]): Promise<number> {
   for (const k of lines?.gone ?? []) out(`the key line: ${k}`);
   if (!o.dry) recordRemoval(known, o.config, { config: o.config, account: lines?.account.name ?? null, keyLines: lines?.removed ?? 0 }, out);
   let result: { changes: number; warnings: number };
+  // The key-removed line above comes first (the key's lines go first, and the log must have said
+  // so); a removal that then stops short says so too, or the log would claim more than was done.
+  const unfinished = (left: string[]) => recordRemoval(known, o.config, { config: o.config, left: left.slice(0, 20), more: Math.max(0, left.length - 20) }, () => {}, "key-removal-unfinished");
   try {
     result = runPlan(plan, ctx, { dry: o.dry, out });
   } catch (e) {
     out(`remove-key: ${(e as Error).message}`);
     out("what was done is above; run remove-key again to finish");
+    if (!o.dry) unfinished([(e as Error).message]);
     return 4;
   }
   out(`${result.changes} change(s)${o.dry ? " planned" : " made"}, ${result.warnings} warning(s)`);
@@ -263,5 +267,6 @@ export async function removeMain(args: string[]): Promise<number> {
   const left = plan.filter((s) => s.kind !== "sshd-reload").flatMap((s) => inspect(s, ctx).filter((c) => !c.warn));
   for (const c of left) out(`NOT REMOVED: ${c.what}`);
   for (const w of stray) out(`NOT REMOVED: ${w}`);
+  if (left.length || stray.length) unfinished([...left.map((c) => c.what), ...stray]);
   return left.length || stray.length ? 4 : 0;
 }
