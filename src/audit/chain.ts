@@ -52,6 +52,8 @@ export function lineHash(line: Uint8Array): string {
 }
 
 /** The SHA-256 of nothing: what line 1 of a log chains to. */
+/** The chain field of a line written by a session that may write the log but not read it (log.ts). */
+export const UNCHAINED = "unreadable";
 export const CHAIN_START = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /** Append the chain field to one serialized JSON object line (with or without its newline). */
@@ -186,6 +188,8 @@ export class ChainChecker {
     if (prev === undefined) {
       if (this.chained === 0) this.unchainedPrefix++;
       else broke(`line ${line.no} has no "${CHAIN_FIELD}" field: it was not written by validate-backup, or was edited`);
+    } else if (prev === UNCHAINED) {
+      broke(`line ${line.no} is not chained: it was written by a session that could not read the log ("${CHAIN_FIELD}":"${UNCHAINED}"); let the key's account read the log (install-remote makes it 0660, root's and the account's group's)`);
     } else if (prev !== this.last) {
       const at = this.recent.get(prev);
       if (at !== undefined) broke(`line ${line.no} chains to line ${at}, not to line ${line.no - 1}: lines were reordered, or lines ${at + 1}-${line.no - 1} were inserted`);

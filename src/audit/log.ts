@@ -5,7 +5,7 @@ import path from "node:path";
 import { cleanValue } from "./sanitize.js";
 import { auditLine, levelOf, members, type Fields } from "./line.js";
 import { withLock } from "../lock.js";
-import { chainLine, lineHash, tailHash } from "./chain.js";
+import { chainLine, lineHash, tailHash, UNCHAINED } from "./chain.js";
 import { Budget } from "./budget.js";
 
 /** The `client` of root's own lines (seal, prune, verify --stored): never an address sshd gives a session. */
@@ -82,7 +82,7 @@ class LockedAppend {
       this.followRotation();
       // Under the lock: the previous line is the file's last line, so the chain stays linear.
       const size = fs.fstatSync(this.fd).size;
-      let prev = this.unreadable ? "unreadable" : this.last?.size === size ? (this.last.hash ??= lineHash(Buffer.from(this.last.line.slice(0, -1)))) : undefined;
+      let prev = this.unreadable ? UNCHAINED : this.last?.size === size ? (this.last.hash ??= lineHash(Buffer.from(this.last.line.slice(0, -1)))) : undefined;
       let start = "";
       if (prev === undefined) {
         const tail = tailHash(this.fd, size);
