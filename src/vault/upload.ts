@@ -145,7 +145,7 @@ export class Upload {
   }
 
   /**
-   * The worker pays off only on a core nothing else wants: asked once per upload, no while another
+   * The worker pays off only on a core nothing else wants: asked once per upload, not while another
    * session of the key is running. 20 sessions of 64 MiB at once spent 9.75 s of CPU (5.9 s) with
    * a worker each, starting it and reading each file back; 7.7-8.7 s (4.9-5.6 s) without.
    */
