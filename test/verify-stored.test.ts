@@ -226,6 +226,19 @@ t.test("a rotated log (F.1) is read before F; without it, older files are unreco
   t.same(rows(lost), [["UNRECORDED", "before.gpg"]], "the history that was thrown away cannot vouch for its files");
 });
 
+t.test("the log also named F.1 (an audit --rotate killed between its link and its unlink): read once", async (t) => {
+  const sb = sandbox(t, { config: { profile: "plain" } });
+  await sftp(sb, (c) => put(t, c, "before.gpg", "before\n"));
+  fs.renameSync(sb.audit, `${sb.audit}.2`); // the earlier rotated log had moved up
+  fs.writeFileSync(sb.audit, "");
+  fs.chownSync(sb.audit, fs.statSync(`${sb.audit}.2`).uid, fs.statSync(`${sb.audit}.2`).gid);
+  await sftp(sb, (c) => put(t, c, "after.gpg", "after\n"));
+  fs.linkSync(sb.audit, `${sb.audit}.1`); // the log's move to .1, its unlink never ran
+  const r = await verify(sb);
+  clean(t, r, "each file judged once", 2);
+  t.match(r.stdout.toString(), new RegExp(`audit logs: ${sb.audit}\\.2, ${sb.audit}\n`), "the log read once, under its own name");
+});
+
 t.test("usage, config and read-only keys: exit 2, nothing judged", async (t) => {
   const sb = sandbox(t);
   let r = await runRoot(sb, ["verify", "--stored", "--bogus"]);
