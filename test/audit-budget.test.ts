@@ -193,6 +193,7 @@ t.test("the denial record cannot be replaced (its rename fails): the denial is w
   const locks = gateLocks(sb);
   // A directory, not empty, where the record goes: rename(2) of a file onto it fails (EISDIR).
   fs.mkdirSync(path.join(locks, "denials", "x"), { recursive: true });
+  const files = snapshotAll(sb);
   for (let i = 0; i < 2; i++) {
     const r = await runGate(sb, "rm -rf /", { timeoutMs: 120_000 });
     t.equal(r.code, 1, "refused");
@@ -200,4 +201,5 @@ t.test("the denial record cannot be replaced (its rename fails): the denial is w
   t.equal(auditLines(sb).filter((l) => l.decision === "deny").length, 2, "both denials written (trouble with the record errs on writing)");
   const left = fs.readdirSync(locks).filter((n) => n.startsWith("denials."));
   t.same(left, [], `no temporary record left: ${JSON.stringify(left)}`);
+  t.same(snapshotAll(sb), files, "no denied command changed anything, inside the root or outside");
 });
