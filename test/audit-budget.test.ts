@@ -115,12 +115,19 @@ t.test("Budget: what records a stored file is never dropped; past its limit the 
   t.same(b.counts().notWritten, { read: 2 });
 });
 
-t.test("command denials: 30 per key and minute across sessions, then counted; the next one written says how many were not", async (t) => {
-  const sb = sandbox(t);
+/** The sandbox's state/locks made before the gate's first run, as the gate makes it: 0700, the gate user's. */
+function gateLocks(sb: Sandbox): string {
   const { uid, gid } = gateIds();
   const locks = path.join(sb.state, "locks");
   fs.mkdirSync(locks, { recursive: true, mode: 0o700 });
   fs.chownSync(locks, uid, gid);
+  return locks;
+}
+
+t.test("command denials: 30 per key and minute across sessions, then counted; the next one written says how many were not", async (t) => {
+  const sb = sandbox(t);
+  const { uid, gid } = gateIds();
+  const locks = gateLocks(sb);
   const record = path.join(locks, "denials");
   const setRecord = (r: object) => {
     fs.writeFileSync(record, JSON.stringify(r));
@@ -183,12 +190,10 @@ t.test("a flood of denied commands that stops: those only counted reach the log 
 
 t.test("the denial record cannot be replaced (its rename fails): the denial is written, and no denials.<pid> is left", async (t) => {
   const sb = sandbox(t);
-  const { uid, gid } = gateIds();
-  const locks = path.join(sb.state, "locks");
-  fs.mkdirSync(locks, { recursive: true, mode: 0o700 });
-  fs.chownSync(locks, uid, gid);
+  const locks = gateLocks(sb);
   // A directory, not empty, where the record goes: rename(2) of a file onto it fails (EISDIR).
   fs.mkdirSync(path.join(locks, "denials", "x"), { recursive: true });
+  const files = snapshotAll(sb);
   for (let i = 0; i < 2; i++) {
     const r = await runGate(sb, "rm -rf /", { timeoutMs: 120_000 });
     t.equal(r.code, 1, "refused");
@@ -196,4 +201,5 @@ t.test("the denial record cannot be replaced (its rename fails): the denial is w
   t.equal(auditLines(sb).filter((l) => l.decision === "deny").length, 2, "both denials written (trouble with the record errs on writing)");
   const left = fs.readdirSync(locks).filter((n) => n.startsWith("denials."));
   t.same(left, [], `no temporary record left: ${JSON.stringify(left)}`);
+  t.same(snapshotAll(sb), files, "no denied command changed anything, inside the root or outside");
 });

@@ -216,10 +216,14 @@ t.test("denied commands only counted stay counted while the log cannot be writte
   const record = path.join(locks, "denials");
   fs.writeFileSync(record, JSON.stringify({ since: Date.now() - 61_000, count: 33, carried: 0 }));
   fs.chownSync(record, uid, gid);
+  const before = snapshotAll(sb);
+  const counted = fs.readFileSync(record);
   lf.fill();
   const refused = await runGate(sb, "true");
   t.equal(refused.code, 2, "the log is full: refused");
   t.match(refused.stderr, /refused: the audit log cannot be written/);
+  t.same(fs.readFileSync(record), counted, "the refused session left the count as it was");
+  t.same(snapshotAll(sb), before, "nothing inside or outside the root changed");
   lf.unfill();
   t.equal((await runGate(sb, "true")).code, 0, "with space back, a session is let in");
   const lines = fs.readFileSync(sb.audit, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);

@@ -51,9 +51,9 @@ export function lineHash(line: Uint8Array): string {
   return oneShot ? oneShot("sha256", line, "hex") : crypto.createHash("sha256").update(line).digest("hex");
 }
 
-/** The SHA-256 of nothing: what line 1 of a log chains to. */
 /** The chain field of a line written by a session that may write the log but not read it (log.ts). */
 export const UNCHAINED = "unreadable";
+/** The SHA-256 of nothing: what line 1 of a log chains to. */
 export const CHAIN_START = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /** Append the chain field to one serialized JSON object line (with or without its newline). */
