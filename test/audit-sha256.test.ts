@@ -45,6 +45,8 @@ t.test("a few MB in uneven pieces", async (t) => {
   t.equal(h.digestHex(), native(big));
 });
 
+// This must stay the file's only test that calls lineHash or tailHash: the first two hashes of a
+// process are the JavaScript ones (chain.ts jsTurn), and an earlier call would use them up.
 t.test("lineHash and tailHash give node:crypto's hash before and after node:crypto takes over", async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vb-sha-"));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -100,8 +100,9 @@ export function judgeDenial(locks: string, line: WriteLine, now = Date.now()): v
 /**
  * Write a line of this key that is not a denial held to the rate (the allowed request, a refusal
  * the client cannot repeat at will), carrying the denials counted and not written whose window is
- * over. Without any, the record is only read, unlocked: a session let in pays one small read, and
- * a refused command nothing (judgeDenial does the same for it).
+ * over. Without any, the record is only read, unlocked: one small read for a session let in, or
+ * for a refusal the client cannot repeat. A denial held to the rate goes through judgeDenial
+ * instead, which takes the lock and rewrites the record every time.
  */
 export function claimUnwritten(locks: string, line: WriteLine, now = Date.now()): void {
   const file = path.join(locks, RECORD);
