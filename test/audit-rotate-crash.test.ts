@@ -99,6 +99,10 @@ t.test("a rotation killed between the link and the unlink of the log: verify pas
   await runGate(sb, "rm x");
   const status = await runRoot(sb, ["status", "--json"]);
   t.match(JSON.parse(status.stdout.toString()).keys, [{ refusals24h: 1 }], "status counts the one refusal once");
+  // verify --stored replays each log once: .1, the log under a second name, is not read again.
+  const stored = await runRoot(sb, ["verify", "--stored"]);
+  t.equal(stored.code, 0, stored.stdout.toString() + stored.stderr.toString());
+  t.match(stored.stdout.toString(), `audit logs: ${sb.audit}.2, ${sb.audit}\n`, "verify --stored reads .2 and the log, not .1 again");
 
   t.match(await rotatesOnce(t, sb, lines(sb.audit), older), /interrupted audit --rotate had left/, "the admin is told what was repaired");
 });
@@ -171,4 +175,15 @@ t.test("the new log cannot take the log's name (rename fails): the log is moved 
   const v = await runRoot(sb, ["audit", "--verify"]);
   t.equal(v.code, 0, v.stdout.toString());
   await rotatesOnce(t, sb, lines(sb.audit), older);
+});
+
+t.test("a rotated log that is a symbolic link to another: verify --stored does not take it for that file, it refuses to read it", async (t) => {
+  const { sb } = await rotatedOnce(t);
+  fs.symlinkSync(`${sb.audit}.1`, `${sb.audit}.2`);
+  const before = { one: fs.readFileSync(`${sb.audit}.1`), log: fs.readFileSync(sb.audit) };
+  const v = await runRoot(sb, ["verify", "--stored"]);
+  t.not(v.code, 0, "verify --stored fails: it did not judge the link");
+  t.match(v.stderr.toString(), /audit\.log\.2/, "and names it");
+  t.same({ one: fs.readFileSync(`${sb.audit}.1`), log: fs.readFileSync(sb.audit) }, before, "the logs are untouched");
+  t.ok(fs.lstatSync(`${sb.audit}.2`).isSymbolicLink(), "the link is left as it was");
 });

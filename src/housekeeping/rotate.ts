@@ -7,7 +7,7 @@
 // are evidence, the admin removes them.
 import fs from "node:fs";
 import { withLock, tryLock, unlock } from "../lock.js";
-import { at, closeQuietly } from "../fsat.js";
+import { at, closeQuietly, inodeKey } from "../fsat.js";
 import { VbError } from "../errors.js";
 import { toVbError } from "../handler.js";
 import { chainLine, tailHash, rotatedName, recordHead, defaultHeadFile } from "../audit/chain.js";
@@ -56,7 +56,7 @@ function sameFile(a: string, b: string): boolean {
   try {
     const x = fs.lstatSync(a);
     const y = fs.lstatSync(b);
-    return x.isFile() && y.isFile() && x.dev === y.dev && x.ino === y.ino;
+    return x.isFile() && y.isFile() && inodeKey(x) === inodeKey(y);
   } catch {
     return false;
   }

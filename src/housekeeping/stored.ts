@@ -14,7 +14,7 @@ import { cleanBytes, cleanString, say, visible } from "../audit/sanitize.js";
 import { readLines, prevOf } from "../audit/chain.js";
 import { columns } from "../audit/render.js";
 import { sha256OfFd } from "../vault/hasher.js";
-import { closeQuietly } from "../fsat.js";
+import { closeQuietly, inodeKey } from "../fsat.js";
 import { VERSIONS_DIR, versionKey } from "../vault/versions.js";
 import { Ledger, splitKey } from "./ledger.js";
 import { walkDirs, lstatIn, openSubdir, openPlainFile, NOT_UTF8, type Dir, type WalkOptions } from "./walk.js";
@@ -59,18 +59,19 @@ export interface StoredReport {
 export function logFiles(file: string): { files: string[]; notes: string[] } {
   const rotated: string[] = [];
   // One file under two names (an audit --rotate killed between its link and its unlink) is read once.
+  // lstat: a symbolic link is not that file again; it stays in the list, and reading it (O_NOFOLLOW) fails.
   const seen = new Set<string>();
   const first = (f: string) => {
-    const st = fs.statSync(f, { throwIfNoEntry: false });
-    const key = st ? `${st.dev}:${st.ino}` : f;
+    const st = fs.lstatSync(f, { throwIfNoEntry: false });
+    const key = st ? inodeKey(st) : f;
     if (seen.has(key)) return false;
     seen.add(key);
     return true;
   };
   first(file);
-  for (let n = 1; fs.existsSync(`${file}.${n}`); n++) if (first(`${file}.${n}`)) rotated.push(`${file}.${n}`);
+  let n = 1;
+  for (; fs.existsSync(`${file}.${n}`); n++) if (first(`${file}.${n}`)) rotated.push(`${file}.${n}`);
   const notes: string[] = [];
-  const n = rotated.length + 1;
   for (const gz of [`${file}.${n}.gz`, `${file}.${n}.xz`, `${file}.${n}.zst`])
     if (fs.existsSync(gz)) notes.push(`${gz} is compressed and was not read: files it recorded are reported as unrecorded (keep rotated logs as ${file}.N)`);
   return { files: [...rotated.reverse(), file], notes };

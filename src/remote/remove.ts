@@ -115,16 +115,18 @@ function linesOf(account: Account, config: string, installed = false): KeyLines 
   return { account, akPath, rest: keep.length ? keep.join("\n") + "\n" : "", removed: gone.length, gone, left };
 }
 
+/** The accounts whose authorized_keys are looked into without --user: those with a home of their own. */
+function withHome(): Account[] {
+  return allUsers().filter((a) => path.isAbsolute(a.home) && a.home !== "/");
+}
+
 /** The account whose key lines name the config: --user's, else the one account found holding such a line in a root-owned file. */
 function findLines(o: Options): KeyLines | null {
   if (o.user !== undefined) {
     const account = lookupUser(o.user) ?? bad(`--user ${o.user.slice(0, 40)}: no such account`);
     return linesOf(account, o.config);
   }
-  const found = allUsers()
-    .filter((a) => path.isAbsolute(a.home) && a.home !== "/")
-    .map((a) => linesOf(a, o.config, true))
-    .filter((k): k is KeyLines => k !== null);
+  const found = withHome().map((a) => linesOf(a, o.config, true)).filter((k): k is KeyLines => k !== null);
   if (found.length > 1) bad(`key lines naming ${o.config} are in the accounts ${found.map((k) => k.account.name).join(", ")}: say which with --user`);
   return found[0] ?? null;
 }
@@ -136,8 +138,7 @@ function findLines(o: Options): KeyLines | null {
  */
 function strayLines(o: Options): KeyLines[] {
   if (o.user !== undefined) return [];
-  return allUsers()
-    .filter((a) => path.isAbsolute(a.home) && a.home !== "/")
+  return withHome()
     .map((a) => linesOf(a, o.config))
     .filter((k): k is KeyLines => k !== null && lstatPath(k.akPath)?.uid !== 0);
 }
