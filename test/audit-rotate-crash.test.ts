@@ -187,3 +187,18 @@ t.test("a rotated log that is a symbolic link to another: verify --stored does n
   t.same({ one: fs.readFileSync(`${sb.audit}.1`), log: fs.readFileSync(sb.audit) }, before, "the logs are untouched");
   t.ok(fs.lstatSync(`${sb.audit}.2`).isSymbolicLink(), "the link is left as it was");
 });
+
+t.test("LOG.1 a symbolic link to the log: audit --verify does not take it for an interrupted rotation", async (t) => {
+  const { sb } = await rotatedOnce(t);
+  t.equal((await runRoot(sb, ["audit", "--rotate"])).code, 0); // .1 and .2 now both rotated logs
+  fs.rmSync(`${sb.audit}.1`);
+  fs.symlinkSync(sb.audit, `${sb.audit}.1`);
+  const before = fs.readFileSync(sb.audit);
+  const v = await runRoot(sb, ["audit", "--verify"]);
+  const said = v.stdout.toString() + v.stderr.toString();
+  t.not(v.code, 0, "verify fails");
+  t.notMatch(said, /itself under a second name/, "no note of an interrupted rotation: a link is no second name");
+  t.match(said, /audit\.log\.1/, `and names .1: ${JSON.stringify(said.slice(0, 400))}`);
+  t.same(fs.readFileSync(sb.audit), before, "the log is untouched");
+  t.ok(fs.lstatSync(`${sb.audit}.1`).isSymbolicLink(), "the link is left as it was");
+});

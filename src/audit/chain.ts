@@ -350,8 +350,9 @@ export function rotatedName(log: string): string {
   return `${log}.1`;
 }
 
+/** One regular file under two names (lstat's: a link is never taken for what it points to). */
 function sameFile(a: fs.Stats, b: fs.Stats | undefined): boolean {
-  return b !== undefined && a.dev === b.dev && a.ino === b.ino;
+  return b !== undefined && a.isFile() && b.isFile() && a.dev === b.dev && a.ino === b.ino;
 }
 
 /**
@@ -362,7 +363,7 @@ function sameFile(a: fs.Stats, b: fs.Stats | undefined): boolean {
  * left half done (one rotated file under two names), which the notes say.
  */
 export function previousLog(log: string): { rotated: string; notes: string[]; gap?: string } {
-  const stat = (f: string) => fs.statSync(f, { throwIfNoEntry: false });
+  const stat = (f: string) => fs.lstatSync(f, { throwIfNoEntry: false });
   const [cur, one, two] = [stat(log), stat(`${log}.1`), stat(`${log}.2`)];
   const notes: string[] = [];
   let rotated = rotatedName(log);

@@ -8,7 +8,6 @@ import { parseArgs, nowFrom, type OptionKind } from "../housekeeping/context.js"
 import { usageFault } from "../usage.js";
 import { CONFIG_DIR } from "../remote/options.js";
 
-
 export interface KeyArgs {
   configs: string[];
   options: Map<string, string>;
