@@ -167,3 +167,76 @@ t.test("systemd units: a key switched to read-only loses its weekly pair; remove
   succeeded(t, again, "remove-key --user finishes it");
   t.notMatch(ak(a), `${a.user}.json`, "no key line names the config any more");
 });
+
+t.test("an authorized_keys remove-key cannot judge (a link, a FIFO, a directory): NOT JUDGED, exit 4, nothing of it touched", async (t) => {
+  const a = account(t);
+  const key = clientKey(a.dir);
+  succeeded(t, await vb(["install-remote", ...a.args, "--key", `${key}.pub`]), "install-remote");
+  const akPath = path.join(a.home, ".ssh/authorized_keys");
+  const config = path.join(a.configDir, `${a.user}.json`);
+  const cron = path.join(a.scheduleDir, `validate-backup-${a.user}`);
+  const log = path.join(a.logDir, `${a.user}.log`);
+  const rel = (p: string) => path.relative(a.dir, p);
+  const keep = { config: fs.readFileSync(config), cron: fs.readFileSync(cron) };
+  // The real file, with the line naming the config, kept where the link leads (and put back after each case).
+  const elsewhere = path.join(a.dir, "elsewhere");
+  fs.mkdirSync(elsewhere);
+  const target = path.join(elsewhere, "authorized_keys");
+  fs.renameSync(akPath, target);
+  const lines = fs.readFileSync(target, "utf8");
+  t.match(fs.readFileSync(target, "utf8"), `--config ${config}"`, "the line naming the config is in the file the link leads to");
+  const plants: [string, () => void][] = [
+    ["a symbolic link", () => fs.symlinkSync(target, akPath)],
+    ["a FIFO", () => spawnSync("/usr/bin/mkfifo", ["-m", "0644", akPath])],
+    ["a directory", () => fs.mkdirSync(akPath)],
+  ];
+  for (const [what, plant] of plants)
+    for (const user of [[], ["--user", a.user]]) {
+      const name = `${what}${user.length ? ", --user" : ", without --user"}`;
+      plant();
+      // The key's config and schedule, as install-remote left them (the previous case removed them).
+      fs.writeFileSync(config, keep.config);
+      fs.writeFileSync(cron, keep.cron);
+      const before = snapshot(a.dir);
+      const logBefore = fs.readFileSync(log, "utf8");
+      const r = await vb(["remove-key", "--label", a.user, ...user, "--config-dir", a.configDir, ...a.schedule]);
+      const said = r.stdout.toString();
+      t.equal(r.code, 4, `${name}: exit 4, not 0 (${JSON.stringify(said.slice(-600) + r.stderr)})`);
+      t.match(said, new RegExp(`^NOT JUDGED: ${esc(akPath)} is a ${what === "a FIFO" ? "special file" : what.slice(2)}`, "m"), `${name}: the file is named, and why`);
+      t.match(said, new RegExp(`a key line naming ${esc(config)} may be in it`), `${name}: and what that leaves open`);
+      // The rest of the key goes (taking access away is never refused); nothing else changes.
+      const after = snapshot(a.dir);
+      t.ok(!fs.existsSync(config) && !fs.existsSync(cron), `${name}: the config and schedule went`);
+      // Besides those and the log, only the lock directory the log line is written under (made once).
+      const state = rel(`${a.root}.state`);
+      const without = (s: Record<string, string>) => Object.fromEntries(Object.entries(s).filter(([k]) => ![rel(config), rel(cron), rel(log), state, `${state}/locks`].includes(k)));
+      t.same(without(after), without(before), `${name}: nothing else changed: the planted object, the link's target, the account's files`);
+      t.equal(fs.readFileSync(target, "utf8"), lines, `${name}: the file the link leads to is as it was`);
+      if (what === "a symbolic link") t.equal(fs.readlinkSync(akPath), target, `${name}: the link is still the link`);
+      const logAfter = fs.readFileSync(log, "utf8");
+      t.ok(logAfter.startsWith(logBefore), `${name}: the audit log only grew`);
+      const added = logAfter.slice(logBefore.length).trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+      t.match(added, [{ event: "key-removed", keyLines: 0 }, { event: "key-removal-unfinished", left: [new RegExp(`^NOT JUDGED: ${esc(akPath)}`)] }], `${name}: the log says the removal stopped short, and why`);
+      fs.rmSync(akPath, { recursive: true });
+    }
+  // Nothing else of the key left: not "nothing to remove" (exit 2) while a file may hold its line.
+  fs.symlinkSync(target, akPath);
+  const gone = await vb(["remove-key", "--label", a.user, "--config-dir", a.configDir, ...a.schedule]);
+  t.equal(gone.code, 4, "config and schedule gone, the link not judged: exit 4");
+  t.match(gone.stderr, `NOT JUDGED: ${akPath} is a symbolic link`);
+  t.notMatch(gone.stderr, /nothing to remove/);
+  // The dry run cannot plan all of it either: it says so, changes nothing, and does not exit 0.
+  fs.writeFileSync(config, keep.config);
+  const before = snapshot(a.dir);
+  const dry = await vb(["remove-key", "--label", a.user, "--user", a.user, "--config-dir", a.configDir, ...a.schedule, "--dry-run"]);
+  t.equal(dry.code, 4, "the dry run: exit 4");
+  t.match(dry.stdout.toString(), new RegExp(`^NOT JUDGED: ${esc(akPath)} is a symbolic link`, "m"));
+  t.same(snapshot(a.dir), before, "the dry run changed nothing");
+  fs.rmSync(akPath);
+  // The file itself again: judged, its line removed, exit 0.
+  fs.renameSync(target, akPath);
+  fs.writeFileSync(config, keep.config);
+  fs.writeFileSync(cron, keep.cron);
+  succeeded(t, await vb(["remove-key", "--label", a.user, "--user", a.user, "--config-dir", a.configDir, ...a.schedule]), "remove-key on a regular authorized_keys");
+  t.notMatch(ak(a), `${a.user}.json`, "no key line names the config any more");
+});

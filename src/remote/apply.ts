@@ -53,7 +53,7 @@ function aside(p: string, st: fs.Stats): Change {
   };
 }
 
-function kindOf(st: fs.Stats): string {
+export function kindOf(st: fs.Stats): string {
   return st.isSymbolicLink() ? "symbolic link" : st.isDirectory() ? "directory" : st.isFile() ? "file" : "special file";
 }
 

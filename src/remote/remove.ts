@@ -13,7 +13,7 @@ import { parseConfig } from "../config/load.js";
 import { openAudit, ROOT_CLIENT, type Audit } from "../audit/log.js";
 import { open as openHousekeeping } from "../housekeeping/context.js";
 import { absentUnits, type Step } from "./plan.js";
-import { runPlan, inspect } from "./apply.js";
+import { runPlan, inspect, kindOf } from "./apply.js";
 import { Ctx } from "./change.js";
 import { parseKeyLine, gateOf } from "./keys.js";
 import { lookupUser, lookupGroup, allUsers, isRoot, type Account } from "./system.js";
@@ -82,19 +82,35 @@ interface KeyLines {
   left: number;
 }
 
+/** An authorized_keys remove-key could not read: a line naming the config may be in it. */
+interface Unjudged {
+  account: Account;
+  akPath: string;
+  /** Why, after the path: "is a symbolic link, …". */
+  why: string;
+}
+
+const isUnjudged = (k: KeyLines | Unjudged | null): k is Unjudged => k !== null && "why" in k;
+const isLines = (k: KeyLines | Unjudged | null): k is KeyLines => k !== null && !("why" in k);
+
 /**
  * The account's authorized_keys split into this config's gate lines and the rest; null when none
- * names it. `installed`: only a root-owned file counts (install-remote's), so that a line someone
- * put in an authorized_keys of their own never makes root rewrite that file.
+ * names it (or there is no such file). `installed`: only a root-owned file counts (install-remote's),
+ * so that a line someone put in an authorized_keys of their own never makes root rewrite that file.
+ * A file that cannot be read (a link, a FIFO, a directory, too big, a link on the way) is Unjudged,
+ * never taken for one without the line: the key would be said gone while a line may be left.
  */
-function linesOf(account: Account, config: string, installed = false): KeyLines | null {
+function linesOf(account: Account, config: string, installed = false): KeyLines | Unjudged | null {
   const akPath = path.join(canonical(account.home), ".ssh", "authorized_keys");
   let text: string | null;
   try {
-    if (installed && lstatPath(akPath)?.uid !== 0) return null;
+    const st = lstatPath(akPath);
+    if (st === null) return null;
+    if (!st.isFile()) return { account, akPath, why: `is a ${kindOf(st)}, which root never reads here` };
+    if (installed && st.uid !== 0) return null;
     text = readText(akPath);
-  } catch {
-    return null; // not a regular file, or unreadable: install-remote and check say what is wrong there
+  } catch (e) {
+    return { account, akPath, why: `could not be read (${(e as Error).message.replace(`${akPath}: `, "")})` };
   }
   if (text === null) return null;
   const keep: string[] = [];
@@ -120,27 +136,41 @@ function withHome(): Account[] {
   return allUsers().filter((a) => path.isAbsolute(a.home) && a.home !== "/");
 }
 
-/** The account whose key lines name the config: --user's, else the one account found holding such a line in a root-owned file. */
-function findLines(o: Options): KeyLines | null {
+/**
+ * The account whose key lines name the config: --user's, else the one account found holding such a
+ * line in a root-owned file; and the authorized_keys files that could not be judged (--user's, else any).
+ */
+function findLines(o: Options): { lines: KeyLines | null; unjudged: Unjudged[] } {
   if (o.user !== undefined) {
     const account = lookupUser(o.user) ?? bad(`--user ${o.user.slice(0, 40)}: no such account`);
-    return linesOf(account, o.config);
+    const k = linesOf(account, o.config);
+    return isUnjudged(k) ? { lines: null, unjudged: [k] } : { lines: k, unjudged: [] };
   }
-  const found = withHome().map((a) => linesOf(a, o.config, true)).filter((k): k is KeyLines => k !== null);
+  const all = withHome().map((a) => linesOf(a, o.config, true));
+  const found = all.filter(isLines);
   if (found.length > 1) bad(`key lines naming ${o.config} are in the accounts ${found.map((k) => k.account.name).join(", ")}: say which with --user`);
-  return found[0] ?? null;
+  return { lines: found[0] ?? null, unjudged: all.filter(isUnjudged) };
 }
 
 /**
- * Key lines naming the config in an authorized_keys its account owns: without --user root never
- * rewrites such a file (its owner may have put anything there), but the key is not removed while
- * a line is left, and remove-key must not say it is.
+ * What may be left after the plan, looked at again. Key lines naming the config in an authorized_keys
+ * its account owns: without --user root never rewrites such a file (its owner may have put anything
+ * there), but the key is not removed while a line is left, and remove-key must not say it is. And
+ * the files it could not judge, which may hold such a line.
  */
-function strayLines(o: Options): KeyLines[] {
-  if (o.user !== undefined) return [];
-  return withHome()
-    .map((a) => linesOf(a, o.config))
-    .filter((k): k is KeyLines => k !== null && lstatPath(k.akPath)?.uid !== 0);
+function leftOver(o: Options): { stray: KeyLines[]; unjudged: Unjudged[] } {
+  const accounts = o.user !== undefined ? [lookupUser(o.user)].filter((a): a is Account => a !== null && a !== undefined) : withHome();
+  const all = accounts.map((a) => linesOf(a, o.config));
+  return {
+    stray: o.user !== undefined ? [] : all.filter(isLines).filter((k) => lstatPath(k.akPath)?.uid !== 0),
+    unjudged: all.filter(isUnjudged),
+  };
+}
+
+/** What a person reads of a file not judged: which, why, what it leaves open, what to do. */
+function notJudged(o: Options, u: Unjudged): string {
+  const only = o.user === undefined ? `; or name the key's account with --user, and only its file is judged` : "";
+  return `${u.akPath} ${u.why}: a key line naming ${o.config} may be in it; make it a regular file (or take such a line out by hand), then run remove-key again${only}`;
 }
 
 /** What the config says of the key's places, or why it cannot say. */
@@ -213,18 +243,24 @@ export async function removeMain(args: string[]): Promise<number> {
   }
   let o: Options;
   let lines: KeyLines | null;
+  let unjudged: Unjudged[];
   let plan: Step[];
   let ctx: Ctx;
   let places: ReturnType<typeof placesOf>;
   try {
     o = parse(args);
     if (!o.dry && !isRoot()) bad("remove-key must run as root (or with --dry-run, which changes nothing)");
-    lines = findLines(o);
+    ({ lines, unjudged } = findLines(o));
     places = placesOf(o.config);
     plan = steps(o, lines);
     const user = lines?.account.name ?? "root";
     ctx = new Ctx(user, lines ? (lookupGroup(lines.account.gid)?.name ?? String(lines.account.gid)) : "root", undefined);
     const pending = plan.flatMap((s) => inspect(s, ctx)).filter((c) => !c.warn);
+    // Nothing remove-key can see is left, but a file it cannot read may hold a line: not "nothing to remove".
+    if (!pending.length && unjudged.length) {
+      for (const u of unjudged) process.stderr.write(`validate-backup remove-key: NOT JUDGED: ${notJudged(o, u)}\n`);
+      return 4;
+    }
     if (!pending.length)
       bad(
         `no key '${o.label}' is installed here: no ${o.config}, no key line naming it${o.user ? ` in ${o.user}'s authorized_keys` : ""}, ` +
@@ -234,7 +270,8 @@ export async function removeMain(args: string[]): Promise<number> {
     process.stderr.write(`validate-backup remove-key: ${(e as Error).message}\n`);
     return e instanceof VbError && e.code === "BAD_REQUEST" ? 2 : 4;
   }
-  out(`${o.dry ? "Plan (dry run: nothing is changed) to remove" : "Removing"} the key '${o.label}' (${o.config})${lines ? ` from the account ${lines.account.name}` : o.user ? `: no key line of ${o.user} names it` : ": no key line in a root-owned authorized_keys names it"}`);
+  const unseen = unjudged.length ? ` (${unjudged.length} authorized_keys could not be judged: see the end)` : "";
+  out(`${o.dry ? "Plan (dry run: nothing is changed) to remove" : "Removing"} the key '${o.label}' (${o.config})${lines ? ` from the account ${lines.account.name}` : o.user ? `: no key line of ${o.user} names it${unseen}` : `: no key line in a root-owned authorized_keys names it${unseen}`}`);
   const known = typeof places === "object" && places !== null ? places : null;
   for (const k of lines?.gone ?? []) out(`the key line: ${k}`);
   if (!o.dry) recordRemoval(known, o.config, { config: o.config, account: lines?.account.name ?? null, keyLines: lines?.removed ?? 0 }, out);
@@ -259,15 +296,20 @@ export async function removeMain(args: string[]): Promise<number> {
   } else out(`The config ${places === null ? "was not there" : `could not be read (${places})`}: its backups and audit log stay wherever it put them.`);
   if (lines && lines.left === 0) out(`The account ${lines.account.name} has no key left; it stays (its group owns the backups): userdel ${lines.account.name} once they are gone.`);
   else if (lines) out(`The account ${lines.account.name} keeps ${lines.left} other key line(s), and its sshd drop-in if it has one.`);
-  const stray = strayLines(o).map((k) => `${k.akPath}: ${k.removed} key line(s) naming ${o.config}, in a file ${k.account.name} owns (rewritten only with --user ${k.account.name})`);
+  const after = leftOver(o);
+  const stray = after.stray.map((k) => `${k.akPath}: ${k.removed} key line(s) naming ${o.config}, in a file ${k.account.name} owns (rewritten only with --user ${k.account.name})`);
+  const notRead = after.unjudged.map((u) => `NOT JUDGED: ${notJudged(o, u)}`);
   if (o.dry) {
     for (const w of stray) out(`WOULD NOT BE REMOVED: ${w}`);
-    return 0;
+    for (const w of notRead) out(w);
+    return notRead.length ? 4 : 0;
   }
-  // Judged again: 0 only when nothing of the key is left.
+  // Judged again: 0 only when nothing of the key is left, and every file that may hold it was read.
   const left = plan.filter((s) => s.kind !== "sshd-reload").flatMap((s) => inspect(s, ctx).filter((c) => !c.warn));
   for (const c of left) out(`NOT REMOVED: ${c.what}`);
   for (const w of stray) out(`NOT REMOVED: ${w}`);
-  if (left.length || stray.length) unfinished([...left.map((c) => c.what), ...stray]);
-  return left.length || stray.length ? 4 : 0;
+  for (const w of notRead) out(w);
+  const short = [...left.map((c) => c.what), ...stray, ...notRead];
+  if (short.length) unfinished(short);
+  return short.length ? 4 : 0;
 }
