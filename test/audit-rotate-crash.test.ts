@@ -182,9 +182,16 @@ t.test("a rotated log that is a symbolic link to another: verify --stored does n
   fs.symlinkSync(`${sb.audit}.1`, `${sb.audit}.2`);
   const before = { one: fs.readFileSync(`${sb.audit}.1`), log: fs.readFileSync(sb.audit) };
   const v = await runRoot(sb, ["verify", "--stored"]);
-  t.not(v.code, 0, "verify --stored fails: it did not judge the link");
-  t.match(v.stderr.toString(), /audit\.log\.2/, "and names it");
-  t.same({ one: fs.readFileSync(`${sb.audit}.1`), log: fs.readFileSync(sb.audit) }, before, "the logs are untouched");
+  t.equal(v.code, 1, "verify --stored fails: it did not judge the link");
+  t.match(v.stderr.toString(), /not read: \S+audit\.log\.2 \(a symbolic link/, "and names it");
+  t.same(fs.readFileSync(`${sb.audit}.1`), before.one, "the rotated log is untouched");
+  const log = fs.readFileSync(sb.audit);
+  t.same(log.subarray(0, before.log.length), before.log, "the log only grew");
+  t.match(
+    log.subarray(before.log.length).toString().split("\n").filter(Boolean).map((l) => JSON.parse(l) as unknown),
+    [{ event: "verify-stored", ok: false, unreadable: 1 }],
+    "by the check's own line, not ok",
+  );
   t.ok(fs.lstatSync(`${sb.audit}.2`).isSymbolicLink(), "the link is left as it was");
 });
 

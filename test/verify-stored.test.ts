@@ -6,6 +6,7 @@ import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
+import { spawnSync } from "node:child_process";
 import { sandbox, auditLines, type Sandbox, type RunResult } from "./helpers/env.js";
 import { SftpClient, FX } from "./helpers/sftp-client.js";
 import { scpClient } from "./helpers/scp-wire.js";
@@ -237,6 +238,76 @@ t.test("the log also named F.1 (an audit --rotate killed between its link and it
   const r = await verify(sb);
   clean(t, r, "each file judged once", 2);
   t.match(r.stdout.toString(), new RegExp(`audit logs: ${sb.audit}\\.2, ${sb.audit}\n`), "the log read once, under its own name");
+});
+
+const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const kind = (p: string) => {
+  const st = fs.lstatSync(p);
+  return st.isSymbolicLink() ? `link -> ${fs.readlinkSync(p)}` : st.isFIFO() ? "fifo" : `file ${st.ino}`;
+};
+
+t.test("a rotated log that is a symbolic link (to the rotated log, or dangling) or a FIFO: never followed nor read; an UNREADABLE row names it, exit 1", async (t) => {
+  const sb = sandbox(t, { config: { profile: "plain" } });
+  await sftp(sb, (c) => put(t, c, "before.gpg", "before\n"));
+  // README's rotation, but the rotated log kept elsewhere, and F.1 something else.
+  const kept = path.join(sb.dir, "kept.log");
+  fs.renameSync(sb.audit, kept);
+  fs.writeFileSync(sb.audit, "");
+  fs.chownSync(sb.audit, fs.statSync(kept).uid, fs.statSync(kept).gid);
+  await sftp(sb, (c) => put(t, c, "after.gpg", "after\n"));
+  const one = `${sb.audit}.1`;
+  const plants: [string, () => void][] = [
+    ["a symbolic link to the rotated log", () => fs.symlinkSync(kept, one)],
+    ["a dangling symbolic link", () => fs.symlinkSync(path.join(sb.dir, "nothing-here"), one)],
+    ["a FIFO", () => spawnSync("/usr/bin/mkfifo", ["-m", "0600", one])],
+  ];
+  for (const [what, plant] of plants) {
+    plant();
+    const before = { kept: fs.readFileSync(kept), log: fs.readFileSync(sb.audit, "utf8"), one: kind(one) };
+    const r = await verify(sb);
+    const said = r.stdout.toString();
+    t.equal(r.code, 1, `${what}: exit 1 (${JSON.stringify(r.stderr + said.slice(-600))})`);
+    t.match(said, new RegExp(`^ {2}UNREADABLE +${esc(one)} +an audit log that is ${what === "a FIFO" ? "not a regular file" : "a symbolic link"}`, "m"), `${what}: the row names it, and why`);
+    t.match(r.stderr, new RegExp(`not read: ${esc(one)} \\(`), `${what}: and the line cron mails`);
+    t.ok(rows(r).some(([k, p]) => k === "UNRECORDED" && p === "before.gpg"), `${what}: what only that log recorded is not vouched for`);
+    t.same({ kept: fs.readFileSync(kept), one: kind(one) }, { kept: before.kept, one: before.one }, `${what}: the rotated log and what stands at F.1 are untouched`);
+    const log = fs.readFileSync(sb.audit, "utf8");
+    t.ok(log.startsWith(before.log), `${what}: the log only grew`);
+    const added = log.slice(before.log.length).split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    t.match(added, [{ event: "verify-stored", ok: false, anomaly: true }], `${what}: by its own line, not ok`);
+    fs.rmSync(one);
+  }
+  fs.renameSync(kept, one);
+  clean(t, await verify(sb), "the rotated log itself at F.1", 2);
+});
+
+t.test("F rotated while the check runs and F.1 a symbolic link to it: the late lines are not read through it; an UNREADABLE row names it", async (t) => {
+  const sb = sandbox(t, { config: { profile: "plain" } });
+  await sftp(sb, async (c) => {
+    t.equal((await c.mkdir("sub")).status?.code, FX.OK);
+    await put(t, c, "sub/a.gpg", "A\n");
+  });
+  const kept = path.join(sb.dir, "kept.log");
+  const one = `${sb.audit}.1`;
+  // After the log was read, before the walk enters sub/: F moved away, a new F, and F.1 a link to the old one.
+  const h = open(sb.config, "verify-stored", (_comps, name) => {
+    if (name !== "sub") return;
+    fs.renameSync(sb.audit, kept);
+    fs.writeFileSync(sb.audit, "");
+    fs.symlinkSync(kept, one);
+  });
+  const keptBytes = () => (fs.existsSync(kept) ? fs.readFileSync(kept) : null);
+  let r;
+  try {
+    r = await verifyStored(h);
+  } finally {
+    h.close();
+  }
+  t.equal(r.counts.unreadable, 1, "one problem: F.1");
+  t.match(r.rows, [{ kind: "unreadable", path: one, detail: /^an audit log that is a symbolic link/ }]);
+  t.equal(r.found, r.judged);
+  t.ok(fs.lstatSync(one).isSymbolicLink() && fs.readlinkSync(one) === kept, "the link is left as it was");
+  t.ok(keptBytes()?.length, "and the log it leads to is there, untouched by the check");
 });
 
 t.test("usage, config and read-only keys: exit 2, nothing judged", async (t) => {

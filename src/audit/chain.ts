@@ -105,10 +105,11 @@ export interface Line {
 
 /**
  * Read a file line by line with flat memory, hashing every line's exact bytes. From byte `start`
- * on, when given (the lines appended since an earlier read; `no` then counts from there).
+ * on, when given (the lines appended since an earlier read; `no` then counts from there). An open
+ * handle is read as it is and left open: its caller took the file's identity from that descriptor.
  */
-export async function* readLines(file: string, start = 0): AsyncGenerator<Line> {
-  const fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+export async function* readLines(file: string | fs.promises.FileHandle, start = 0): AsyncGenerator<Line> {
+  const fh = typeof file === "string" ? await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK) : file;
   try {
     const buf = Buffer.allocUnsafe(READ_CHUNK);
     let parts: Buffer[] = [];
@@ -145,7 +146,7 @@ export async function* readLines(file: string, start = 0): AsyncGenerator<Line> 
     }
     if (kept > 0 || parts.length > 0) yield finish();
   } finally {
-    await fh.close();
+    if (typeof file === "string") await fh.close();
   }
 }
 

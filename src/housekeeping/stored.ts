@@ -53,16 +53,20 @@ export interface StoredReport {
   counts: Record<Kind, number>;
   rows: Finding[];
   notes: string[];
+  /** Audit logs not read (a link, not a regular file), "FILE (why)": each also an unreadable row. */
+  unreadLogs: string[];
 }
 
 /** F's rotated siblings F.1, F.2, … (as long as they go on), oldest first, then F. */
 export function logFiles(file: string): { files: string[]; notes: string[] } {
   const rotated: string[] = [];
   // One file under two names (an audit --rotate killed between its link and its unlink) is read once.
-  // lstat: a symbolic link is not that file again; it stays in the list, and reading it (O_NOFOLLOW) fails.
+  // lstat: a symbolic link (dangling or not) is not that file again, nor the end of the list; it
+  // stays in it, and replay reports it, unread.
   const seen = new Set<string>();
+  const lstat = (f: string) => fs.lstatSync(f, { throwIfNoEntry: false });
   const first = (f: string) => {
-    const st = fs.lstatSync(f, { throwIfNoEntry: false });
+    const st = lstat(f);
     const key = st ? inodeKey(st) : f;
     if (seen.has(key)) return false;
     seen.add(key);
@@ -70,10 +74,10 @@ export function logFiles(file: string): { files: string[]; notes: string[] } {
   };
   first(file);
   let n = 1;
-  for (; fs.existsSync(`${file}.${n}`); n++) if (first(`${file}.${n}`)) rotated.push(`${file}.${n}`);
+  for (; lstat(`${file}.${n}`); n++) if (first(`${file}.${n}`)) rotated.push(`${file}.${n}`);
   const notes: string[] = [];
   for (const gz of [`${file}.${n}.gz`, `${file}.${n}.xz`, `${file}.${n}.zst`])
-    if (fs.existsSync(gz)) notes.push(`${gz} is compressed and was not read: files it recorded are reported as unrecorded (keep rotated logs as ${file}.N)`);
+    if (lstat(gz)) notes.push(`${gz} is compressed and was not read: files it recorded are reported as unrecorded (keep rotated logs as ${file}.N)`);
   return { files: [...rotated.reverse(), file], notes };
 }
 
@@ -91,7 +95,13 @@ class Judge {
     logs: string[],
     notes: string[],
   ) {
-    this.report = { logs, recorded: 0, found: 0, judged: 0, matched: 0, versions: 0, late: 0, counts: { changed: 0, missing: 0, unrecorded: 0, unreadable: 0 }, rows: [], notes };
+    this.report = { logs, recorded: 0, found: 0, judged: 0, matched: 0, versions: 0, late: 0, counts: { changed: 0, missing: 0, unrecorded: 0, unreadable: 0 }, rows: [], notes, unreadLogs: [] };
+  }
+
+  /** An audit log that was not read: a problem, never a silent gap in what vouches for the files. */
+  unreadLog(u: UnreadLog, what: string): void {
+    this.add("unreadable", u.file, u.file, `an audit log that is ${u.why}: ${what}`, false);
+    this.report.unreadLogs.push(`${u.file} (${u.why})`);
   }
 
   private get walk(): WalkOptions {
@@ -248,24 +258,64 @@ class Judge {
   }
 }
 
+interface UnreadLog {
+  file: string;
+  why: string;
+}
+
+/**
+ * A log opened for reading, never through a symbolic link; its identity is its descriptor's, the
+ * file that is read. null when nothing is there; `why` when what is there is not read.
+ */
+async function openLog(file: string): Promise<{ fh: fs.promises.FileHandle; key: string } | UnreadLog | null> {
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return null;
+    if (code === "ELOOP") return { file, why: "a symbolic link, which verify --stored never follows" };
+    throw e;
+  }
+  const st = await fh.stat();
+  if (st.isFile()) return { fh, key: inodeKey(st) };
+  await fh.close();
+  return { file, why: "not a regular file" };
+}
+
+/** Where the current log's replay ended, and which file that was (undefined when it was not read). */
+interface Mark {
+  end: number;
+  key?: string;
+}
+
 /** Replay the logs into the ledger; returns where the current log ended, to read what follows. */
-async function replay(ledger: Ledger, files: string[], notes: string[]): Promise<{ end: number; ino: number }> {
-  let end = 0;
-  let ino = 0;
+async function replay(ledger: Ledger, files: string[], notes: string[], unread: UnreadLog[]): Promise<Mark> {
+  let mark: Mark = { end: 0 };
   for (const file of files) {
-    let bad = 0;
-    ino = fs.statSync(file).ino;
-    end = 0; // the current log's, the last of `files`
-    for await (const line of readLines(file)) {
-      const { json } = prevOf(line.bytes);
-      if (json) ledger.apply(json);
-      else bad++;
-      end = line.end;
+    const log = await openLog(file);
+    if (log === null) throw new VbError("IO", `${file} went away while it was being read; run again`);
+    mark = { end: 0 }; // the current log's, the last of `files`
+    if ("why" in log) {
+      unread.push(log);
+      continue;
     }
+    let bad = 0;
+    try {
+      for await (const line of readLines(log.fh)) {
+        const { json } = prevOf(line.bytes);
+        if (json) ledger.apply(json);
+        else bad++;
+        mark.end = line.end;
+      }
+    } finally {
+      await log.fh.close();
+    }
+    mark.key = log.key;
     if (bad) notes.push(`${file}: ${bad} line(s) that are not JSON objects were skipped (audit --verify checks the log)`);
   }
   if (ledger.counts.unusable) notes.push(`${ledger.counts.unusable} file event(s) with fields that cannot be used were skipped`);
-  return { end, ino };
+  return mark;
 }
 
 interface Late {
@@ -274,36 +324,67 @@ interface Late {
   dirs: Set<string>;
 }
 
-/** The lines appended to the current log since the replay (or to the file it became, if rotated). */
-async function lateLines(ledger: Ledger, file: string, from: { end: number; ino: number }, notes: string[]): Promise<Late> {
+/**
+ * The lines appended to the current log since the replay (or to the file it became, if rotated).
+ * Each file is known by the descriptor it is read through; a link or other object where a log
+ * should be is not read, and goes to `unread`.
+ */
+async function lateLines(ledger: Ledger, file: string, from: Mark, notes: string[], unread: UnreadLog[]): Promise<Late> {
   const late: Late = { paths: new Set(), dirs: new Set() };
-  const read = async (f: string, start: number) => {
-    for await (const line of readLines(f, start)) {
+  if (from.key === undefined) return late; // the current log was not read: nothing follows from it
+  const read = async (fh: fs.promises.FileHandle, start: number) => {
+    for await (const line of readLines(fh, start)) {
       const { json } = prevOf(line.bytes);
       if (!json) continue;
       if (json.event === "prune-chain" && json.label === ledger.label && typeof json.dir === "string") late.dirs.add(json.dir === "." ? "" : json.dir);
       for (const key of ledger.apply(json)) late.paths.add(key);
     }
   };
-  if (fs.statSync(file).ino === from.ino) await read(file, from.end);
-  else if (fs.existsSync(`${file}.1`) && fs.statSync(`${file}.1`).ino === from.ino) {
-    await read(`${file}.1`, from.end);
-    await read(file, 0);
-  } else notes.push(`${file} was rotated twice while this ran: paths changed meanwhile may be reported`);
-  return late;
+  const opened: fs.promises.FileHandle[] = [];
+  const take = async (f: string) => {
+    const log = await openLog(f);
+    if (log === null) return null;
+    if ("why" in log) {
+      unread.push(log);
+      return undefined;
+    }
+    opened.push(log.fh);
+    return log;
+  };
+  try {
+    const cur = await take(file);
+    if (cur === undefined) return late;
+    if (cur?.key === from.key) {
+      await read(cur.fh, from.end);
+      return late;
+    }
+    const one = await take(`${file}.1`);
+    if (one === undefined) return late;
+    if (one?.key === from.key) {
+      await read(one.fh, from.end);
+      if (cur) await read(cur.fh, 0);
+    } else notes.push(`${file} was rotated twice while this ran: paths changed meanwhile may be reported`);
+    return late;
+  } finally {
+    for (const fh of opened) await fh.close();
+  }
 }
 
 export async function verifyStored(h: Housekeeping): Promise<StoredReport> {
   const file = h.policy.audit.file;
   const { files, notes } = logFiles(file);
   const ledger = new Ledger(h.policy.label);
-  const end = await replay(ledger, files, notes);
+  const unread: UnreadLog[] = [];
+  const end = await replay(ledger, files, notes, unread);
   const j = new Judge(h, ledger, files, notes);
+  for (const u of unread) j.unreadLog(u, "not read (what only it recorded is reported as unrecorded)");
   j.report.recorded = ledger.size + ledger.versionCount;
   j.root();
   j.versions();
   j.missing();
-  j.forgive(await lateLines(ledger, file, end, notes));
+  const unreadLate: UnreadLog[] = [];
+  j.forgive(await lateLines(ledger, file, end, notes, unreadLate));
+  for (const u of unreadLate) j.unreadLog(u, "the lines appended while this ran were not read from it");
   const r = j.report;
   if (r.judged !== r.found) throw new VbError("IO", `internal check failed: ${r.found} entries found but ${r.judged} judged; nothing can be concluded`);
   return r;
@@ -340,7 +421,8 @@ export async function storedMain(args: string[]): Promise<number> {
       h.audit.event("verify-stored", { ok: n === 0, ...(n ? { anomaly: true } : {}), found: r.found, matched: r.matched, versions: r.versions, recorded: r.recorded, ...r.counts, late: r.late, logs: r.logs.length });
       say(describe(r));
       // stderr too: cron drops stdout and mails stderr to root.
-      if (n) process.stderr.write(`validate-backup verify --stored: ${h.policy.label}: ${n} problem(s): ${KINDS.map((k) => `${r.counts[k]} ${k}`).join(", ")}\n`);
+      const unread = r.unreadLogs.length ? `; not read: ${r.unreadLogs.join(", ")}` : "";
+      if (n) process.stderr.write(`validate-backup verify --stored: ${h.policy.label}: ${n} problem(s): ${KINDS.map((k) => `${r.counts[k]} ${k}`).join(", ")}${unread}\n`);
       return n ? 1 : EXIT.ok;
     } finally {
       h.close();
