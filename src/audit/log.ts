@@ -60,28 +60,29 @@ class LockedAppend {
   bytes = 0;
   /**
    * After `audit --rotate` (done under this lock) the name is a new file: a session that opened the
-   * old one writes on in the new one, never into the sealed rotated file.
+   * old one writes on in the new one, never into the sealed rotated file. Returns the fstat of the
+   * file written from now on.
    */
-  private followRotation(): void {
+  private followRotation(): fs.Stats {
+    const ours = fs.fstatSync(this.fd); // also the size the caller needs: one fstat per line, not two
     let named: fs.Stats;
     try {
       named = fs.lstatSync(this.file);
     } catch {
-      return; // gone: keep the file we have
+      return ours; // gone: keep the file we have
     }
-    const ours = fs.fstatSync(this.fd);
-    if (named.ino === ours.ino && named.dev === ours.dev) return;
+    if (named.ino === ours.ino && named.dev === ours.dev) return ours;
     const fd = fs.openSync(this.file, (this.unreadable ? fs.constants.O_WRONLY : fs.constants.O_RDWR) | fs.constants.O_APPEND | fs.constants.O_NOFOLLOW);
     fs.closeSync(this.fd);
     this.fd = fd;
     this.last = undefined;
+    return fs.fstatSync(this.fd);
   }
 
   write(line: string): void {
     const append = () => {
-      this.followRotation();
       // Under the lock: the previous line is the file's last line, so the chain stays linear.
-      const size = fs.fstatSync(this.fd).size;
+      const size = this.followRotation().size;
       let prev = this.unreadable ? UNCHAINED : this.last?.size === size ? (this.last.hash ??= lineHash(Buffer.from(this.last.line.slice(0, -1)))) : undefined;
       let start = "";
       if (prev === undefined) {

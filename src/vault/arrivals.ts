@@ -53,11 +53,18 @@ export function recordRemoval(state: string, rel: string, st: { dev: number; ino
   append(state, line({ t, p: rel, i: `${st.dev}:${st.ino}`, r: true }));
 }
 
-/** The session's descriptor of the record, opened at its first line. */
-let held: { file: string; fd: number } | undefined;
+/** The session's descriptor of the record, opened at its first line, and the file it is (its fstat, taken once). */
+let held: { file: string; fd: number; dev: number; ino: number } | undefined;
 
-function openRecord(file: string): number {
-  return fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+function openRecord(file: string): { file: string; fd: number; dev: number; ino: number } {
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+  try {
+    const { dev, ino } = fs.fstatSync(fd);
+    return { file, fd, dev, ino };
+  } catch (e) {
+    closeQuietly(fd);
+    throw e;
+  }
 }
 
 /**
@@ -72,20 +79,21 @@ function append(state: string, s: string): void {
   const file = path.join(state, ARRIVALS_FILE);
   if (held?.file !== file) {
     if (held) closeQuietly(held.fd);
-    held = { file, fd: openRecord(file) };
+    held = undefined;
+    held = openRecord(file);
   }
   for (let round = 0; ; round++) {
     if (fs.writeSync(held.fd, text) !== text.length) throw new Error(`short write to ${file}`);
-    const ours = fs.fstatSync(held.fd);
     let named: fs.Stats | undefined;
     try {
       named = fs.lstatSync(file);
     } catch {
       /* removed: recreated below */
     }
-    if (named && named.ino === ours.ino && named.dev === ours.dev) return;
+    if (named && named.ino === held.ino && named.dev === held.dev) return;
     closeQuietly(held.fd);
-    held.fd = openRecord(file);
+    held = undefined;
+    held = openRecord(file);
     if (round === 2) return; // compacted twice under this one line: it is in one of the files
   }
 }

@@ -33,16 +33,23 @@ export class TmpFiles {
 
   /** A new, empty file of our own (mode 0600), open for reading and writing. Throws as open(2) does. */
   take(): TmpFile {
-    if (!this.made) {
-      fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-      this.made = true;
-      lockByLink(path.join(this.dir, OWNER_FILE)); // this session's later locks cost no new inode (lock.ts)
-    }
+    this.make();
     const ready = this.spare;
     this.spare = undefined;
     const file = ready ?? this.makeNow();
     if (this.counter >= 2) this.makeAhead();
     return file;
+  }
+
+  /**
+   * The area, made once; with it this session's later locks cost no new inode (lock.ts
+   * lockByLink). A session that reads many files (an audit line, so a lock, each) asks for it too.
+   */
+  make(): void {
+    if (this.made) return;
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    this.made = true;
+    lockByLink(path.join(this.dir, OWNER_FILE));
   }
 
   private makeNow(): TmpFile {

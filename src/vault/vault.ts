@@ -31,6 +31,8 @@ import { LOCKS_DIR } from "../profile/restic.js";
 const MAX_UNSYNCED_DIRS = 64;
 /** Uploads answered before their fsync and link (admitLater): each holds two descriptors and its quota. */
 const MAX_LATER = 32;
+/** Reads after which a session's locks are taken by link(2) (see openRead). */
+const LINK_LOCKS_AFTER = 4;
 
 /** link(2) or rename(2) found the name taken meanwhile (EEXIST): the append-only refusal; else e. */
 function nameTaken(e: unknown, display: string): unknown {
@@ -62,6 +64,8 @@ export class Vault {
   /** This session's temporary area, where every upload starts (src/vault/tmpfiles.ts). */
   readonly tmp: TmpFiles;
   readonly stagingDir: string;
+  /** Files opened for reading (openRead), to know when locks by link(2) pay off. */
+  private reads = 0;
 
   constructor(readonly session: Session) {
     const { policy, rootReal } = session;
@@ -190,6 +194,15 @@ export class Vault {
   /** Open a regular file for reading; the caller owns (and closes) the fd. */
   openRead(v: VPath): { fd: number; st: fs.Stats } {
     if (!this.canRead(v)) throw new VbError("NOT_ALLOWED", `'${v.display}' cannot be read with this key (pull: ${String(this.session.policy.pull)})`);
+    // Each file read is an audit line under the log's lock: past a few, the temporary area's owner
+    // file makes every later lock a link(2) instead of a new inode. Not for a read-only key: its
+    // sessions sweep no areas, so one killed would leave its area for good.
+    if (++this.reads === LINK_LOCKS_AFTER && !this.readOnly)
+      try {
+        this.tmp.make();
+      } catch {
+        /* locks stay symbolic links */
+      }
     const fd = this.withParent(v, (dirFd, name) => fs.openSync(at(dirFd, name), READ_FLAGS));
     const st = fs.fstatSync(fd);
     if (!st.isFile()) {
@@ -310,7 +323,7 @@ export class Vault {
         /* the stored file stays, and stays whatever it was (another session's, or ours) */
       } else if (!a.dir && inodeKey(lstatAt(dirFd, name)) !== inodeKey(file))
         this.session.audit.event("anomaly", { anomaly: true, path: shown, reason: "staged file changed while being published" });
-      else this.ownFiles.add(a.fd, file);
+      else this.ownFiles.add(a.fd, file, a.handOver?.(false) ?? false);
       const pub = this.landed(a, how, sha256);
       // The new name reaches the disk with the directory's fsync at the end of the session (one per
       // directory, not one per file: what made small uploads crawl), or with the caller's syncfs.
@@ -367,7 +380,7 @@ export class Vault {
           } catch (e) {
             throw nameTaken(e, shown);
           }
-          this.ownFiles.add(a.fd, judged.file);
+          this.ownFiles.add(a.fd, judged.file, a.handOver?.(true) ?? false);
           this.landed(a, "new", judged.sha256);
           this.syncDirLater(dirFd);
           resolve(true);
