@@ -16,7 +16,7 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { num } from "./settings.js";
+import { num, median, writeExecutable } from "./settings.js";
 
 const TOP = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const LAUNCHER = path.join(TOP, "bin/validate-backup");
@@ -57,10 +57,6 @@ function need(file: string, hint: string): void {
   } catch {
     throw new Error(`${file} is needed (${hint})`);
   }
-}
-
-function writeExecutable(file: string, text: string): void {
-  fs.writeFileSync(file, text, { mode: 0o755 });
 }
 
 /** Random content, written in 1 MiB chunks so memory stays flat. */
@@ -209,12 +205,6 @@ function startups(argv: string[], env: NodeJS.ProcessEnv, expect = 0, input?: st
     if (r.status !== expect) throw new Error(`start-up run ${argv.join(" ")}: exit ${r.status ?? r.signal}, expected ${expect}: ${String(r.stderr ?? r.error).slice(0, 300)}`);
   }
   return median(times);
-}
-
-function median(xs: number[]): number {
-  const a = [...xs].sort((x, y) => x - y);
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m]! : (a[m - 1]! + a[m]!) / 2;
 }
 
 interface Starts {

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawn, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { num } from "./settings.js";
+import { num, median } from "./settings.js";
 
 const TOP = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const LAUNCHER = path.join(TOP, "bin/validate-backup");
@@ -37,7 +37,6 @@ function timed(argv: string[], stdout = "ignore" as const): { secs: number; rss:
   return { secs: Number(m[1]), rss: Number(m[2]) / 1024, out: r.stdout ?? "" };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 try {
   fs.mkdirSync(home, { recursive: true, mode: 0o700 });
