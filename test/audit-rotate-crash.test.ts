@@ -209,3 +209,36 @@ t.test("LOG.1 a symbolic link to the log: audit --verify does not take it for an
   t.same(fs.readFileSync(sb.audit), before, "the log is untouched");
   t.ok(fs.lstatSync(`${sb.audit}.1`).isSymbolicLink(), "the link is left as it was");
 });
+
+t.test("a rotation killed with a flag lifted: the next one puts chattr +a back on every log, not only where it finds it", async (t) => {
+  if (noStrace(t)) return;
+  const { sb } = await rotatedOnce(t);
+  const attrs = (f: string) => execFileSync("lsattr", ["-d", f], { encoding: "utf8" }).split(/\s/)[0]!;
+  const logs = () => [sb.audit, `${sb.audit}.1`, `${sb.audit}.2`, `${sb.audit}.3`].filter(exists);
+  try {
+    execFileSync("chattr", ["+a", sb.audit, `${sb.audit}.1`]);
+  } catch {
+    t.pass("skipped: this filesystem has no append-only attribute");
+    return;
+  }
+  t.teardown(() => {
+    for (const f of logs()) execFileSync("chattr", ["-a", f]);
+  });
+  // The first link(2) is the shift of .1 to .2, after chattr -a of .1: killed there, .1 is left
+  // without its flag, and nothing else shows that a run was there.
+  const killed = await rotateUnder(sb, ["-e", "trace=link,linkat", "-e", "inject=link,linkat:signal=KILL:when=1"]);
+  t.not(killed.code, 0, "the run was killed");
+  t.notMatch(attrs(`${sb.audit}.1`), /a/, "the killed run left .1 without its flag");
+  t.notOk(exists(`${sb.audit}.2`), "nothing was moved");
+
+  const r = await runRoot(sb, ["audit", "--rotate"]);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout.toString(), /killed audit --rotate had lifted .*append-only.*put back/, "the admin is told");
+  for (const f of logs()) t.match(attrs(f), /a/, `${JSON.stringify(f.slice(sb.dir.length))} is append-only again`);
+  t.same(
+    fs.readdirSync(sb.dir).filter((n) => n.includes("lifted")),
+    [],
+    "no trace of the repair is left",
+  );
+  t.equal((await runRoot(sb, ["audit", "--verify"])).code, 0, "the chain holds");
+});

@@ -6,6 +6,7 @@
 // root-owned 0440, append-only again where the log was (chattr +a). Nothing is deleted: old logs
 // are evidence, the admin removes them.
 import fs from "node:fs";
+import path from "node:path";
 import { withLock, tryLock, unlock } from "../lock.js";
 import { at, closeQuietly, inodeKey } from "../fsat.js";
 import { VbError } from "../errors.js";
@@ -21,13 +22,25 @@ import { open, main, requireRoot, EXIT } from "./context.js";
 const C = fs.constants;
 
 /**
+ * Where a run notes, before it lifts the first chattr +a, that it is about to: a run killed before
+ * it put a flag back leaves nothing else that says so (lsattr only shows the flag missing, as on a
+ * log that never had it). The next run that finds the note puts the flag back on the log and on
+ * every rotated log: the note is written only when a log had the flag. Its content is not read;
+ * one planted by hand can only make the logs append-only.
+ */
+const liftNote = (log: string) => `${log}.flags-lifted`;
+
+/**
  * chattr +a forbids rename: lift it around `fn`, and put it back on `after` (the name the file then
  * has), or on `file` when `fn` failed: a failed rotation must not leave a log without its flag. When
  * both fail, the admin hears both, `fn`'s error first: it is why the rotation stopped.
  */
-function lifted(file: string, fn: () => void, after = file): boolean {
+function lifted(log: string, file: string, fn: () => void, after = file): boolean {
   const a = appendOnly(file) === true;
-  if (a) mustTool("chattr", ["-a", file]);
+  if (a) {
+    noteLifting(log);
+    mustTool("chattr", ["-a", file]);
+  }
   let failed: VbError | undefined;
   try {
     fn();
@@ -43,6 +56,42 @@ function lifted(file: string, fn: () => void, after = file): boolean {
   }
   if (failed) throw failed;
   return a;
+}
+
+/** The note, on disk (its directory entry too) before any flag is lifted. */
+function noteLifting(log: string): void {
+  const note = liftNote(log);
+  if (fs.lstatSync(note, { throwIfNoEntry: false })) return; // whatever stands there is never opened
+  const fd = fs.openSync(note, C.O_WRONLY | C.O_CREAT | C.O_NOFOLLOW, 0o600);
+  try {
+    fs.writeSync(fd, `audit --rotate (pid ${process.pid}) lifts chattr +a of ${log} and its rotated logs while it moves them\n`);
+    fs.fsyncSync(fd);
+  } finally {
+    closeQuietly(fd);
+  }
+  const dir = fs.openSync(path.dirname(note), C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
+  try {
+    fs.fsyncSync(dir);
+  } finally {
+    closeQuietly(dir);
+  }
+}
+
+/** The log and its rotated logs (LOG.1, LOG.2, …: as far as the numbers go on, one gap allowed). */
+function allLogs(log: string): string[] {
+  const out = [log];
+  for (let n = 1; fs.existsSync(`${log}.${n}`) || fs.existsSync(`${log}.${n + 1}`); n++) if (fs.existsSync(`${log}.${n}`)) out.push(`${log}.${n}`);
+  return out.filter((f) => fs.lstatSync(f).isFile());
+}
+
+/** A killed run's note: the flag goes back on every log (true), before anything moves. */
+function restoreLifted(log: string, say: (s: string) => void): boolean {
+  const note = liftNote(log);
+  if (!fs.lstatSync(note, { throwIfNoEntry: false })) return false;
+  const logs = allLogs(log);
+  for (const f of logs) if (appendOnly(f) !== true) mustTool("chattr", ["+a", f]);
+  say(`a killed audit --rotate had lifted the append-only flag (chattr +a) of the audit logs: it was put back on ${logs.join(", ")}`);
+  return true;
 }
 
 /** A rename that fails (EEXIST) rather than replace a file at the new name: a rotated log is never lost. */
@@ -69,18 +118,20 @@ function sameFile(a: string, b: string): boolean {
  * fills the gap). Either way only a name is removed, never a file. The admin hears what was done
  * at once: the rotation after it may still fail.
  */
-function finishInterrupted(log: string, say: (s: string) => void): void {
-  const flag = (files: string) => `if the log was append-only, the killed run had lifted the flag, which this one cannot know: put it back with chattr +a ${files}`;
+function finishInterrupted(log: string, say: (s: string) => void, restored: boolean): void {
+  // Runs of this version leave a note when they lift a flag (restoreLifted); an older one did not.
+  const flag = (files: string) =>
+    restored ? "the flags it had lifted are back" : `if the log was append-only and an older version was killed here, put the flag back with chattr +a ${files}`;
   const one = `${log}.1`;
   if (sameFile(log, one)) {
-    lifted(one, () => fs.unlinkSync(one), log);
+    lifted(log, one, () => fs.unlinkSync(one), log);
     say(`an interrupted audit --rotate had left ${log} also named ${one}: that name was removed (${flag(`${log} ${one}`)} once this run is done)`);
   }
   // A gap of one name at most: the one just removed, or one an earlier repair left.
   for (let n = 1; fs.existsSync(`${log}.${n}`) || fs.existsSync(`${log}.${n + 1}`); n++) {
     const [lower, upper] = [`${log}.${n}`, `${log}.${n + 1}`];
     if (!sameFile(lower, upper)) continue;
-    lifted(lower, () => fs.unlinkSync(lower), upper);
+    lifted(log, lower, () => fs.unlinkSync(lower), upper);
     say(`an interrupted audit --rotate had left ${upper} also named ${lower}: its move to ${upper} was finished (${flag(upper)})`);
   }
 }
@@ -101,11 +152,12 @@ export async function rotate(log: string, lockFile: string, label: string, sid: 
   const st = fs.lstatSync(log);
   if (!st.isFile()) throw new VbError("IO", `${log} is not a regular file`);
   const rotated = rotatedName(log);
-  finishInterrupted(log, say);
+  const restored = restoreLifted(log, say);
+  finishInterrupted(log, say, restored);
   // Make room: .N -> .N+1 from the top. Nobody writes them (writers follow the name).
   let top = 1;
   while (fs.existsSync(`${log}.${top}`)) top++;
-  for (let n = top - 1; n >= 1; n--) lifted(`${log}.${n}`, () => moveNoReplace(`${log}.${n}`, `${log}.${n + 1}`), `${log}.${n + 1}`);
+  for (let n = top - 1; n >= 1; n--) lifted(log, `${log}.${n}`, () => moveNoReplace(`${log}.${n}`, `${log}.${n + 1}`), `${log}.${n + 1}`);
 
   // The new log, made beside the old one with its owner and mode (the sessions append to it).
   const fresh = `${log}.rotating`;
@@ -128,14 +180,14 @@ export async function rotate(log: string, lockFile: string, label: string, sid: 
       const first = auditLine("info", Date.now(), members({ label, sid, client: ROOT_CLIENT }), { from: rotated, bytes }, "rotate");
       fs.writeSync(fd, chainLine(first, head));
       fs.fsyncSync(fd);
-      wasAppendOnly = lifted(log, () => moveNoReplace(log, rotated), rotated);
+      wasAppendOnly = lifted(log, log, () => moveNoReplace(log, rotated), rotated);
       try {
         fs.renameSync(fresh, log);
       } catch (e) {
         // Left so, the log would be missing: the next session would start a new chain, which
         // nothing ties to the rotated one. The log goes back where it was.
         try {
-          lifted(rotated, () => moveNoReplace(rotated, log), log);
+          lifted(log, rotated, () => moveNoReplace(rotated, log), log);
         } catch (undo) {
           throw new VbError("IO", `${toVbError(e).message}; moving ${rotated} back to ${log} failed too (${toVbError(undo).message}): move it back by hand (ln ${rotated} ${log} && rm ${rotated})`);
         }
@@ -154,10 +206,12 @@ export async function rotate(log: string, lockFile: string, label: string, sid: 
   }
   if (wasAppendOnly) mustTool("chattr", ["+a", log]);
   // Sealed: no one but root changes the rotated log again (chmod and chown of a +a file need the flag lifted).
-  lifted(rotated, () => {
+  lifted(log, rotated, () => {
     fs.chownSync(rotated, 0, st.gid);
     fs.chmodSync(rotated, 0o440);
   });
+  // Every flag is back: the note goes (a run that failed before here leaves it for the next one).
+  fs.rmSync(liftNote(log), { force: true });
   // Both heads on record: the rotated file's last line (a truncation of it shows) and the new log's.
   const headFile = defaultHeadFile(log);
   const done = await recordHead(rotated, headFile, { current: false });
