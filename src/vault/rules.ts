@@ -236,15 +236,17 @@ export class NameRules {
   /**
    * Link a file under a name claimed by claim(), and give the claim up once the temporary name is
    * gone too: a session waiting for the claim must find a file with one link, as it was answered.
+   * Returns whether the temporary name is gone.
    */
-  publishClaimed(claim: string, dirFd: number, name: string, v: VPath, src: string, file: fs.Stats): void {
+  publishClaimed(claim: string, dirFd: number, name: string, v: VPath, src: string, file: fs.Stats): boolean {
     try {
       fs.linkSync(src, at(dirFd, name));
       this.arrived(v, file);
       try {
         fs.unlinkSync(src);
+        return true;
       } catch {
-        /* the upload's own cleanup tries again */
+        return false; // the upload's own cleanup tries again
       }
     } finally {
       unlock(claim, false);

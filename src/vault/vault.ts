@@ -375,12 +375,13 @@ export class Vault {
             unlock(claimed, false);
             throw err;
           }
+          let srcGone: boolean;
           try {
-            this.rules.publishClaimed(claimed, dirFd, name, a.v, a.src, judged.file);
+            srcGone = this.rules.publishClaimed(claimed, dirFd, name, a.v, a.src, judged.file);
           } catch (e) {
             throw nameTaken(e, shown);
           }
-          this.ownFiles.add(a.fd, judged.file, a.handOver?.(true) ?? false);
+          this.ownFiles.add(a.fd, judged.file, a.handOver?.(srcGone) ?? false);
           this.landed(a, "new", judged.sha256);
           this.syncDirLater(dirFd);
           resolve(true);
