@@ -33,6 +33,8 @@ const ROUNDS = num("VB_BENCH_ROUNDS", 3);
 const SESSIONS = num("VB_BENCH_SESSIONS", 20);
 const SESSION_MIB = num("VB_BENCH_SESSION_MIB", 64);
 const STARTS = num("VB_BENCH_STARTS", 20);
+/** Set in the environment of this machine kind's shells: a baseline measured from one includes it. */
+const CERTS = process.env.NODE_EXTRA_CA_CERTS;
 
 interface Server {
   name: string;
@@ -211,6 +213,8 @@ interface Starts {
   refused: number;
   opensshBare: number;
   node: number;
+  /** `node -e 0` with the caller's NODE_EXTRA_CA_CERTS (a shell's node loads those certificates; ours never does). */
+  nodeCerts: number | undefined;
   lsOurs: number;
   lsOpenssh: number;
 }
@@ -230,6 +234,7 @@ function startup(ourServer: Server, theirs: Server, work: string): Starts {
     refused: startups([LAUNCHER, "--config", config], { ...env, SSH_ORIGINAL_COMMAND: "rm -rf /" }, 1),
     opensshBare: startups([OPENSSH_SERVER], env),
     node: startups(["/usr/bin/node", "-e", "0"], env),
+    nodeCerts: CERTS === undefined ? undefined : startups(["/usr/bin/node", "-e", "0"], { ...env, NODE_EXTRA_CA_CERTS: CERTS }),
     lsOurs: lsRun(ourServer),
     lsOpenssh: lsRun(theirs),
   };
@@ -351,6 +356,9 @@ async function main(): Promise<number> {
       "",
       `session start-up, median of ${STARTS} x ${ROUNDS} rounds (ms):`,
       `  refused command ${ms((s) => s.refused).toFixed(1)}, OpenSSH's sftp-server started and hung up on ${ms((s) => s.opensshBare).toFixed(1)} (${times((s) => s.refused, (s) => s.opensshBare)}), node -e 0 ${ms((s) => s.node).toFixed(1)} (${times((s) => s.refused, (s) => s.node)})`,
+      ...(CERTS === undefined
+        ? []
+        : [`  node -e 0 with this environment's NODE_EXTRA_CA_CERTS ${ms((s) => s.nodeCerts!).toFixed(1)} (refused: ${times((s) => s.refused, (s) => s.nodeCerts!)}; the launcher starts ours with env -i)`]),
       `  sftp -b 'ls' session: ours ${ms((s) => s.lsOurs).toFixed(1)}, OpenSSH's ${ms((s) => s.lsOpenssh).toFixed(1)} (${times((s) => s.lsOurs, (s) => s.lsOpenssh)})`,
       "",
       "+sync: the ratio counting each upload until its bytes were on disk (the transfer, then a sync(1)):",
