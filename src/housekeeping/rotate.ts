@@ -88,9 +88,10 @@ function allLogs(log: string): string[] {
 function restoreLifted(log: string, say: (s: string) => void): boolean {
   const note = liftNote(log);
   if (!fs.lstatSync(note, { throwIfNoEntry: false })) return false;
-  const logs = allLogs(log);
-  for (const f of logs) if (appendOnly(f) !== true) mustTool("chattr", ["+a", f]);
-  say(`a killed audit --rotate had lifted the append-only flag (chattr +a) of the audit logs: it was put back on ${logs.join(", ")}`);
+  // A run that failed (not killed) put its flags back and left the note: then nothing is missing.
+  const missing = allLogs(log).filter((f) => appendOnly(f) !== true);
+  for (const f of missing) mustTool("chattr", ["+a", f]);
+  if (missing.length) say(`a killed audit --rotate had lifted the append-only flag (chattr +a) of audit logs: it was put back on ${missing.join(", ")}`);
   return true;
 }
 
