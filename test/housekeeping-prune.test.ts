@@ -104,7 +104,8 @@ t.test("prune and hourly without --keep-full keep the config's housekeeping.keep
     const what = `${cmd} ${args.join(" ")} with housekeeping.keepFull ${keepFull}`;
     const sb = sandbox(t, { config: { housekeeping: { retentionDays: 1, keepFull } } });
     const chains = threeChains(sb);
-    const r = await runRoot(sb, [cmd, ...args]);
+    // hourly's metrics step: into the sandbox, never the host's node exporter file.
+    const r = await runRoot(sb, [cmd, ...args, ...(cmd === "hourly" ? ["--metrics-output", path.join(sb.dir, "metrics.prom")] : [])]);
     t.equal(r.code, 0, `${what}: ${r.stderr}`);
     for (const k of ["A", "B", "C"] as const) {
       const p = present(sb, "host", chains[k]);

@@ -126,9 +126,12 @@ t.test("notify: a key whose uploads stop is told once within one hourly run, and
   const rec = recorder(sb);
   sb.configure({ housekeeping: { warnNoArrivalHours: 1, notify: rec.argv } });
   plant(sb, "h", fullSet("20250101T000000Z"), NOW);
-  const hourly = (at: number) => root(["hourly", "--config", sb.config, "--keep-full", "4", "--now", iso(at)]);
+  // The metrics step writes into the sandbox, never the host's node exporter file.
+  const metrics = path.join(sb.dir, "metrics.prom");
+  const hourly = (at: number) => root(["hourly", "--config", sb.config, "--keep-full", "4", "--now", iso(at), "--metrics-output", metrics]);
   let r = await hourly(NOW + HOUR / 2);
   t.equal(r.code, 0, r.stderr);
+  t.match(fs.readFileSync(metrics, "utf8"), /validate_backup_/, "hourly's metrics went where --metrics-output said");
   t.equal(rec.messages().length, 0, "arriving: nothing to tell");
   r = await hourly(NOW + 2 * HOUR);
   t.equal(r.code, 5, "prune's warning");
@@ -182,7 +185,7 @@ t.test("notify: a failed step is told once; a command that fails is tried again 
   fs.rmdirSync(path.join(sb.state, "monitor"));
   // seal fails: its config names a group that does not exist.
   sb.configure({ housekeeping: { notify: [failing], group: "no-such-group-x" } });
-  r = await root(["hourly", "--config", sb.config, "--keep-full", "4"]);
+  r = await root(["hourly", "--config", sb.config, "--keep-full", "4", "--metrics-output", path.join(sb.dir, "metrics.prom")]);
   t.equal(r.code, 2, "seal's refusal of the config is the run's status");
   t.match(r.stderr, /notify: \S+ failed \(exit 3: mail is down\); the next run tries again/);
   sb.configure({ housekeeping: { notify: rec.argv, group: "no-such-group-x" } });

@@ -32,8 +32,9 @@ function rank(code: number): number {
 
 export async function hourlyMain(args: string[]): Promise<number> {
   return main("hourly", () => {
-    // --now: the hidden clock (see nowFrom in context.ts), handed on to prune and to the monitoring steps.
-    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--now": "value" }, "hourly");
+    // Hidden, for tests: --now, a clock (nowFrom in context.ts) handed on to prune and to the
+    // monitoring steps; --metrics-output, metrics written elsewhere than the node exporter's file.
+    const o = parseArgs(args, { "--config": "value", "--keep-full": "value", "--now": "value", "--metrics-output": "value" }, "hourly");
     const config = o.get("--config");
     const keepFull = o.get("--keep-full");
     if (!config) throw usageFault("hourly", "--config is required");
@@ -57,7 +58,7 @@ export async function hourlyMain(args: string[]): Promise<number> {
       failed.push(`recording the results (${(e as Error).message})`);
       worst = EXIT.failed;
     }
-    for (const step of monitorSteps(config, now)) runStep(step);
+    for (const step of monitorSteps(config, now, o.get("--metrics-output"))) runStep(step);
     // The steps said what went wrong on stderr; this line says that the later ones still ran.
     if (failed.length) process.stderr.write(`validate-backup hourly: failed: ${failed.join(", ")}; every step was run\n`);
     return worst;

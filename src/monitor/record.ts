@@ -6,12 +6,16 @@ import { loadConfig } from "../config/load.js";
 import { HOURLY_RECORD, type HourlyRecord } from "./facts.js";
 import { withMonitorDir, writeRecord } from "./store.js";
 
-/** The monitoring steps after the housekeeping ones: tell whoever housekeeping.notify names, then write every key's metrics (the config's directory holds the host's keys). */
-export function monitorSteps(config: string, now?: string): string[][] {
+/**
+ * The monitoring steps after the housekeeping ones: tell whoever housekeeping.notify names, then
+ * write every key's metrics (the config's directory holds the host's keys). `metricsOutput`: the
+ * hidden --metrics-output of hourly, so that a test run never writes the host's real metrics file.
+ */
+export function monitorSteps(config: string, now?: string, metricsOutput?: string): string[][] {
   const clock = now === undefined ? [] : ["--now", now];
   return [
     ["notify", "--config", config, ...clock],
-    ["metrics", "--config-dir", path.dirname(config), ...clock],
+    ["metrics", "--config-dir", path.dirname(config), ...clock, ...(metricsOutput === undefined ? [] : ["--output", metricsOutput])],
   ];
 }
 
