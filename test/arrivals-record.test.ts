@@ -35,3 +35,38 @@ t.test("a failed reopen leaves no stale descriptor: the next line goes to the re
   t.teardown(() => fs.closeSync(stateFd));
   t.same([...readArrivals(stateFd).keys()], ["host/c"], "the line is in the new record");
 });
+
+t.test("compaction after compaction between a line's write and its check: the line still ends up in the record", async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vb-arrivals-"));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const state = path.join(dir, "state");
+  fs.mkdirSync(path.join(state, "locks"), { recursive: true });
+  const record = path.join(state, ARRIVALS_FILE);
+  recordArrival(state, "host/a", { dev: 1, ino: 101 }, 1000, "k");
+  // A compaction that finishes (its last copy of the old file's tail done) right after each write
+  // of the session's line, before the session looks at the name: it replaces the record with what
+  // it read before the line. It takes the compactions' lock as prune does, so it never runs while
+  // the lock is held.
+  const realWrite = fs.writeSync;
+  let compactions = 0;
+  const compactAfterWrite = ((fd: number, ...rest: unknown[]) => {
+    const n = (realWrite as (...a: unknown[]) => number)(fd, ...rest);
+    const before = fs.readFileSync(record, "utf8").split("\n").filter((l) => l && !l.includes("host/b")).join("\n") + "\n";
+    if (compactions < 10 && !fs.lstatSync(path.join(state, "locks", "arrivals.lock"), { throwIfNoEntry: false })) {
+      compactions++;
+      fs.writeFileSync(`${record}.new`, before);
+      fs.renameSync(`${record}.new`, record);
+    }
+    return n;
+  }) as typeof fs.writeSync;
+  fs.writeSync = compactAfterWrite;
+  try {
+    recordArrival(state, "host/b", { dev: 1, ino: 102 }, 2000, "k");
+  } finally {
+    fs.writeSync = realWrite;
+  }
+  t.ok(compactions >= 3, `${compactions} compactions came between the line's writes and their checks`);
+  const stateFd = fs.openSync(state, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  t.teardown(() => fs.closeSync(stateFd));
+  t.same([...readArrivals(stateFd).keys()].sort(), ["host/a", "host/b"], "the line is in the record, and what was there before");
+});

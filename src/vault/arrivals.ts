@@ -72,30 +72,40 @@ function openRecord(file: string): { file: string; fd: number; dev: number; ino:
  * without a lock (a lock file cost two journalled name operations per stored file). Only root's
  * compaction replaces the file; it copies what was appended to the old one while it worked, and a
  * line that may have come after that copy is written again here, into the new file. A line twice
- * says nothing new (the later of equal lines wins).
+ * says nothing new (the later of equal lines wins). Compactions in a row, one after each of a
+ * line's writes (a session descheduled while prune loops), could go on missing it: after a few
+ * rounds the line is written under the compactions' own lock, where none can come between.
  */
 function append(state: string, s: string): void {
   const text = Buffer.from(s);
   const file = path.join(state, ARRIVALS_FILE);
-  if (held?.file !== file) {
-    if (held) closeQuietly(held.fd);
+  for (let round = 0; round < LOCK_FREE_ROUNDS; round++) if (writeAndCheck(file, text)) return;
+  withLock(path.join(state, "locks", LOCK_FILE), () => {
+    if (!writeAndCheck(file, text)) throw new Error(`${file} was replaced while its lock was held`);
+  });
+}
+
+/** Lines written without the lock before append() takes it. */
+const LOCK_FREE_ROUNDS = 3;
+
+/** Write the line on the held record (opened first if need be); whether the name is still that file. */
+function writeAndCheck(file: string, text: Buffer): boolean {
+  if (held?.file !== file || held.fd < 0) {
+    if (held && held.fd >= 0) closeQuietly(held.fd);
     held = undefined;
     held = openRecord(file);
   }
-  for (let round = 0; ; round++) {
-    if (fs.writeSync(held.fd, text) !== text.length) throw new Error(`short write to ${file}`);
-    let named: fs.Stats | undefined;
-    try {
-      named = fs.lstatSync(file);
-    } catch {
-      /* removed: recreated below */
-    }
-    if (named && named.ino === held.ino && named.dev === held.dev) return;
-    closeQuietly(held.fd);
-    held = undefined;
-    held = openRecord(file);
-    if (round === 2) return; // compacted twice under this one line: it is in one of the files
+  if (fs.writeSync(held.fd, text) !== text.length) throw new Error(`short write to ${file}`);
+  let named: fs.Stats | undefined;
+  try {
+    named = fs.lstatSync(file);
+  } catch {
+    /* removed: recreated on the next round */
   }
+  if (named && named.ino === held.ino && named.dev === held.dev) return true;
+  closeQuietly(held.fd);
+  held = { ...held, fd: -1 }; // reopened by the next round, never written through again
+  return false;
 }
 
 export function parseLine(s: string): Arrival | undefined {
