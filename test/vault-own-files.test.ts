@@ -6,7 +6,7 @@
 import t, { type Test } from "tap";
 import fs from "node:fs";
 import path from "node:path";
-import { auditLines, type Sandbox } from "./helpers/env.js";
+import { auditLines, sandbox, type Sandbox } from "./helpers/env.js";
 import { sandboxOn } from "./helpers/mount.js";
 import { SftpClient, FX, describe, type Reply } from "./helpers/sftp-client.js";
 import { MAX_PINNED, MIN_AGE_MS } from "../src/vault/own.js";
@@ -109,4 +109,40 @@ t.test("a recent own file stays pinned: pruning it cannot free its inode for ano
   await ok(t, put(b, "victim.bin", "B's real backup\n"), "B uploads victim.bin");
   await refused(t, sb, a, "victim.bin", "B's real backup\n");
   await Promise.all([a.end(), b.end()]);
+});
+
+t.test("the descriptors that keep a session's own files are read-only: none can write a published file, sealed or not", async (t) => {
+  const sb = sandbox(t);
+  const a = await session(t, sb);
+  for (let i = 0; i < 3; i++) await ok(t, put(a, `own-${i}.bin`, `A's file ${i}\n`), `A uploads own-${i}.bin`);
+  // By inode: a descriptor shows the name it was opened by (the temporary one, since removed).
+  const stored = new Map(fs.readdirSync(sb.root).map((n) => [fs.lstatSync(path.join(sb.root, n)).ino, n]));
+  // The server is the client's child's child (the user switch, the launcher's exec of node): every
+  // process that holds a descriptor of a stored file is looked at.
+  const pins: { name: string; access: number }[] = [];
+  for (const pid of fs.readdirSync("/proc").filter((n) => /^\d+$/.test(n))) {
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue; // gone meanwhile
+    }
+    for (const fd of fds) {
+      let st: fs.Stats;
+      let info: string;
+      try {
+        st = fs.statSync(`/proc/${pid}/fd/${fd}`);
+        info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, "utf8");
+      } catch {
+        continue; // closed meanwhile
+      }
+      const name = st.isFile() ? stored.get(st.ino) : undefined;
+      if (name === undefined || st.dev !== fs.lstatSync(sb.root).dev) continue;
+      const flags = /^flags:\s+([0-7]+)$/m.exec(info);
+      pins.push({ name, access: Number.parseInt(flags?.[1] ?? "2", 8) & 3 });
+    }
+  }
+  t.same(pins.map((p) => p.name).sort(), ["own-0.bin", "own-1.bin", "own-2.bin"], "the session keeps its three files open, to know them as its own");
+  t.same(pins.filter((p) => p.access !== 0), [], "every one of them read-only (O_RDONLY)");
+  await a.end();
 });

@@ -40,12 +40,8 @@ export interface Arrival {
   readonly dir?: { fd: number; replaces: string | undefined };
   /** For the audit line. */
   readonly via?: string;
-  /**
-   * Once the file is published under its name: may the vault keep fd (its owner then never closes
-   * it)? False: the owner still needs it, or closes it itself. `srcGone`: the vault has removed the
-   * name `src` already (what a failed removal leaves goes with the session's temporary area).
-   */
-  readonly handOver?: (srcGone: boolean) => boolean;
+  /** The vault removed the name `src` when it published the file: its owner need not. */
+  readonly srcGone?: () => void;
 }
 
 export interface Published {

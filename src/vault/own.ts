@@ -35,23 +35,22 @@ export class OwnFiles {
   private readonly pins = new Map<string, number>();
 
   /**
-   * `fd`: the published file, open; `st`: its fstat. `given`: fd itself, handed over to be kept
-   * (an upload's, which would otherwise close it); without it we open our own descriptor of the
-   * file. Opening one through /proc cost an upload of a small file 3% of its time.
+   * `fd`: the published file, open; `st`: its fstat. The pin is a descriptor of our own, read-only:
+   * the upload's own is writable, and a session that stays open for hours must not hold a writable
+   * descriptor of a file it published (sealed meanwhile, or not), even one nothing writes through.
    */
-  add(fd: number, st: fs.Stats, given = false): void {
+  add(fd: number, st: fs.Stats): void {
     const key = inodeKey(st);
     this.forgetKey(key);
-    let pin: number | undefined = given ? fd : undefined;
-    if (!given)
-      try {
-        // Through /proc: a new descriptor of the very inode fd refers to (Node has no dup(2)).
-        pin = fs.openSync(`/proc/self/fd/${fd}`, fs.constants.O_RDONLY);
-        if (inodeKey(fs.fstatSync(pin)) !== key) throw new Error("not the same inode");
-      } catch {
-        closeQuietly(pin);
-        pin = undefined;
-      }
+    let pin: number | undefined;
+    try {
+      // Through /proc: a new descriptor of the very inode fd refers to (Node has no dup(2)).
+      pin = fs.openSync(`/proc/self/fd/${fd}`, fs.constants.O_RDONLY);
+      if (inodeKey(fs.fstatSync(pin)) !== key) throw new Error("not the same inode");
+    } catch {
+      closeQuietly(pin);
+      pin = undefined;
+    }
     if (pin === undefined && !this.datable(st.birthtimeMs)) return; // cannot be told apart later
     this.born.set(key, st.birthtimeMs);
     if (pin === undefined) return;

@@ -59,8 +59,6 @@ export class Upload {
   /** An early flush is running on the thread pool: the descriptor is closed only once it is done. */
   private flushing = false;
   private closeWhenFlushed = false;
-  /** The vault keeps the descriptor of the published file (handOver): it is no longer ours to close. */
-  private handedOver = false;
   /** The vault removed the temporary name when it published the file. */
   private tmpGone = false;
   readonly v: VPath;
@@ -246,15 +244,7 @@ export class Upload {
     this.ended = true;
     this.trail?.last(this.size); // the worker finishes hashing while the disk catches up
     const { v, fd, tmpPath, parentFd, replaces } = this.init;
-    return { fd, v, size: this.size, src: tmpPath, mode: this.mode, times: this.times, uncounted: 0, sha256: () => this.digest(), dir: { fd: parentFd, replaces }, handOver: (srcGone) => this.handOver(srcGone) };
-  }
-
-  /** Not while the thread pool may still use the descriptor (an early flush, the hashing worker). */
-  private handOver(srcGone: boolean): boolean {
-    this.tmpGone = srcGone;
-    if (this.flushing || this.trail) return false;
-    this.handedOver = true;
-    return true;
+    return { fd, v, size: this.size, src: tmpPath, mode: this.mode, times: this.times, uncounted: 0, sha256: () => this.digest(), dir: { fd: parentFd, replaces }, srcGone: () => void (this.tmpGone = true) };
   }
 
   abort(): void {
@@ -272,9 +262,7 @@ export class Upload {
   private discard(): void {
     this.trail?.stop(); // before the descriptor is closed: the worker may be reading it
     this.unlinkTmp();
-    if (this.handedOver) {
-      /* the vault keeps it */
-    } else if (this.flushing) this.closeWhenFlushed = true; // its number must not be reused under it
+    if (this.flushing) this.closeWhenFlushed = true; // its number must not be reused under it
     else closeQuietly(this.fd);
     this.release();
   }

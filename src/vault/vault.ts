@@ -323,7 +323,7 @@ export class Vault {
         /* the stored file stays, and stays whatever it was (another session's, or ours) */
       } else if (!a.dir && inodeKey(lstatAt(dirFd, name)) !== inodeKey(file))
         this.session.audit.event("anomaly", { anomaly: true, path: shown, reason: "staged file changed while being published" });
-      else this.ownFiles.add(a.fd, file, a.handOver?.(false) ?? false);
+      else this.ownFiles.add(a.fd, file);
       const pub = this.landed(a, how, sha256);
       // The new name reaches the disk with the directory's fsync at the end of the session (one per
       // directory, not one per file: what made small uploads crawl), or with the caller's syncfs.
@@ -375,13 +375,12 @@ export class Vault {
             unlock(claimed, false);
             throw err;
           }
-          let srcGone: boolean;
           try {
-            srcGone = this.rules.publishClaimed(claimed, dirFd, name, a.v, a.src, judged.file);
+            if (this.rules.publishClaimed(claimed, dirFd, name, a.v, a.src, judged.file)) a.srcGone?.();
           } catch (e) {
             throw nameTaken(e, shown);
           }
-          this.ownFiles.add(a.fd, judged.file, a.handOver?.(srcGone) ?? false);
+          this.ownFiles.add(a.fd, judged.file);
           this.landed(a, "new", judged.sha256);
           this.syncDirLater(dirFd);
           resolve(true);
