@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import { Sha256, sha256Hex } from "./sha256.js";
 import { nodeCrypto, nodeCryptoLoaded } from "../lazy.js";
+import { inodeKey } from "../fsat.js";
 
 export const CHAIN_FIELD = "prev";
 const TAIL_CHUNK = 64 * 1024;
@@ -352,8 +353,8 @@ export function rotatedName(log: string): string {
 }
 
 /** One regular file under two names (lstat's: a link is never taken for what it points to). */
-function sameFile(a: fs.Stats, b: fs.Stats | undefined): boolean {
-  return b !== undefined && a.isFile() && b.isFile() && a.dev === b.dev && a.ino === b.ino;
+export function sameFile(a: fs.Stats | undefined, b: fs.Stats | undefined): boolean {
+  return a !== undefined && b !== undefined && a.isFile() && b.isFile() && inodeKey(a) === inodeKey(b);
 }
 
 /**

@@ -8,10 +8,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import { withLock, tryLock, unlock } from "../lock.js";
-import { at, closeQuietly, inodeKey } from "../fsat.js";
+import { at, closeQuietly } from "../fsat.js";
 import { VbError } from "../errors.js";
 import { toVbError } from "../handler.js";
-import { chainLine, tailHash, rotatedName, recordHead, defaultHeadFile } from "../audit/chain.js";
+import { chainLine, tailHash, rotatedName, recordHead, defaultHeadFile, sameFile } from "../audit/chain.js";
 import { ROOT_CLIENT } from "../audit/log.js";
 import { auditLine, members } from "../audit/line.js";
 import { visible } from "../audit/sanitize.js";
@@ -101,16 +101,8 @@ function moveNoReplace(from: string, to: string): void {
   fs.unlinkSync(from);
 }
 
-/** Whether `a` and `b` are one file under two names (neither a link). */
-function sameFile(a: string, b: string): boolean {
-  try {
-    const x = fs.lstatSync(a);
-    const y = fs.lstatSync(b);
-    return x.isFile() && y.isFile() && inodeKey(x) === inodeKey(y);
-  } catch {
-    return false;
-  }
-}
+/** Whether the names `a` and `b` are one file (neither a link). */
+const sameName = (a: string, b: string) => sameFile(fs.lstatSync(a, { throwIfNoEntry: false }), fs.lstatSync(b, { throwIfNoEntry: false }));
 
 /**
  * A run killed between the link(2) and the unlink(2) of a move left one file under two names. The
@@ -124,14 +116,14 @@ function finishInterrupted(log: string, say: (s: string) => void, restored: bool
   const flag = (files: string) =>
     restored ? "the flags it had lifted are back" : `if the log was append-only and an older version was killed here, put the flag back with chattr +a ${files}`;
   const one = `${log}.1`;
-  if (sameFile(log, one)) {
+  if (sameName(log, one)) {
     lifted(log, one, () => fs.unlinkSync(one), log);
     say(`an interrupted audit --rotate had left ${log} also named ${one}: that name was removed (${flag(`${log} ${one}`)} once this run is done)`);
   }
   // A gap of one name at most: the one just removed, or one an earlier repair left.
   for (let n = 1; fs.existsSync(`${log}.${n}`) || fs.existsSync(`${log}.${n + 1}`); n++) {
     const [lower, upper] = [`${log}.${n}`, `${log}.${n + 1}`];
-    if (!sameFile(lower, upper)) continue;
+    if (!sameName(lower, upper)) continue;
     lifted(log, lower, () => fs.unlinkSync(lower), upper);
     say(`an interrupted audit --rotate had left ${upper} also named ${lower}: its move to ${upper} was finished (${flag(upper)})`);
   }

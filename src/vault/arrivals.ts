@@ -90,8 +90,8 @@ const LOCK_FREE_ROUNDS = 3;
 
 /** Write the line on the held record (opened first if need be); whether the name is still that file. */
 function writeAndCheck(file: string, text: Buffer): boolean {
-  if (held?.file !== file || held.fd < 0) {
-    if (held && held.fd >= 0) closeQuietly(held.fd);
+  if (held?.file !== file) {
+    if (held) closeQuietly(held.fd);
     held = undefined;
     held = openRecord(file);
   }
@@ -104,7 +104,7 @@ function writeAndCheck(file: string, text: Buffer): boolean {
   }
   if (named && named.ino === held.ino && named.dev === held.dev) return true;
   closeQuietly(held.fd);
-  held = { ...held, fd: -1 }; // reopened by the next round, never written through again
+  held = undefined; // the next round opens the name again
   return false;
 }
 
